@@ -1,0 +1,216 @@
+"""The ``ainode`` command: run the node, workers, migrations, status and a C-STORE client.
+
+Heavy modules (pynetdicom, Celery, pipelines) are imported inside the
+commands that need them, so ``ainode status`` starts fast and the SCP
+process never loads torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+from pathlib import Path
+
+import click
+
+from core.config import CONFIG_FILE_ENV, Settings, load_settings
+from core.logging import configure_logging
+
+
+def _settings(ctx: click.Context) -> Settings:
+    settings: Settings = ctx.obj["settings"]
+    return settings
+
+
+@click.group()
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="TOML configuration file (also $AINODE_CONFIG).",
+)
+@click.pass_context
+def main(ctx: click.Context, config_file: Path | None) -> None:
+    """pacs-ai-node: receive studies from a PACS, run AI pipelines, send results back."""
+    if config_file is not None:
+        os.environ[CONFIG_FILE_ENV] = str(config_file.resolve())
+    try:
+        settings = load_settings()
+    except (ValueError, FileNotFoundError) as exc:
+        raise click.ClickException(f"invalid configuration: {exc}") from exc
+    configure_logging(settings.log_level)
+    ctx.obj = {"settings": settings}
+
+
+def _require_schema(settings: Settings) -> None:
+    from core.db.migrate import current_revision, head_revision
+
+    url = settings.effective_database_url
+    if current_revision(url) != head_revision():
+        raise click.ClickException("database schema is not current: run 'ainode db upgrade'")
+
+
+@main.group()
+def db() -> None:
+    """Database schema commands."""
+
+
+@db.command("upgrade")
+@click.pass_context
+def db_upgrade(ctx: click.Context) -> None:
+    """Create or migrate the database schema to the newest revision."""
+    from core.db.migrate import head_revision, upgrade
+
+    settings = _settings(ctx)
+    settings.spool_path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    upgrade(settings.effective_database_url)
+    click.echo(f"database at revision {head_revision()}")
+
+
+@main.command()
+@click.pass_context
+def serve(ctx: click.Context) -> None:
+    """Run the Storage SCP and the stability scheduler (no worker)."""
+    import signal
+
+    from dicom_node.service import NodeService
+
+    settings = _settings(ctx)
+    _require_schema(settings)
+    service = NodeService(settings)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    service.start()
+    click.echo(f"{settings.ae_title} listening on {settings.host}:{service.port}", err=True)
+    stop.wait()
+    service.stop()
+
+
+@main.command()
+@click.option("--queues", "-Q", help="Comma-separated queues (default: AINODE_WORKER_QUEUES).")
+@click.pass_context
+def worker(ctx: click.Context, queues: str | None) -> None:
+    """Run a Celery worker that executes jobs and deliveries."""
+    from worker.celery_app import create_app
+
+    settings = _settings(ctx)
+    _require_schema(settings)
+    app = create_app(settings)
+    pool = "solo" if settings.worker_concurrency == 1 else "threads"
+    app.worker_main(
+        [
+            "worker",
+            f"--loglevel={settings.log_level}",
+            f"--queues={queues or ','.join(settings.worker_queues)}",
+            f"--pool={pool}",
+            f"--concurrency={settings.worker_concurrency}",
+            "--hostname=ainode@%h",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )
+
+
+@main.command()
+@click.pass_context
+def run(ctx: click.Context) -> None:
+    """Run everything on one machine: migrations, SCP + scheduler, and a worker."""
+    from core.db.migrate import upgrade
+    from core.supervisor import Child, ProcessGroup
+
+    settings = _settings(ctx)
+    settings.spool_path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    upgrade(settings.effective_database_url)
+    base = [sys.executable, "-m", "core.cli"]
+    group = ProcessGroup([Child("serve", [*base, "serve"]), Child("worker", [*base, "worker"])])
+    sys.exit(group.run())
+
+
+@main.command()
+@click.option("--limit", default=20, show_default=True, help="Rows per table.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def status(ctx: click.Context, limit: int, as_json: bool) -> None:
+    """Recent studies and jobs with their states, timings and errors."""
+    from core.db.session import make_engine, make_session_factory, session_scope
+    from core.status import format_table, job_rows, study_rows
+
+    settings = _settings(ctx)
+    _require_schema(settings)
+    engine = make_engine(settings.effective_database_url)
+    with session_scope(make_session_factory(engine)) as session:
+        studies, jobs = study_rows(session, limit), job_rows(session, limit)
+    engine.dispose()
+    if as_json:
+        click.echo(json.dumps({"studies": studies, "jobs": jobs}, indent=2))
+        return
+    click.echo("STUDIES")
+    click.echo(format_table(studies))
+    click.echo("\nJOBS")
+    click.echo(format_table(jobs))
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--to", "destination", required=True, help="Peer as AE@host:port.")
+@click.option("--calling-ae", default="AINODE_SEND", show_default=True)
+@click.pass_context
+def send(ctx: click.Context, paths: tuple[Path, ...], destination: str, calling_ae: str) -> None:
+    """C-STORE DICOM files (or every file under folders) to a peer."""
+    from core.config import Destination
+    from core.errors import TransientError
+    from dicom_node.scu import store_files
+
+    try:
+        peer = Destination.parse(destination)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--to") from exc
+    files = sorted(
+        file
+        for path in paths
+        for file in ([path] if path.is_file() else path.rglob("*"))
+        if file.is_file()
+    )
+    try:
+        outcomes = store_files(peer, files, calling_ae=calling_ae)
+    except TransientError as exc:
+        raise click.ClickException(str(exc)) from exc
+    failed = [outcome for outcome in outcomes if not outcome.ok]
+    for outcome in failed:
+        click.echo(f"FAILED {outcome.path}: {outcome.error}", err=True)
+    click.echo(f"sent {len(outcomes) - len(failed)} of {len(outcomes)} files to {peer}")
+    if failed:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--slices", default=120, show_default=True)
+@click.option("--size", default=256, show_default=True, help="Rows and columns.")
+@click.option("--seed", default=0, show_default=True)
+def phantom(directory: Path, slices: int, size: int, seed: int) -> None:
+    """Write a synthetic chest CT series (with known anatomy) for demos and tests."""
+    from pipelines.phantom import generate_ct_phantom, write_phantom
+
+    spacing = 400.0 / size
+    study = generate_ct_phantom(
+        slices=slices, rows=size, columns=size, pixel_spacing=spacing, seed=seed
+    )
+    files = write_phantom(study, directory)
+    click.echo(f"wrote {len(files)} CT slices of study {study.study_instance_uid} to {directory}")
+
+
+@main.command("pipelines")
+def list_pipelines() -> None:
+    """List the installed pipelines."""
+    from pipelines.registry import available_specs
+
+    for spec in available_specs().values():
+        click.echo(f"{spec.name} {spec.version} [{spec.queue}] {spec.description}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,211 @@
+"""Node settings: the one place where environment variables and the TOML file are read.
+
+Every setting has an environment variable ``AINODE_<NAME>`` (for example
+``AINODE_AE_TITLE``) and the same key in the optional TOML file given with
+``ainode --config node.toml`` (or ``AINODE_CONFIG``).  Environment variables
+win over the file, the file over the defaults.  The names are a contract that
+deploy files and scripts rely on: see the README's configuration table.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from core.routing import RoutingRule, default_rules
+
+CONFIG_FILE_ENV = "AINODE_CONFIG"
+
+_AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")
+_DESTINATION = re.compile(r"^(?P<ae>[^@]{1,16})@(?P<host>[^:@]+):(?P<port>\d{1,5})$")
+_CALLER = re.compile(r"^(?P<ae>[^@]{1,16})(?:@(?P<host>[^:@]+))?$")
+
+
+def _validate_ae_title(value: str) -> str:
+    value = value.strip()
+    if not _AE_TITLE.match(value):
+        raise ValueError(f"not a valid AE title (1-16 printable characters, no '\\'): {value!r}")
+    return value
+
+
+class Destination(BaseModel):
+    """A DICOM peer that receives the node's results (C-STORE SCP)."""
+
+    ae_title: str
+    host: str
+    port: int = Field(ge=1, le=65535)
+
+    _check_ae = field_validator("ae_title")(_validate_ae_title)
+
+    @classmethod
+    def parse(cls, text: str) -> Destination:
+        """Parse ``AE@host:port``, the form used in ``AINODE_DESTINATIONS``."""
+        match = _DESTINATION.match(text.strip())
+        if not match:
+            raise ValueError(f"destination must look like AE@host:port, got {text!r}")
+        return cls(ae_title=match["ae"], host=match["host"], port=int(match["port"]))
+
+    def __str__(self) -> str:
+        return f"{self.ae_title}@{self.host}:{self.port}"
+
+
+class AllowedCaller(BaseModel):
+    """A calling AE title allowed to associate, optionally only from one host."""
+
+    ae_title: str
+    host: str | None = None
+
+    _check_ae = field_validator("ae_title")(_validate_ae_title)
+
+    @classmethod
+    def parse(cls, text: str) -> AllowedCaller:
+        """Parse ``AE`` or ``AE@host``, the form used in ``AINODE_ALLOWED_CALLERS``."""
+        match = _CALLER.match(text.strip())
+        if not match:
+            raise ValueError(f"allowed caller must look like AE or AE@host, got {text!r}")
+        return cls(ae_title=match["ae"], host=match["host"])
+
+    def admits(self, ae_title: str, host: str) -> bool:
+        """Whether a caller with this AE title, connecting from ``host``, is this entry."""
+        return ae_title.strip() == self.ae_title and self.host in (None, host)
+
+
+def _split_list(value: Any, parse: Any) -> Any:
+    """Accept a comma-separated string (environment) or a list (TOML) of entries."""
+    if isinstance(value, str):
+        value = [part for part in value.split(",") if part.strip()]
+    if isinstance(value, list):
+        return [parse(item) if isinstance(item, str) else item for item in value]
+    return value
+
+
+class Settings(BaseSettings):
+    """Everything the node, the scheduler and the workers are configured with."""
+
+    model_config = SettingsConfigDict(env_prefix="AINODE_", extra="ignore", toml_file=None)
+
+    ae_title: str = "AINODE"
+    host: str = "0.0.0.0"
+    port: int = Field(default=11112, ge=1, le=65535)
+    spool_dir: Path = Path("./var")
+    database_url: str | None = None
+    broker_url: str | None = None
+    stability_seconds: float = Field(default=10.0, gt=0)
+    destinations: Annotated[list[Destination], NoDecode] = Field(default_factory=list)
+    allowed_callers: Annotated[list[AllowedCaller], NoDecode] = Field(default_factory=list)
+    routing_rules: list[RoutingRule] = Field(default_factory=default_rules)
+
+    max_pdu_size: int = Field(default=0, ge=0)
+    network_timeout_seconds: float = 60.0
+    worker_queues: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["cpu", "gpu", "send"]
+    )
+    worker_concurrency: int = Field(default=1, ge=1)
+    job_time_limit_seconds: int = Field(default=3600, ge=10)
+    delivery_max_attempts: int = Field(default=6, ge=1)
+    delivery_backoff_seconds: float = Field(default=2.0, gt=0)
+    delivery_backoff_max_seconds: float = Field(default=300.0, gt=0)
+    recovery_interval_seconds: float = Field(default=60.0, gt=0)
+    log_level: str = "INFO"
+
+    _check_ae = field_validator("ae_title")(_validate_ae_title)
+
+    @field_validator("destinations", mode="before")
+    @classmethod
+    def _parse_destinations(cls, value: Any) -> Any:
+        return _split_list(value, Destination.parse)
+
+    @field_validator("allowed_callers", mode="before")
+    @classmethod
+    def _parse_callers(cls, value: Any) -> Any:
+        return _split_list(value, AllowedCaller.parse)
+
+    @field_validator("worker_queues", mode="before")
+    @classmethod
+    def _parse_queues(cls, value: Any) -> Any:
+        return _split_list(value, str.strip)
+
+    @model_validator(mode="after")
+    def _unique_rule_names(self) -> Settings:
+        names = [rule.name for rule in self.routing_rules]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"routing rule names must be unique: {duplicates}")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Order of precedence: arguments, environment, TOML file, defaults."""
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    @cached_property
+    def spool_path(self) -> Path:
+        """Absolute spool directory (received instances, results, embedded DB and broker)."""
+        return self.spool_dir.expanduser().resolve()
+
+    @property
+    def incoming_dir(self) -> Path:
+        """Where received instances are stored, one folder per study and series."""
+        return self.spool_path / "incoming"
+
+    @property
+    def results_dir(self) -> Path:
+        """Where result objects (SEG, SR) are written before they are sent."""
+        return self.spool_path / "results"
+
+    @property
+    def effective_database_url(self) -> str:
+        """The database URL, defaulting to a SQLite file in the spool directory."""
+        return self.database_url or f"sqlite:///{self.spool_path / 'ainode.db'}"
+
+    @property
+    def uses_embedded_broker(self) -> bool:
+        """True when no broker URL is set: the file-system broker under the spool is used."""
+        return not self.broker_url
+
+    @property
+    def embedded_broker_dir(self) -> Path:
+        """Folder of the embedded (kombu file-system) broker; survives restarts."""
+        return self.spool_path / "broker"
+
+
+def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Settings:
+    """Build the settings from the environment and an optional TOML file.
+
+    Parameters
+    ----------
+    config_file:
+        TOML file; defaults to ``$AINODE_CONFIG`` when set.
+    overrides:
+        Values that win over both (used by tests and the CLI).
+    """
+    path = config_file or os.environ.get(CONFIG_FILE_ENV)
+    if not path:
+        return Settings(**overrides)
+    toml_path = Path(path)
+    if not toml_path.is_file():
+        raise FileNotFoundError(f"configuration file not found: {toml_path}")
+
+    class FileSettings(Settings):
+        model_config = SettingsConfigDict(toml_file=toml_path)
+
+    return FileSettings(**overrides)

@@ -1,0 +1,58 @@
+"""Error taxonomy and DIMSE status codes used across the node.
+
+Errors are split by what the caller should do about them:
+
+* :class:`InputRejected` - the input itself is unusable; retrying is pointless.
+* :class:`TransientError` - a peer or resource is briefly unavailable; retry.
+* :class:`PipelineError` - a pipeline could not analyse a series (bad
+  geometry, too few slices); the job fails with this reason, others go on.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class NodeError(Exception):
+    """Base of every error the node raises on purpose."""
+
+
+class InputRejected(NodeError):
+    """The received data cannot be used (missing UIDs, unreadable dataset).
+
+    ``status`` is the DIMSE status the Storage SCP answers for it.
+    """
+
+    def __init__(self, message: str, status: int = 0xC000) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class TransientError(NodeError):
+    """A resource or peer is unavailable for now; the operation may be retried."""
+
+
+class PipelineError(NodeError):
+    """A pipeline cannot produce a result for this input; the reason is recorded."""
+
+
+class ConfigurationError(NodeError):
+    """The settings are inconsistent (unknown pipeline, bad destination)."""
+
+
+class StoreStatus(IntEnum):
+    """C-STORE response statuses the Storage SCP answers (PS3.4 Annex B.2.3)."""
+
+    SUCCESS = 0x0000
+    PROCESSING_FAILURE = 0x0110
+    OUT_OF_RESOURCES = 0xA700
+    DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
+    CANNOT_UNDERSTAND = 0xC000
+    MISSING_UIDS = 0xC001
+    INVALID_UID = 0xC002
+
+
+class VerificationStatus(IntEnum):
+    """C-ECHO response statuses."""
+
+    SUCCESS = 0x0000

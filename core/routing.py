@@ -1,0 +1,119 @@
+"""Routing rules: which pipelines run on which series.
+
+Rules are declarative selectors (sets, a regular expression compiled when the
+configuration is loaded), in the spirit of MONAI Deploy's series selection:
+nothing is evaluated as code at run time.  A series matches a rule when every
+selector the rule sets matches; unset selectors match anything.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+
+
+@dataclass(frozen=True)
+class SeriesFacts:
+    """What routing may look at for one series (no patient data)."""
+
+    modality: str | None
+    sop_class_uid: str | None
+    body_part: str | None
+    series_description: str | None
+    calling_ae: str | None
+    instance_count: int
+
+
+def _upper_set(value: object) -> object:
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, list | set | tuple | frozenset):
+        return frozenset(str(item).strip().upper() for item in value)
+    return value
+
+
+class RoutingRule(BaseModel):
+    """One selector and the pipeline it sends matching series to.
+
+    Parameters
+    ----------
+    name:
+        Unique rule name, recorded on every job it creates.
+    pipeline:
+        Registered pipeline name, e.g. ``ct-lungs``.
+    modality, sop_class_uid, body_part, calling_ae:
+        Sets of accepted values (case-insensitive); ``None`` accepts any.
+    series_description:
+        Regular expression searched in the series description (case-insensitive).
+    min_instances:
+        Fewer instances than this and the series is not routed.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    pipeline: str
+    modality: frozenset[str] | None = None
+    sop_class_uid: frozenset[str] | None = None
+    body_part: frozenset[str] | None = None
+    calling_ae: frozenset[str] | None = None
+    series_description: re.Pattern[str] | None = None
+    min_instances: int = Field(default=1, ge=1)
+
+    @field_validator("modality", "body_part", "calling_ae", "sop_class_uid", mode="before")
+    @classmethod
+    def _normalise_sets(cls, value: object) -> object:
+        return _upper_set(value)
+
+    @field_validator("series_description", mode="before")
+    @classmethod
+    def _compile(cls, value: object) -> object:
+        if isinstance(value, str):
+            try:
+                return re.compile(value, re.IGNORECASE)
+            except re.error as exc:
+                raise ValueError(f"invalid series_description regex {value!r}: {exc}") from exc
+        return value
+
+    def matches(self, series: SeriesFacts) -> bool:
+        """Whether every selector this rule sets accepts ``series``."""
+        checks = (
+            (self.modality, series.modality),
+            (self.sop_class_uid, series.sop_class_uid),
+            (self.body_part, series.body_part),
+            (self.calling_ae, series.calling_ae),
+        )
+        for accepted, value in checks:
+            if accepted is not None and (value or "").strip().upper() not in accepted:
+                return False
+        if self.series_description is not None and not self.series_description.search(
+            series.series_description or ""
+        ):
+            return False
+        return series.instance_count >= self.min_instances
+
+
+def default_rules() -> list[RoutingRule]:
+    """The route a fresh node has: CT image series go to ``ct-lungs``."""
+    return [
+        RoutingRule(
+            name="ct-default",
+            pipeline="ct-lungs",
+            modality=frozenset({"CT"}),
+            sop_class_uid=frozenset({CT_IMAGE_STORAGE}),
+            min_instances=3,
+        )
+    ]
+
+
+def match_rules(rules: list[RoutingRule], series: SeriesFacts) -> list[RoutingRule]:
+    """Rules that accept ``series``, one per pipeline (the first rule naming it wins)."""
+    chosen: dict[str, RoutingRule] = {}
+    for rule in rules:
+        if rule.pipeline not in chosen and rule.matches(series):
+            chosen[rule.pipeline] = rule
+    return list(chosen.values())

@@ -1,0 +1,54 @@
+"""Deterministic UIDs for result objects.
+
+A result's Series and SOP Instance UIDs are derived from what was analysed
+(study, series, the exact set of input instances) and by which pipeline
+version, so re-running a job or re-sending its results yields the same UIDs
+and the PACS stores each object once instead of duplicating it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from pydicom.uid import generate_uid
+
+UID_ROOT = "1.2.826.0.1.3680043.8.498."
+
+
+def input_key(sop_instance_uids: Iterable[str]) -> str:
+    """A fingerprint of a job's input: the sorted SOP Instance UIDs it covers."""
+    digest = hashlib.sha256()
+    for uid in sorted(set(sop_instance_uids)):
+        digest.update(uid.encode("ascii", "replace"))
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def derived_uid(*parts: str) -> str:
+    """A UID under the node's root, the same for the same ``parts``."""
+    return generate_uid(prefix=UID_ROOT, entropy_srcs=["pacs-ai-node", *parts])
+
+
+@dataclass(frozen=True)
+class ResultUIDs:
+    """Series and SOP Instance UIDs of one job's SEG and SR."""
+
+    seg_series: str
+    seg_instance: str
+    sr_series: str
+    sr_instance: str
+
+    @classmethod
+    def for_job(
+        cls, *, study_uid: str, series_uid: str, pipeline: str, version: str, key: str
+    ) -> ResultUIDs:
+        """Derive the UIDs of a job's results from its identity (not from its row id)."""
+        base = (study_uid, series_uid, pipeline, version, key)
+        return cls(
+            seg_series=derived_uid(*base, "seg-series"),
+            seg_instance=derived_uid(*base, "seg-instance"),
+            sr_series=derived_uid(*base, "sr-series"),
+            sr_instance=derived_uid(*base, "sr-instance"),
+        )

@@ -1,0 +1,116 @@
+"""The Storage SCP: an AE built from the settings, started and stopped as one object.
+
+It accepts Verification and every Storage SOP class in any transfer syntax;
+datasets are received straight to a file on the spool's file system
+(pynetdicom's chunked receive) and never decoded in the association thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config
+from pynetdicom.sop_class import Verification
+from pynetdicom.transport import ThreadedAssociationServer
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.config import Settings
+from dicom_node.handlers import bound_handlers
+from dicom_node.recorder import InstanceRecorder
+from dicom_node.spool import InstanceSpool
+
+log = logging.getLogger(__name__)
+
+
+def configure_pynetdicom() -> None:
+    """Process-wide pynetdicom options: stream to disk, log no identifiers (no PHI)."""
+    _config.STORE_RECV_CHUNKED_DATASET = True
+    _config.LOG_REQUEST_IDENTIFIERS = False
+    _config.LOG_RESPONSE_IDENTIFIERS = False
+    _config.LOG_HANDLER_LEVEL = "none"
+
+
+def build_ae(settings: Settings) -> AE:
+    """An AE that accepts C-ECHO and C-STORE of every storage class and transfer syntax."""
+    ae = AE(ae_title=settings.ae_title)
+    ae.maximum_pdu_size = settings.max_pdu_size
+    ae.network_timeout = settings.network_timeout_seconds
+    ae.dimse_timeout = settings.network_timeout_seconds
+    ae.acse_timeout = settings.network_timeout_seconds
+    ae.maximum_associations = 32
+    ae.require_called_aet = True
+    ae.require_calling_aet = [caller.ae_title for caller in settings.allowed_callers]
+    ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
+    for context in AllStoragePresentationContexts:
+        ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+    return ae
+
+
+class StorageSCP:
+    """The node's DICOM listener: C-ECHO and C-STORE into the spool and the database.
+
+    Parameters
+    ----------
+    settings:
+        AE title, port, allow-list and timeouts.
+    session_factory:
+        Where received instances are recorded.
+    on_recorded:
+        Called with the study id after each instance is recorded (the
+        stability monitor uses it to wake up).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        session_factory: sessionmaker[Session],
+        on_recorded: Callable[[int], None] = lambda _study_id: None,
+    ) -> None:
+        self.settings = settings
+        self.spool = InstanceSpool(settings.incoming_dir)
+        self.recorder = InstanceRecorder(session_factory)
+        self._on_recorded = on_recorded
+        self._server: ThreadedAssociationServer | None = None
+
+    @property
+    def port(self) -> int:
+        """The TCP port actually listened on (useful when the settings ask for port 0)."""
+        if self._server is None:
+            raise RuntimeError("the SCP is not running")
+        return int(self._server.server_address[1])
+
+    def start(self) -> None:
+        """Start listening in background threads."""
+        configure_pynetdicom()
+        receive_dir = self.settings.spool_path / "tmp"
+        receive_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Chunked receive writes to tempfile's folder: keep it on the spool's
+        # file system so that the durable store is a rename, not a copy.
+        tempfile.tempdir = str(receive_dir)
+        removed = self.spool.remove_partials()
+        for leftover in Path(receive_dir).glob("*.dcm"):
+            leftover.unlink(missing_ok=True)
+        if removed:
+            log.info("removed %d partial files left by an earlier run", removed)
+        ae = build_ae(self.settings)
+        handlers = bound_handlers(
+            self.spool, self.recorder, self.settings.allowed_callers, self._on_recorded
+        )
+        self._server = ae.start_server(
+            (self.settings.host, self.settings.port), block=False, evt_handlers=handlers
+        )
+        log.info(
+            "Storage SCP %s listening on %s:%d",
+            self.settings.ae_title,
+            self.settings.host,
+            self.port,
+        )
+
+    def stop(self) -> None:
+        """Stop accepting associations and close the listening socket."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None

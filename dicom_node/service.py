@@ -1,0 +1,58 @@
+"""The receiving side of the node as one object: SCP, stability monitor and dispatcher.
+
+``ainode serve`` runs exactly this; workers run separately (``ainode worker``)
+or, with ``ainode run``, as supervised child processes.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Celery
+
+from core.config import Settings
+from core.db.session import make_engine, make_session_factory
+from dicom_node.server import StorageSCP
+from dicom_node.stability import StabilityMonitor
+from worker.celery_app import create_app
+from worker.dispatch import Dispatcher
+
+log = logging.getLogger(__name__)
+
+
+class NodeService:
+    """Receives studies, decides when they are complete and queues their jobs."""
+
+    def __init__(self, settings: Settings, app: Celery | None = None) -> None:
+        self.settings = settings
+        self.engine = make_engine(settings.effective_database_url)
+        self.session_factory = make_session_factory(self.engine)
+        self.app = app or create_app(settings)
+        self.dispatcher = Dispatcher(self.app, self.session_factory, settings)
+        self.monitor = StabilityMonitor(
+            self.session_factory,
+            settings.stability_seconds,
+            on_stable=self.dispatcher.route_study,
+            sweep=lambda: self.dispatcher.recover(jobs=False),
+            sweep_seconds=settings.recovery_interval_seconds,
+        )
+        self.scp = StorageSCP(settings, self.session_factory, on_recorded=self.monitor.notify)
+
+    @property
+    def port(self) -> int:
+        """The port the SCP listens on."""
+        return self.scp.port
+
+    def start(self) -> None:
+        """Re-enqueue what an earlier run left queued, then start listening and monitoring."""
+        jobs, deliveries = self.dispatcher.recover(jobs=True)
+        if jobs or deliveries:
+            log.info("recovered %d queued jobs and %d pending deliveries", jobs, deliveries)
+        self.scp.start()
+        self.monitor.start()
+
+    def stop(self) -> None:
+        """Stop listening, stop the monitor and close database connections."""
+        self.scp.stop()
+        self.monitor.stop()
+        self.engine.dispose()

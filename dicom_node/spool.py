@@ -1,0 +1,98 @@
+"""Durable storage of received instances: temp file, fsync, rename.
+
+An instance is only answered with success once its bytes are on disk under
+their final name; a crash or a full disk leaves either the previous file or
+nothing, never a half-written one.  File names come from UIDs only when they
+are plain DICOM UIDs, otherwise from a hash, so no UID can escape the spool.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from core.files import PARTIAL_SUFFIX, commit_file, partial_path
+
+_PLAIN_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+
+
+def safe_component(uid: str) -> str:
+    """A path component for ``uid``: the UID itself if it is a plain UID, else a hash."""
+    if len(uid) <= 64 and _PLAIN_UID.match(uid):
+        return uid
+    return "x" + hashlib.sha256(uid.encode("utf-8", "surrogateescape")).hexdigest()[:40]
+
+
+@dataclass(frozen=True)
+class SpooledFile:
+    """Where an instance was stored, relative to the spool root, and its size."""
+
+    relative_path: PurePosixPath
+    size_bytes: int
+
+
+class InstanceSpool:
+    """The folder tree ``<root>/<study>/<series>/<sop>.dcm`` of received instances."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def relative_path(self, study_uid: str, series_uid: str, sop_uid: str) -> PurePosixPath:
+        """The spool-relative path an instance with these UIDs is stored under."""
+        return PurePosixPath(
+            safe_component(study_uid), safe_component(series_uid), safe_component(sop_uid) + ".dcm"
+        )
+
+    def absolute(self, relative: PurePosixPath | str) -> Path:
+        """The absolute path of a spool-relative path."""
+        return self.root / relative
+
+    def store(self, received: Path, relative: PurePosixPath) -> SpooledFile:
+        """Move (or copy) a received Part-10 file durably to its place in the spool.
+
+        Raises
+        ------
+        OSError
+            When the file cannot be written (``ENOSPC`` for a full disk); no
+            partial file is left behind.
+        """
+        final = self.absolute(relative)
+        final.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        partial = partial_path(final)
+        try:
+            self._place(received, partial)
+            size = commit_file(partial, final)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        return SpooledFile(relative_path=relative, size_bytes=size)
+
+    @staticmethod
+    def _place(received: Path, partial: Path) -> None:
+        """Rename when on the same file system (no copy), else copy; fsync the data."""
+        try:
+            os.rename(received, partial)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            with received.open("rb") as src, partial.open("wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+                dst.flush()
+                os.fsync(dst.fileno())
+            return
+        with partial.open("rb+") as handle:
+            os.fsync(handle.fileno())
+
+    def remove_partials(self) -> int:
+        """Delete partial files a crash left behind; returns how many were removed."""
+        removed = 0
+        for path in self.root.rglob(f"*{PARTIAL_SUFFIX}"):
+            path.unlink(missing_ok=True)
+            removed += 1
+        return removed

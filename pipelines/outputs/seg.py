@@ -1,0 +1,169 @@
+"""DICOM Segmentation (BINARY) from a pipeline result.
+
+Geometry
+--------
+Masks live in the geometry of ``data.volume`` (axes ``(slice, row,
+column)``, affine to LPS).  They are stacked into a
+``(slice, row, column, segment)`` array and wrapped with
+``data.volume.with_array(...)`` so highdicom derives every frame's plane
+position, orientation and pixel spacing from the volume's affine and infers
+the per-frame source image references by matching positions against the
+source images.  Nothing depends on how the source datasets are ordered.
+
+Empty segments
+--------------
+A segment whose mask is all false stays in the Segment Sequence with no
+frames (highdicom omits empty frames per segment; the standard allows a
+described segment without frames), so segment numbers always equal the
+1-based position in ``result.segments`` and match the measurements.  If
+*every* segment is empty, highdicom keeps all (empty) frames instead.
+"""
+
+from __future__ import annotations
+
+import highdicom as hd
+import numpy as np
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from pipelines.base import PipelineInput, SegmentationResult
+from pipelines.outputs.provenance import ResultProvenance
+
+__all__ = ["algorithm_identification", "build_segmentation", "segment_tracking_uid"]
+
+
+def segment_tracking_uid(seg_sop_instance_uid: str, tracking_id: str) -> str:
+    """Tracking UID of one segment, derived deterministically.
+
+    Parameters
+    ----------
+    seg_sop_instance_uid:
+        SOP Instance UID of the Segmentation that holds the segment.
+    tracking_id:
+        The segment's stable tracking identifier.
+
+    Returns
+    -------
+    str
+        A UID that is the same every time the same SEG is rebuilt, so a
+        re-run produces identical objects; the SR reuses it so that SEG
+        segment and SR measurement group share one tracking UID.
+    """
+    return str(
+        generate_uid(entropy_srcs=["segment-tracking-uid", seg_sop_instance_uid, tracking_id])
+    )
+
+
+def algorithm_identification(provenance: ResultProvenance) -> hd.AlgorithmIdentificationSequence:
+    """Segmentation Algorithm Identification of the pipeline.
+
+    Parameters
+    ----------
+    provenance:
+        The node and pipeline that made the result.
+
+    Returns
+    -------
+    highdicom.AlgorithmIdentificationSequence
+        Pipeline name, version, family (CID 7162), source (manufacturer)
+        and parameters, if any.
+    """
+    return hd.AlgorithmIdentificationSequence(
+        name=provenance.pipeline_name,
+        family=provenance.algorithm_family,
+        version=provenance.pipeline_version,
+        source=provenance.manufacturer,
+        parameters=dict(provenance.parameters) or None,
+    )
+
+
+def _mask_volume(data: PipelineInput, result: SegmentationResult) -> hd.Volume:
+    """Stack the masks into a SegmentNumber-channel volume in the input geometry."""
+    shape = data.volume.spatial_shape
+    for segment, mask in zip(result.segments, result.masks, strict=True):
+        if mask.shape != shape:
+            raise ValueError(
+                f"mask of segment {segment.label!r} has shape {mask.shape}, "
+                f"input volume has {shape}"
+            )
+    stacked = np.stack([np.asarray(mask, dtype=bool) for mask in result.masks], axis=-1)
+    numbers = list(range(1, len(result.segments) + 1))
+    return data.volume.with_array(stacked, channels={"SegmentNumber": numbers})
+
+
+def build_segmentation(
+    data: PipelineInput,
+    result: SegmentationResult,
+    *,
+    series_instance_uid: str,
+    sop_instance_uid: str,
+    series_number: int,
+    provenance: ResultProvenance,
+    series_description: str | None = None,
+) -> hd.seg.Segmentation:
+    """Build a BINARY DICOM Segmentation of a pipeline result.
+
+    Segment ``i + 1`` describes ``result.segments[i]`` (coded category and
+    property type, algorithm type AUTOMATIC, the pipeline's algorithm
+    identification, tracking id and a deterministic tracking UID).  Patient
+    and study are copied from the source images by highdicom; the object
+    starts a new series and is encoded in Explicit VR Little Endian.
+
+    Parameters
+    ----------
+    data:
+        The pipeline input; its volume fixes the geometry of the masks and
+        its datasets are the referenced source images.
+    result:
+        Segments and boolean masks in the geometry of ``data.volume``.
+    series_instance_uid, sop_instance_uid, series_number:
+        Identity of the new SEG series and instance.
+    provenance:
+        Equipment and algorithm recorded in the object.
+    series_description:
+        Defaults to e.g. ``"AI SEG ct-lungs 1.0.0"``.
+
+    Returns
+    -------
+    highdicom.seg.Segmentation
+        The segmentation, ready to be saved or sent.
+
+    Raises
+    ------
+    ValueError
+        If there are no segments or a mask does not match the volume shape.
+    """
+    if not result.segments:
+        raise ValueError("a Segmentation needs at least one segment")
+    algorithm_id = algorithm_identification(provenance)
+    descriptions = [
+        hd.seg.SegmentDescription(
+            segment_number=number,
+            segment_label=segment.label,
+            segmented_property_category=segment.category,
+            segmented_property_type=segment.property_type,
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=algorithm_id,
+            tracking_uid=segment_tracking_uid(sop_instance_uid, segment.tracking_id),
+            tracking_id=segment.tracking_id,
+        )
+        for number, segment in enumerate(result.segments, 1)
+    ]
+    return hd.seg.Segmentation(
+        source_images=list(data.datasets),
+        pixel_array=_mask_volume(data, result),
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descriptions,
+        series_instance_uid=series_instance_uid,
+        series_number=series_number,
+        sop_instance_uid=sop_instance_uid,
+        instance_number=1,
+        manufacturer=provenance.manufacturer,
+        manufacturer_model_name=provenance.manufacturer_model_name,
+        # a list: pydicom warns when a multi-valued LO is given as a tuple
+        software_versions=list(provenance.software_versions),
+        device_serial_number=provenance.device_serial_number,
+        content_description=f"{provenance.pipeline_name} {provenance.pipeline_version}"[:64],
+        series_description=series_description or provenance.default_series_description("SEG"),
+        transfer_syntax_uid=ExplicitVRLittleEndian,
+        omit_empty_frames=True,
+    )

@@ -1,0 +1,203 @@
+"""TID 1500 Measurement Report (Comprehensive 3D SR) for a segmentation.
+
+One TID 1411 volumetric measurement group per segment, each pointing at its
+segment in the SEG built by :func:`pipelines.outputs.seg.build_segmentation`
+and carrying the segment's volume and mean intensity.
+
+Coding of the measurements
+--------------------------
+* Volume: ``(118565006, SCT, "Volume")`` in ``(ml, UCUM, "milliliter")``.
+* Mean intensity: the quantity (CT: ``(112031, DCM, "Attenuation
+  Coefficient")``) with derivation ``(373098007, SCT, "Mean")``, the form
+  dcmqi and OHIF read.  For a unit other than HU without an explicit
+  ``intensity_quantity`` the concept name is ``(373098007, SCT, "Mean")``
+  itself.  An empty segment has no mean (a NUM item cannot hold NaN), so
+  its group carries the volume (0 mL) only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import highdicom as hd
+from pydicom import Dataset
+from pydicom.sr.codedict import codes
+from pydicom.sr.coding import Code
+from pydicom.uid import generate_uid
+
+from pipelines.base import PipelineInput, SegmentMeasurement
+from pipelines.outputs.provenance import ResultProvenance
+from pipelines.outputs.seg import segment_tracking_uid
+
+__all__ = ["MILLILITER", "build_measurement_report"]
+
+MILLILITER = Code("ml", "UCUM", "milliliter")
+_HOUNSFIELD = "[hnsf'U]"
+
+
+def _observation_context(provenance: ResultProvenance) -> hd.sr.ObservationContext:
+    """Device observer context: the node (AE title) running the pipeline."""
+    device_uid = generate_uid(
+        entropy_srcs=["device-observer", provenance.manufacturer, provenance.device_serial_number]
+    )
+    device = hd.sr.DeviceObserverIdentifyingAttributes(
+        uid=str(device_uid),
+        name=provenance.device_serial_number,
+        manufacturer_name=provenance.manufacturer,
+        model_name=provenance.manufacturer_model_name,
+        serial_number=provenance.device_serial_number,
+    )
+    return hd.sr.ObservationContext(
+        observer_device_context=hd.sr.ObserverContext(
+            observer_type=codes.DCM.Device, observer_identifying_attributes=device
+        )
+    )
+
+
+def _referenced_segment(segmentation: Dataset, segment_number: int) -> hd.sr.ReferencedSegment:
+    """Reference to one segment of the SEG plus the series it was derived from.
+
+    The source *series* is referenced rather than every source image (what
+    ``ReferencedSegment.from_segmentation`` lists): the SEG already maps each
+    frame to its CT slice, a group stays small for 500-slice series, and an
+    empty segment (no frames, so no per-frame references) is handled alike.
+    """
+    return hd.sr.ReferencedSegment(
+        sop_class_uid=segmentation.SOPClassUID,
+        sop_instance_uid=segmentation.SOPInstanceUID,
+        segment_number=segment_number,
+        source_series=hd.sr.SourceSeriesForSegmentation(
+            segmentation.ReferencedSeriesSequence[0].SeriesInstanceUID
+        ),
+    )
+
+
+def _intensity_measurement(
+    measurement: SegmentMeasurement, unit: Code, quantity: Code | None
+) -> hd.sr.Measurement:
+    if quantity is None and unit.value == _HOUNSFIELD:
+        quantity = codes.DCM.AttenuationCoefficient
+    if quantity is None:
+        return hd.sr.Measurement(name=codes.SCT.Mean, value=measurement.mean_intensity, unit=unit)
+    return hd.sr.Measurement(
+        name=quantity, value=measurement.mean_intensity, unit=unit, derivation=codes.SCT.Mean
+    )
+
+
+def build_measurement_report(
+    data: PipelineInput,
+    measurements: Sequence[SegmentMeasurement],
+    segmentation: hd.seg.Segmentation,
+    *,
+    series_instance_uid: str,
+    sop_instance_uid: str,
+    series_number: int,
+    provenance: ResultProvenance,
+    intensity_unit: Code,
+    series_description: str | None = None,
+    procedure_reported: Code = codes.LN.CTUnspecifiedBodyRegion,
+    intensity_quantity: Code | None = None,
+) -> hd.sr.Comprehensive3DSR:
+    """Build a TID 1500 Measurement Report of the segments of ``segmentation``.
+
+    Each measurement becomes a TID 1411 group: the referenced segment
+    (SEG SOP instance + segment number, with its source images), tracking
+    identifier and tracking UID (the UID stored in the SEG for that
+    segment, so SEG and SR share it), finding type/category (the segment's
+    property type/category), the pipeline's algorithm identification, the
+    volume in mL and the mean intensity.  The observer is the node as a
+    device; evidence lists the source series and the SEG.
+
+    Parameters
+    ----------
+    data:
+        The pipeline input; its datasets are recorded as evidence and give
+        patient and study.
+    measurements:
+        One per segment, e.g. from :func:`pipelines.base.measure_segments`;
+        ``segment_number`` must name a segment of ``segmentation`` with the
+        same tracking id.
+    segmentation:
+        The SEG the groups refer to (as built, or read back).
+    series_instance_uid, sop_instance_uid, series_number:
+        Identity of the new SR series and instance.
+    provenance:
+        Equipment and algorithm recorded in the report.
+    intensity_unit:
+        UCUM unit of the mean intensity (HU for CT).
+    series_description:
+        Defaults to e.g. ``"AI SR ct-lungs 1.0.0"``.
+    procedure_reported:
+        Procedure reported (CID 100), CT of unspecified body region by default.
+    intensity_quantity:
+        Concept name of the mean intensity measurement; by default chosen
+        from the unit (see module docstring).
+
+    Returns
+    -------
+    highdicom.sr.Comprehensive3DSR
+        The report, COMPLETE, PRELIMINARY and UNVERIFIED (no human review).
+
+    Raises
+    ------
+    ValueError
+        If there are no measurements or one does not match a SEG segment.
+    """
+    if not measurements:
+        raise ValueError("a measurement report needs at least one measurement")
+    described = {int(item.SegmentNumber): item for item in segmentation.SegmentSequence}
+    algorithm_id = hd.sr.AlgorithmIdentification(
+        name=provenance.pipeline_name,
+        version=provenance.pipeline_version,
+        parameters=provenance.algorithm_parameters or None,
+        family=provenance.algorithm_family,
+        manufacturer=provenance.manufacturer,
+    )
+    groups = []
+    for measurement in measurements:
+        item = described.get(measurement.segment_number)
+        tracking_id = measurement.segment.tracking_id
+        if item is None or item.get("TrackingID", tracking_id) != tracking_id:
+            raise ValueError(
+                f"segment {measurement.segment_number} ({tracking_id!r}) is not in the SEG"
+            )
+        tracking_uid = item.get("TrackingUID") or segment_tracking_uid(
+            segmentation.SOPInstanceUID, tracking_id
+        )
+        values = [
+            hd.sr.Measurement(name=codes.SCT.Volume, value=measurement.volume_ml, unit=MILLILITER)
+        ]
+        if measurement.voxel_count > 0:
+            values.append(_intensity_measurement(measurement, intensity_unit, intensity_quantity))
+        groups.append(
+            hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+                tracking_identifier=hd.sr.TrackingIdentifier(
+                    uid=tracking_uid, identifier=tracking_id
+                ),
+                referenced_segment=_referenced_segment(segmentation, measurement.segment_number),
+                finding_type=measurement.segment.property_type,
+                finding_category=measurement.segment.category,
+                algorithm_id=algorithm_id,
+                measurements=values,
+            )
+        )
+    report = hd.sr.MeasurementReport(
+        observation_context=_observation_context(provenance),
+        procedure_reported=procedure_reported,
+        imaging_measurements=groups,
+    )
+    return hd.sr.Comprehensive3DSR(
+        evidence=[*data.datasets, segmentation],
+        content=report[0],
+        series_instance_uid=series_instance_uid,
+        series_number=series_number,
+        sop_instance_uid=sop_instance_uid,
+        instance_number=1,
+        manufacturer=provenance.manufacturer,
+        manufacturer_model_name=provenance.manufacturer_model_name,
+        # a list: pydicom warns when a multi-valued LO is given as a tuple
+        software_versions=list(provenance.software_versions),
+        device_serial_number=provenance.device_serial_number,
+        series_description=series_description or provenance.default_series_description("SR"),
+        is_complete=True,
+    )

@@ -1,0 +1,233 @@
+"""From a stable study to queued jobs, and from the database back onto the queue.
+
+Rows are committed first and messages sent after, so a worker never sees an
+id the database does not know.  If sending fails (broker down) the row stays
+``queued`` and :meth:`Dispatcher.recover` sends it again later: the database
+is the source of truth, the queue only carries work.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from celery import Celery
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, selectinload, sessionmaker
+
+from core.config import Settings
+from core.db.models import (
+    Delivery,
+    DeliveryState,
+    Job,
+    JobEvent,
+    JobState,
+    Series,
+    Study,
+    StudyState,
+    utcnow,
+)
+from core.db.session import session_scope
+from core.errors import ConfigurationError
+from core.routing import SeriesFacts, match_rules
+from core.uids import input_key
+from pipelines.registry import get_spec
+from worker.celery_app import RUN_JOB, SEND_DELIVERY
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RoutingOutcome:
+    """What routing one study did: new jobs, jobs that already existed, and why not others."""
+
+    new_job_ids: list[int] = field(default_factory=list)
+    existing_job_ids: list[int] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def add_job_event(session: Session, job: Job, state: str, message: str | None = None) -> None:
+    """Append an entry to a job's history."""
+    session.add(JobEvent(job_id=job.id, state=state, message=message, at=utcnow()))
+
+
+def series_facts(series: Series) -> SeriesFacts:
+    """The routing view of a series row."""
+    return SeriesFacts(
+        modality=series.modality,
+        sop_class_uid=series.sop_class_uid,
+        body_part=series.body_part,
+        series_description=series.series_description,
+        calling_ae=series.calling_ae,
+        instance_count=series.instance_count,
+    )
+
+
+class Dispatcher:
+    """Creates jobs for stable studies and puts job and delivery ids on the queue."""
+
+    def __init__(
+        self, app: Celery, session_factory: sessionmaker[Session], settings: Settings
+    ) -> None:
+        self.app = app
+        self.session_factory = session_factory
+        self.settings = settings
+
+    def route_study(self, study_id: int, now: datetime | None = None) -> RoutingOutcome | None:
+        """Route a study that has been quiet for the stability time.
+
+        Returns None when the study is not (or no longer) due: another
+        scheduler took it, or an instance arrived meanwhile.
+        """
+        now = now or utcnow()
+        cutoff = now - timedelta(seconds=self.settings.stability_seconds)
+        with session_scope(self.session_factory) as session:
+            claimed = session.execute(
+                update(Study)
+                .where(
+                    Study.id == study_id,
+                    Study.state == StudyState.RECEIVING,
+                    Study.last_received_at <= cutoff,
+                )
+                .values(state=StudyState.ROUTED, routed_at=now)
+            ).rowcount
+            if not claimed:
+                return None
+            outcome = self._plan_jobs(session, study_id, now)
+        for job_id in outcome.new_job_ids:
+            self.enqueue_job(job_id)
+        return outcome
+
+    def _plan_jobs(self, session: Session, study_id: int, now: datetime) -> RoutingOutcome:
+        outcome = RoutingOutcome()
+        study = session.get_one(Study, study_id)
+        series_rows = session.scalars(
+            select(Series)
+            .where(Series.study_id == study_id)
+            .options(selectinload(Series.instances))
+        ).all()
+        for series in series_rows:
+            rules = match_rules(self.settings.routing_rules, series_facts(series))
+            if not rules:
+                outcome.notes.append(f"series {series.series_instance_uid}: no rule matched")
+            for rule in rules:
+                self._plan_job(session, study, series, rule.name, rule.pipeline, now, outcome)
+        if outcome.new_job_ids or outcome.existing_job_ids:
+            study.state = StudyState.ROUTED
+        else:
+            study.state = StudyState.UNROUTED
+        study.routing_note = "; ".join(outcome.notes) or None
+        log.info(
+            "study %s routed: %d new jobs, %d already done, %d notes",
+            study.study_instance_uid,
+            len(outcome.new_job_ids),
+            len(outcome.existing_job_ids),
+            len(outcome.notes),
+        )
+        return outcome
+
+    @staticmethod
+    def _plan_job(
+        session: Session,
+        study: Study,
+        series: Series,
+        rule_name: str,
+        pipeline: str,
+        now: datetime,
+        outcome: RoutingOutcome,
+    ) -> None:
+        uid = series.series_instance_uid
+        try:
+            spec = get_spec(pipeline)
+        except ConfigurationError as exc:
+            outcome.notes.append(f"series {uid}: rule {rule_name}: {exc}")
+            return
+        if series.modality not in spec.modalities:
+            outcome.notes.append(
+                f"series {uid}: rule {rule_name}: {pipeline} does not accept {series.modality}"
+            )
+            return
+        key = input_key(instance.sop_instance_uid for instance in series.instances)
+        existing = session.scalars(
+            select(Job).where(
+                Job.pipeline == pipeline, Job.series_id == series.id, Job.input_key == key
+            )
+        ).one_or_none()
+        if existing is not None:
+            outcome.existing_job_ids.append(existing.id)
+            outcome.notes.append(f"series {uid}: {pipeline} already ran on these instances")
+            return
+        job = Job(
+            study_id=study.id,
+            series_id=series.id,
+            rule_name=rule_name,
+            pipeline=pipeline,
+            pipeline_version=spec.version,
+            queue=spec.queue,
+            input_key=key,
+            state=JobState.QUEUED,
+            created_at=now,
+            enqueued_at=now,
+        )
+        session.add(job)
+        session.flush()
+        add_job_event(session, job, JobState.QUEUED, f"rule {rule_name}")
+        outcome.new_job_ids.append(job.id)
+
+    def enqueue_job(self, job_id: int) -> bool:
+        """Put a job id on its pipeline's queue; False (and logged) if the broker refused."""
+        with session_scope(self.session_factory) as session:
+            queue = session.get_one(Job, job_id).queue
+        return self._send(RUN_JOB, job_id, queue)
+
+    def enqueue_delivery(self, delivery_id: int, countdown: float = 0) -> bool:
+        """Put a delivery id on the send queue, after ``countdown`` seconds."""
+        return self._send(SEND_DELIVERY, delivery_id, "send", countdown)
+
+    def _send(self, task: str, item_id: int, queue: str, countdown: float = 0) -> bool:
+        try:
+            self.app.send_task(task, args=[item_id], queue=queue, countdown=countdown or None)
+        except Exception as exc:
+            log.error(
+                "could not enqueue %s(%d): %s; the recovery sweep will retry",
+                task,
+                item_id,
+                type(exc).__name__,
+            )
+            return False
+        return True
+
+    def recover(self, now: datetime | None = None, *, jobs: bool = True) -> tuple[int, int]:
+        """Re-enqueue queued jobs and overdue deliveries (after a restart or a lost message).
+
+        Tasks assert the state of the world before working, so a job or
+        delivery whose message was still on the queue is not done twice.
+
+        Parameters
+        ----------
+        jobs:
+            Also re-enqueue every ``queued`` job (done at start-up; the
+            periodic sweep only re-sends deliveries whose retry is overdue).
+        """
+        now = now or utcnow()
+        overdue = now - timedelta(seconds=self.settings.recovery_interval_seconds)
+        with session_scope(self.session_factory) as session:
+            job_ids = (
+                session.scalars(select(Job.id).where(Job.state == JobState.QUEUED)).all()
+                if jobs
+                else []
+            )
+            delivery_ids = session.scalars(
+                select(Delivery.id).where(
+                    Delivery.state.in_([DeliveryState.PENDING, DeliveryState.RETRYING]),
+                    Delivery.next_attempt_at.is_(None)
+                    if jobs
+                    else Delivery.next_attempt_at <= overdue,
+                )
+            ).all()
+        for job_id in job_ids:
+            self.enqueue_job(job_id)
+        for delivery_id in delivery_ids:
+            self.enqueue_delivery(delivery_id)
+        return len(job_ids), len(delivery_ids)

@@ -1,0 +1,24 @@
+"""Task registration: binds the node's task functions to an app built by create_app."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from worker.base import NodeTask
+
+if TYPE_CHECKING:
+    from worker.celery_app import NodeCelery
+
+
+def register_tasks(app: NodeCelery) -> None:
+    """Register ``ainode.run_job`` and ``ainode.send_delivery`` on ``app``."""
+    from worker.celery_app import RUN_JOB, SEND_DELIVERY
+    from worker.tasks import inference, send
+
+    @app.task(name=RUN_JOB, base=NodeTask, bind=True, record_failure=inference.fail_job)
+    def run_job(task: NodeTask, job_id: int) -> str:
+        return inference.execute_job(task.app.runtime, job_id, task.app).value
+
+    @app.task(name=SEND_DELIVERY, base=NodeTask, bind=True, record_failure=send.fail_delivery)
+    def send_delivery(task: NodeTask, delivery_id: int) -> str:
+        return send.execute_delivery(task.app.runtime, delivery_id, task.app).value

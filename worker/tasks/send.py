@@ -1,0 +1,126 @@
+"""Sending one result to one destination, with retries, backoff and jitter.
+
+Each attempt is recorded (attempts, last status, last error, next attempt
+time).  A delivery whose destination is no longer configured is never sent:
+results only go where the operator said.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import random
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sqlalchemy import func, select
+
+from core.config import Destination
+from core.db.models import Delivery, DeliveryState, Job, Result, utcnow
+from core.db.session import session_scope
+from core.errors import TransientError
+from dicom_node.scu import store_files
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+    from worker.runtime import WorkerRuntime
+
+log = logging.getLogger(__name__)
+
+
+class DeliveryOutcome(enum.StrEnum):
+    """What one execution of the delivery task did."""
+
+    SUCCEEDED = "succeeded"
+    RETRYING = "retrying"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+def backoff_seconds(attempt: int, base: float, ceiling: float) -> float:
+    """Exponential backoff with full jitter: a random delay up to ``base * 2**(attempt-1)``."""
+    return random.uniform(0.5, 1.0) * min(ceiling, base * 2 ** max(attempt - 1, 0))
+
+
+def fail_delivery(runtime: WorkerRuntime, delivery_id: int, reason: str) -> None:
+    """Mark a delivery failed with ``reason`` (also used for unexpected task errors)."""
+    with session_scope(runtime.session_factory) as session:
+        delivery = session.get(Delivery, delivery_id)
+        if delivery is None or delivery.state == DeliveryState.SUCCEEDED:
+            return
+        delivery.state = DeliveryState.FAILED
+        delivery.last_error = reason
+        delivery.next_attempt_at = None
+    log.warning("delivery %d failed: %s", delivery_id, reason)
+
+
+def _configured(runtime: WorkerRuntime, name: str) -> Destination | None:
+    return next((d for d in runtime.settings.destinations if str(d) == name), None)
+
+
+def execute_delivery(
+    runtime: WorkerRuntime, delivery_id: int, app: Celery | None = None
+) -> DeliveryOutcome:
+    """Attempt delivery ``delivery_id`` once; schedule a retry or give up when it fails."""
+    with session_scope(runtime.session_factory) as session:
+        delivery = session.get(Delivery, delivery_id)
+        if delivery is None or delivery.state in (DeliveryState.SUCCEEDED, DeliveryState.FAILED):
+            return DeliveryOutcome.SKIPPED
+        name, path = delivery.destination, Path(delivery.result.path)
+    destination = _configured(runtime, name)
+    if destination is None:
+        fail_delivery(runtime, delivery_id, f"destination {name} is no longer configured")
+        return DeliveryOutcome.FAILED
+
+    start = time.perf_counter()
+    try:
+        outcome = store_files(
+            destination,
+            [path],
+            calling_ae=runtime.settings.ae_title,
+            timeout=runtime.settings.network_timeout_seconds,
+        )[0]
+        status, error = outcome.status, outcome.error
+    except TransientError as exc:
+        status, error = None, str(exc)
+    elapsed = time.perf_counter() - start
+
+    settings = runtime.settings
+    with session_scope(runtime.session_factory) as session:
+        delivery = session.get_one(Delivery, delivery_id)
+        delivery.attempts += 1
+        delivery.last_status = status
+        delivery.last_error = error
+        delivery.send_seconds = (delivery.send_seconds or 0.0) + elapsed
+        if error is None:
+            delivery.state = DeliveryState.SUCCEEDED
+            delivery.delivered_at = utcnow()
+            delivery.next_attempt_at = None
+            result = delivery.result
+            job = session.get_one(Job, result.job_id)
+            job.send_seconds = session.scalar(
+                select(func.sum(Delivery.send_seconds)).join(Result).where(Result.job_id == job.id)
+            )
+            log.info("delivery %d of %s to %s succeeded", delivery_id, result.kind, name)
+            return DeliveryOutcome.SUCCEEDED
+        if delivery.attempts >= settings.delivery_max_attempts:
+            delivery.state = DeliveryState.FAILED
+            delivery.next_attempt_at = None
+            log.warning("delivery %d to %s failed for good: %s", delivery_id, name, error)
+            return DeliveryOutcome.FAILED
+        delay = backoff_seconds(
+            delivery.attempts,
+            settings.delivery_backoff_seconds,
+            settings.delivery_backoff_max_seconds,
+        )
+        delivery.state = DeliveryState.RETRYING
+        delivery.next_attempt_at = utcnow() + timedelta(seconds=delay)
+    log.info("delivery %d to %s: %s; retry in %.1fs", delivery_id, name, error, delay)
+    if app is not None:
+        from worker.dispatch import Dispatcher
+
+        Dispatcher(app, runtime.session_factory, settings).enqueue_delivery(delivery_id, delay)
+    return DeliveryOutcome.RETRYING
