@@ -98,7 +98,7 @@ class Settings(BaseSettings):
 
     ae_title: str = "AINODE"
     host: str = "0.0.0.0"
-    port: int = Field(default=11112, ge=1, le=65535)
+    port: int = Field(default=11112, ge=0, le=65535)
     spool_dir: Path = Path("./var")
     database_url: str | None = None
     broker_url: str | None = None

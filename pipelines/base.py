@@ -92,9 +92,7 @@ class SegmentationResult:
 
     def __post_init__(self) -> None:
         if len(self.segments) != len(self.masks):
-            raise ValueError(
-                f"{len(self.segments)} segments but {len(self.masks)} masks"
-            )
+            raise ValueError(f"{len(self.segments)} segments but {len(self.masks)} masks")
 
 
 @dataclass(frozen=True)

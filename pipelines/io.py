@@ -21,10 +21,13 @@ from highdicom.spatial import get_normal_vector
 from core.errors import PipelineError
 from pipelines.base import PipelineInput
 
-__all__ = ["MIN_SLICES", "load_series"]
+__all__ = ["MIN_SLICES", "ORIENTATION_TOL", "load_series"]
 
 #: Fewest slices accepted as a volume.
 MIN_SLICES = 3
+#: Slices whose direction cosines agree to ``1 - cos(angle) <= ORIENTATION_TOL`` (about
+#: 0.08 degrees) count as one orientation; absorbs rounding in ImageOrientationPatient.
+ORIENTATION_TOL = 1e-6
 
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 _GEOMETRY_KEYWORDS = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing")
@@ -42,6 +45,12 @@ def _read(items: Iterable[str | os.PathLike[str] | pydicom.Dataset]) -> list[pyd
         except Exception as exc:  # pydicom raises many types for broken files
             raise PipelineError(f"cannot read {os.fspath(item)!r}: {exc}") from exc
     return datasets
+
+
+def _unit_cosines(ds: pydicom.Dataset) -> np.ndarray:
+    """Row and column direction cosines of ``ds`` as unit vectors, shape ``(2, 3)``."""
+    cosines = np.asarray(ds.ImageOrientationPatient, float).reshape(2, 3)
+    return cosines / np.linalg.norm(cosines, axis=1, keepdims=True)
 
 
 def _check(datasets: Sequence[pydicom.Dataset]) -> None:
@@ -64,7 +73,14 @@ def _check(datasets: Sequence[pydicom.Dataset]) -> None:
         if missing:
             raise PipelineError(f"instance {sop} lacks {', '.join(missing)}")
     first = datasets[0]
-    for keyword in ("Rows", "Columns", "ImageOrientationPatient", "PixelSpacing"):
+    reference = _unit_cosines(first)
+    for ds in datasets:
+        if np.any(np.einsum("ij,ij->i", _unit_cosines(ds), reference) < 1.0 - ORIENTATION_TOL):
+            raise PipelineError(
+                "inconsistent geometry: ImageOrientationPatient differs between slices "
+                f"({list(first.ImageOrientationPatient)} vs {list(ds.ImageOrientationPatient)})"
+            )
+    for keyword in ("Rows", "Columns", "PixelSpacing"):
         values = {tuple(np.atleast_1d(np.asarray(ds.get(keyword), float))) for ds in datasets}
         if len(values) > 1:
             raise PipelineError(
@@ -120,7 +136,9 @@ def load_series(
     datasets = _read(items)
     _check(datasets)
     try:
-        volume = hd.get_volume_from_series(datasets, dtype=np.float32)
+        volume = hd.get_volume_from_series(
+            datasets, dtype=np.float32, orientation_tol=ORIENTATION_TOL
+        )
     except ValueError as exc:
         reason = str(exc)
         if "regularly-spaced" in reason:

@@ -24,11 +24,11 @@ import pydicom
 from pydicom.dataset import FileMetaDataset
 from pydicom.pixels import get_encoder
 from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
+    UID,
     CTImageStorage,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
-    PYDICOM_IMPLEMENTATION_UID,
-    UID,
     generate_uid,
 )
 from scipy import ndimage
@@ -244,12 +244,11 @@ def generate_ct_phantom(
         hu[k] = _HU[labels[k]]
         hu[k][vessels] = 40.0
     hu = ndimage.gaussian_filter(hu, sigma=0.6)
-    hu += rng.normal(0.0, _NOISE_HU, size=shape).astype(np.float32)
+    hu += _NOISE_HU * rng.standard_normal(size=shape, dtype=np.float32)
     stored = np.clip(np.rint(hu) - _RESCALE_INTERCEPT, 0, 4095).astype(np.uint16)
 
     entropy = [
-        str(v)
-        for v in (seed, patient_id, slices, rows, columns, pixel_spacing, slice_thickness)
+        str(v) for v in (seed, patient_id, slices, rows, columns, pixel_spacing, slice_thickness)
     ] + [f"{v:.6f}" for v in image_orientation]
     study_uid = study_instance_uid or _uid(entropy, "study")
     entropy.append(study_uid)
@@ -275,7 +274,7 @@ def generate_ct_phantom(
         ds.InstanceNumber = k + 1
         position = origin + k * steps[0]
         ds.ImagePositionPatient = [round(float(v), 4) for v in position]
-        ds.SliceLocation = round(float(position @ normal), 4)
+        ds.SliceLocation = round(float(position @ np.cross(row_dir, col_dir)), 4)
         ds.PixelData = stored[k].tobytes()
         ds.file_meta = FileMetaDataset()
         ds.file_meta.MediaStorageSOPClassUID = CTImageStorage

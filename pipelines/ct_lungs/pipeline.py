@@ -23,11 +23,15 @@ from __future__ import annotations
 from typing import ClassVar
 
 import numpy as np
+from pydicom.sr.codedict import codes
+from pydicom.sr.coding import Code
 from scipy import ndimage
 
 from core.errors import PipelineError
 from pipelines.base import Pipeline, PipelineInput, SegmentationResult
 from pipelines.ct_lungs.segments import SEGMENTS
+from pipelines.ct_lungs.spec import SPEC
+from pipelines.registry import PipelineSpec
 
 __all__ = ["CtLungsPipeline"]
 
@@ -107,14 +111,8 @@ class CtLungsPipeline(Pipeline):
         Iterations of the 6-connected closing applied to each lung.
     """
 
-    name: ClassVar[str] = "ct-lungs"
-    version: ClassVar[str] = "1.0.0"
-    description: ClassVar[str] = (
-        "Body outline and left/right lungs of chest CT (HU thresholds, connected "
-        "components, morphology; no trained weights)"
-    )
-    queue: ClassVar[str] = "cpu"
-    modalities: ClassVar[frozenset[str]] = frozenset({"CT"})
+    spec: ClassVar[PipelineSpec] = SPEC
+    algorithm_family: ClassVar[Code] = codes.cid7162.HistogramAnalysis
 
     body_threshold_hu: ClassVar[float] = -500.0
     air_threshold_hu: ClassVar[float] = -400.0

@@ -15,10 +15,17 @@ def register_tasks(app: NodeCelery) -> None:
     from worker.celery_app import RUN_JOB, SEND_DELIVERY
     from worker.tasks import inference, send
 
-    @app.task(name=RUN_JOB, base=NodeTask, bind=True, record_failure=inference.fail_job)
+    @app.task(
+        name=RUN_JOB, base=NodeTask, bind=True, record_failure=staticmethod(inference.fail_job)
+    )
     def run_job(task: NodeTask, job_id: int) -> str:
         return inference.execute_job(task.app.runtime, job_id, task.app).value
 
-    @app.task(name=SEND_DELIVERY, base=NodeTask, bind=True, record_failure=send.fail_delivery)
+    @app.task(
+        name=SEND_DELIVERY,
+        base=NodeTask,
+        bind=True,
+        record_failure=staticmethod(send.fail_delivery),
+    )
     def send_delivery(task: NodeTask, delivery_id: int) -> str:
         return send.execute_delivery(task.app.runtime, delivery_id, task.app).value

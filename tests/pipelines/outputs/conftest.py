@@ -46,8 +46,8 @@ def _segment(label: str, code: Code, tracking_id: str) -> SegmentDefinition:
 
 SEGMENTS = {
     1: _segment("Body", codes.SCT.EntireBody, "body"),
-    2: _segment("Left lung", Code("44029006", "SCT", "Left lung"), "lung-left"),
-    3: _segment("Right lung", Code("3341006", "SCT", "Right lung"), "lung-right"),
+    2: _segment("Left lung", Code("44029006", "SCT", "Left lung"), "left-lung"),
+    3: _segment("Right lung", Code("3341006", "SCT", "Right lung"), "right-lung"),
     4: _segment("Spine", codes.SCT.Spine, "spine"),
     5: _segment("Liver", codes.SCT.Liver, "liver"),
 }

@@ -1,0 +1,123 @@
+"""Running a job end to end on the worker side: SEG + SR written, recorded, deliveries planned."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import highdicom as hd
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.config import Settings
+from core.db.models import Delivery, DeliveryState, Job, JobState, Result, utcnow
+from pipelines.phantom import PhantomStudy
+from tests.support.dciodvfy import dciodvfy_errors
+from worker.celery_app import SEND_DELIVERY
+from worker.dispatch import Dispatcher
+from worker.runtime import WorkerRuntime
+from worker.tasks.inference import JobOutcome, execute_job
+
+from .conftest import RecordingApp, SpoolStudy
+
+
+def _job_for(
+    settings: Settings, factory: sessionmaker[Session], app: RecordingApp, study_id: int
+) -> int:
+    now = utcnow() + timedelta(seconds=settings.stability_seconds + 1)
+    outcome = Dispatcher(app, factory, settings).route_study(study_id, now=now)
+    assert outcome is not None and len(outcome.new_job_ids) == 1
+    return outcome.new_job_ids[0]
+
+
+def test_job_writes_valid_seg_and_sr_and_plans_deliveries(
+    make_settings,
+    tmp_path,
+    spool_study: SpoolStudy,
+    small_phantom: PhantomStudy,
+    recording_app: RecordingApp,
+    session_factory: sessionmaker[Session],
+) -> None:
+    settings = make_settings(destinations="PACS@127.0.0.1:104")
+    runtime = WorkerRuntime.from_settings(settings)
+    job_id = _job_for(settings, session_factory, recording_app, spool_study(small_phantom))
+
+    assert execute_job(runtime, job_id, recording_app) == JobOutcome.SUCCEEDED
+
+    with session_factory() as session:
+        job = session.get_one(Job, job_id)
+        assert job.state == JobState.SUCCEEDED and job.attempts == 1 and job.error is None
+        assert None not in (
+            job.queue_wait_seconds,
+            job.load_seconds,
+            job.inference_seconds,
+            job.write_seconds,
+        )
+        assert [event.state for event in job.events] == ["queued", "running", "succeeded"]
+        results = {result.kind: result for result in job.results}
+        assert set(results) == {"seg", "sr"}
+        deliveries = session.scalars(select(Delivery)).all()
+        assert {(d.destination, d.state) for d in deliveries} == {
+            ("PACS@127.0.0.1:104", DeliveryState.PENDING)
+        }
+        assert len(deliveries) == 2
+    sent = [(name, args) for name, args, _ in recording_app.sent if name == SEND_DELIVERY]
+    assert sorted(args[0] for _, args in sent) == sorted(d.id for d in deliveries)
+
+    seg = hd.seg.segread(results["seg"].path)
+    sr = hd.sr.srread(results["sr"].path)
+    source = small_phantom.datasets[0]
+    for dataset in (seg, sr):
+        assert dataset.StudyInstanceUID == source.StudyInstanceUID
+        assert dataset.PatientID == source.PatientID
+        assert dataset.SeriesInstanceUID != source.SeriesInstanceUID
+        assert dataset.Manufacturer == "pacs-ai-node"
+        assert any("ct-lungs" in version for version in dataset.SoftwareVersions)
+    assert [s.SegmentLabel for s in seg.SegmentSequence] == ["Body", "Left lung", "Right lung"]
+    assert dciodvfy_errors(results["seg"].path) == []
+    assert dciodvfy_errors(results["sr"].path) == []
+
+
+def test_rerun_gives_the_same_objects_and_no_new_deliveries(
+    make_settings,
+    spool_study: SpoolStudy,
+    small_phantom: PhantomStudy,
+    recording_app: RecordingApp,
+    session_factory: sessionmaker[Session],
+) -> None:
+    settings = make_settings(destinations="PACS@127.0.0.1:104")
+    runtime = WorkerRuntime.from_settings(settings)
+    job_id = _job_for(settings, session_factory, recording_app, spool_study(small_phantom))
+    execute_job(runtime, job_id, recording_app)
+    with session_factory() as session:
+        first = sorted(session.scalars(select(Result.sop_instance_uid)).all())
+        session.execute(update(Job).values(state=JobState.QUEUED))
+        session.commit()
+
+    assert execute_job(runtime, job_id, recording_app) == JobOutcome.SUCCEEDED
+    with session_factory() as session:
+        assert sorted(session.scalars(select(Result.sop_instance_uid)).all()) == first
+        assert len(session.scalars(select(Delivery)).all()) == 2
+        assert session.get_one(Job, job_id).attempts == 2
+
+
+def test_done_job_is_not_run_again(
+    settings, runtime, spool_study, small_phantom, recording_app, session_factory
+) -> None:
+    job_id = _job_for(settings, session_factory, recording_app, spool_study(small_phantom))
+    assert execute_job(runtime, job_id) == JobOutcome.SUCCEEDED
+    assert execute_job(runtime, job_id) == JobOutcome.SKIPPED
+    assert execute_job(runtime, 999_999) == JobOutcome.SKIPPED
+
+
+def test_broken_series_fails_the_job_with_a_reason(
+    settings, runtime, spool_study, small_phantom, recording_app, session_factory
+) -> None:
+    study_id = spool_study(small_phantom, skip=(10,))
+    job_id = _job_for(settings, session_factory, recording_app, study_id)
+    assert execute_job(runtime, job_id) == JobOutcome.FAILED
+    with session_factory() as session:
+        job = session.get_one(Job, job_id)
+        assert job.state == JobState.FAILED
+        assert "spacing" in (job.error or "")
+        assert job.events[-1].state == "failed" and job.finished_at is not None
+        assert "SECRET" not in job.error
