@@ -27,8 +27,13 @@ def input_key(sop_instance_uids: Iterable[str]) -> str:
 
 
 def derived_uid(*parts: str) -> str:
-    """A UID under the node's root, the same for the same ``parts``."""
-    return generate_uid(prefix=UID_ROOT, entropy_srcs=["pacs-ai-node", *parts])
+    """A UID under the node's root, the same for the same ``parts``.
+
+    The parts are joined with a separator that cannot occur in a UID:
+    pydicom concatenates its entropy sources as they are, so without it
+    ``("1.2.3", "45.6")`` and ``("1.2.34", "5.6")`` would give the same UID.
+    """
+    return generate_uid(prefix=UID_ROOT, entropy_srcs=["\x00".join(("pacs-ai-node", *parts))])
 
 
 @dataclass(frozen=True)

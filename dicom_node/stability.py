@@ -84,6 +84,7 @@ class StabilityMonitor:
 
     def run_once(self, now: datetime | None = None) -> float:
         """Route every due study; returns how long to sleep before the next check."""
+        started = time.monotonic()
         now = now or utcnow()
         due_ids, next_deadline = self.due(now)
         for study_id in due_ids:
@@ -95,7 +96,9 @@ class StabilityMonitor:
             self._idle = True
             return IDLE_WAKE_SECONDS
         self._idle = False
-        return max(0.05, (next_deadline - utcnow()).total_seconds())
+        # Measured from ``now`` (which callers may pass), less the time routing took.
+        remaining = (next_deadline - now).total_seconds() - (time.monotonic() - started)
+        return max(0.05, remaining)
 
     def _loop(self) -> None:
         next_sweep = time.monotonic() + self._sweep_seconds

@@ -238,6 +238,6 @@ def test_bad_regex_in_toml_rejected(clean_env: pytest.MonkeyPatch, tmp_path: Pat
         load_settings(config)
 
 
-def test_settings_direct_construction_validates() -> None:
+def test_settings_direct_construction_validates(clean_env: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValidationError, match="not a valid AE title"):
         Settings(ae_title="")

@@ -1,0 +1,175 @@
+"""The instance spool: durable placement, safe names, no partial files."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path, PurePosixPath
+
+import pytest
+
+from core.files import PARTIAL_SUFFIX
+from dicom_node.spool import InstanceSpool, safe_component
+
+STUDY = "1.2.826.0.1.3680043.8.498.10"
+SERIES = "1.2.826.0.1.3680043.8.498.11"
+SOP = "1.2.826.0.1.3680043.8.498.12"
+
+
+@pytest.fixture
+def spool(tmp_path: Path) -> InstanceSpool:
+    return InstanceSpool(tmp_path / "spool" / "incoming")
+
+
+@pytest.fixture
+def received(tmp_path: Path) -> Path:
+    path = tmp_path / "spool" / "tmp" / "received.dcm"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"\0" * 128 + b"DICM" + b"payload")
+    return path
+
+
+def all_files(root: Path) -> list[Path]:
+    return sorted(path for path in root.rglob("*") if path.is_file())
+
+
+def test_store_renames_into_study_series_sop(spool: InstanceSpool, received: Path) -> None:
+    content = received.read_bytes()
+    relative = spool.relative_path(STUDY, SERIES, SOP)
+
+    stored = spool.store(received, relative)
+
+    assert relative == PurePosixPath(STUDY, SERIES, SOP + ".dcm")
+    final = spool.root / STUDY / SERIES / f"{SOP}.dcm"
+    assert stored.relative_path == relative
+    assert stored.size_bytes == len(content)
+    assert final.read_bytes() == content
+    assert oct(final.stat().st_mode & 0o777) == oct(0o600)
+    assert not received.exists()  # moved, not copied
+    assert all_files(spool.root) == [final]
+
+
+def test_store_copies_across_file_systems(
+    spool: InstanceSpool, received: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    content = received.read_bytes()
+    real_rename = os.rename
+
+    def cross_device(src: os.PathLike[str], dst: os.PathLike[str]) -> None:
+        if Path(src) == received:
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", cross_device)
+
+    stored = spool.store(received, spool.relative_path(STUDY, SERIES, SOP))
+
+    assert spool.absolute(stored.relative_path).read_bytes() == content
+    assert stored.size_bytes == len(content)
+    assert all_files(spool.root) == [spool.absolute(stored.relative_path)]
+
+
+def test_store_replaces_an_earlier_copy(spool: InstanceSpool, tmp_path: Path) -> None:
+    relative = spool.relative_path(STUDY, SERIES, SOP)
+    for payload in (b"first", b"second, longer"):
+        received = tmp_path / "r.dcm"
+        received.write_bytes(payload)
+        stored = spool.store(received, relative)
+
+    assert spool.absolute(relative).read_bytes() == b"second, longer"
+    assert stored.size_bytes == len(b"second, longer")
+    assert len(all_files(spool.root)) == 1
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        "../../etc",
+        "..",
+        "/etc/passwd",
+        "1.2.3/../../x",
+        "1.2.3\\..\\x",
+        "1.2." + "3" * 100,  # a plain UID, but too long
+        "x" * 300,  # longer than a file name may be
+        "",
+    ],
+)
+def test_hostile_uids_become_hashed_names_inside_the_spool(
+    spool: InstanceSpool, received: Path, hostile: str
+) -> None:
+    relative = spool.relative_path(hostile, hostile, hostile)
+
+    stored = spool.store(received, relative)
+
+    final = spool.absolute(stored.relative_path).resolve()
+    assert final.is_relative_to(spool.root.resolve())
+    assert len(relative.parts) == 3
+    for part in relative.parts:
+        assert part not in ("", ".", "..")
+        assert "/" not in part and "\\" not in part
+        assert len(part) <= 64
+    assert relative.parts[0].startswith("x")
+    assert final.is_file()
+
+
+def test_safe_component() -> None:
+    assert safe_component(SOP) == SOP
+    hashed = safe_component("../../etc")
+    assert hashed == safe_component("../../etc")  # stable
+    assert hashed != safe_component("../../etd")
+    assert hashed.startswith("x") and len(hashed) == 41
+    assert safe_component("1.2.3.") != "1.2.3."  # not a plain UID
+
+
+def test_failing_commit_leaves_no_partial_file(
+    spool: InstanceSpool, received: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def disk_full(*_args: object, **_kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", disk_full)
+    relative = spool.relative_path(STUDY, SERIES, SOP)
+
+    with pytest.raises(OSError) as raised:
+        spool.store(received, relative)
+
+    assert raised.value.errno == errno.ENOSPC
+    assert not spool.absolute(relative).exists()
+    assert all_files(spool.root) == []
+
+
+def test_failing_copy_leaves_no_partial_file(
+    spool: InstanceSpool, received: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def cross_device(*_args: object) -> None:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    def disk_full(*_args: object, **_kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "rename", cross_device)
+    monkeypatch.setattr("shutil.copyfileobj", disk_full)
+    relative = spool.relative_path(STUDY, SERIES, SOP)
+
+    with pytest.raises(OSError, match="No space left"):
+        spool.store(received, relative)
+
+    assert all_files(spool.root) == []
+    assert received.exists()  # the received file is untouched; the caller may retry
+
+
+def test_remove_partials(spool: InstanceSpool) -> None:
+    folder = spool.root / STUDY / SERIES
+    folder.mkdir(parents=True)
+    keep = folder / f"{SOP}.dcm"
+    keep.write_bytes(b"complete")
+    leftovers = [
+        folder / f".{SOP}.dcm.0123abcd{PARTIAL_SUFFIX}",
+        spool.root / STUDY / f".other.dcm.ffff{PARTIAL_SUFFIX}",
+    ]
+    for path in leftovers:
+        path.write_bytes(b"half")
+
+    assert spool.remove_partials() == 2
+    assert all_files(spool.root) == [keep]
+    assert spool.remove_partials() == 0
