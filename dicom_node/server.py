@@ -12,6 +12,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from pydicom import uid
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config
 from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
@@ -33,6 +34,31 @@ def configure_pynetdicom() -> None:
     _config.LOG_HANDLER_LEVEL = "none"
 
 
+def preferred_transfer_syntaxes() -> list[str]:
+    """Every transfer syntax, in the order the SCP prefers them when a sender offers several.
+
+    Lossless compression first (a sender offering it already holds the
+    compressed bytes; accepting them avoids transcoding and is bit-exact),
+    then uncompressed, then everything else (lossy syntaxes last, so the
+    node never asks a sender to compress lossily what it holds uncompressed).
+    """
+    lossless = [
+        uid.JPEGLosslessSV1,
+        uid.JPEGLossless,
+        uid.JPEGLSLossless,
+        uid.JPEG2000Lossless,
+        uid.RLELossless,
+    ]
+    uncompressed = [
+        uid.ExplicitVRLittleEndian,
+        uid.ImplicitVRLittleEndian,
+        uid.DeflatedExplicitVRLittleEndian,
+        uid.ExplicitVRBigEndian,
+    ]
+    first = [*lossless, *uncompressed]
+    return first + [syntax for syntax in ALL_TRANSFER_SYNTAXES if syntax not in first]
+
+
 def build_ae(settings: Settings) -> AE:
     """An AE that accepts C-ECHO and C-STORE of every storage class and transfer syntax."""
     ae = AE(ae_title=settings.ae_title)
@@ -43,9 +69,10 @@ def build_ae(settings: Settings) -> AE:
     ae.maximum_associations = 32
     ae.require_called_aet = True
     ae.require_calling_aet = [caller.ae_title for caller in settings.allowed_callers]
-    ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
+    syntaxes = preferred_transfer_syntaxes()
+    ae.add_supported_context(Verification, syntaxes)
     for context in AllStoragePresentationContexts:
-        ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        ae.add_supported_context(context.abstract_syntax, syntaxes)
     return ae
 
 

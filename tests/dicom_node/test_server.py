@@ -1,0 +1,401 @@
+"""The Storage SCP over real loopback associations (pynetdicom and dcmtk as SCUs)."""
+
+from __future__ import annotations
+
+import copy
+import errno
+import functools
+import logging
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydicom import Dataset, dcmread
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pynetdicom import AE, _config
+from pynetdicom.association import Association
+from pynetdicom.sop_class import Verification
+from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.config import Settings
+from core.db.migrate import upgrade
+from core.db.models import Instance, Series, Study, StudyState
+from core.db.session import make_engine, make_session_factory
+from dicom_node.server import StorageSCP
+from dicom_node.spool import InstanceSpool
+from pipelines.phantom import PhantomStudy, generate_ct_phantom, write_phantom
+from tests.support.dcmtk import echoscu, storescu
+from tests.support.waiting import wait_until
+
+SCU_AE = "TESTSCU"
+PATIENT_NAME = "SECRET^NAME"
+PATIENT_ID = "SECRETID42"
+
+SUCCESS = 0x0000
+OUT_OF_RESOURCES = 0xA700
+DOES_NOT_MATCH = 0xA900
+MISSING_UIDS = 0xC001
+
+
+@functools.cache
+def _phantom(seed: int) -> PhantomStudy:
+    return generate_ct_phantom(
+        slices=3, rows=16, columns=16, seed=seed, patient_name=PATIENT_NAME, patient_id=PATIENT_ID
+    )
+
+
+def phantom(seed: int = 1) -> PhantomStudy:
+    """A small phantom whose datasets the caller may modify."""
+    return copy.deepcopy(_phantom(seed))
+
+
+@dataclass
+class Node:
+    """A running Storage SCP with its database and what ``on_recorded`` received."""
+
+    settings: Settings
+    scp: StorageSCP
+    session_factory: sessionmaker[Session]
+    engine: Engine
+    recorded: list[int] = field(default_factory=list)
+
+    @property
+    def port(self) -> int:
+        return self.scp.port
+
+    def session(self) -> Session:
+        return self.session_factory()
+
+    def spooled_files(self) -> list[Path]:
+        return sorted(p for p in self.settings.incoming_dir.rglob("*") if p.is_file())
+
+    def receive_leftovers(self) -> list[Path]:
+        return sorted((self.settings.spool_path / "tmp").iterdir())
+
+    def count(self, model: type) -> int:
+        with self.session() as session:
+            return int(session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+NodeFactory = Callable[..., Node]
+
+
+@pytest.fixture
+def start_node(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[NodeFactory]:
+    """``start_node(**settings overrides)``: a listening SCP on a free loopback port."""
+    # start() changes process-wide state: restore it after the test.
+    monkeypatch.setattr(tempfile, "tempdir", tempfile.tempdir)
+    for name in (
+        "STORE_RECV_CHUNKED_DATASET",
+        "STORE_SEND_CHUNKED_DATASET",
+        "LOG_REQUEST_IDENTIFIERS",
+        "LOG_RESPONSE_IDENTIFIERS",
+        "LOG_HANDLER_LEVEL",
+    ):
+        monkeypatch.setattr(_config, name, getattr(_config, name))
+    nodes: list[Node] = []
+
+    def factory(**overrides: Any) -> Node:
+        settings = make_settings(**overrides)
+        settings.spool_path.mkdir(parents=True, exist_ok=True)
+        upgrade(settings.effective_database_url)
+        engine = make_engine(settings.effective_database_url)
+        node = Node(settings, None, make_session_factory(engine), engine)  # type: ignore[arg-type]
+        node.scp = StorageSCP(settings, node.session_factory, on_recorded=node.recorded.append)
+        node.scp.start()
+        nodes.append(node)
+        return node
+
+    yield factory
+    for node in nodes:
+        node.scp.stop()
+        node.engine.dispose()
+
+
+@pytest.fixture
+def node(start_node: NodeFactory) -> Node:
+    return start_node()
+
+
+@contextmanager
+def associate(
+    node: Node, calling_ae: str = SCU_AE, called_ae: str | None = None
+) -> Iterator[Association]:
+    """An association from a pynetdicom SCU; released (or aborted) afterwards."""
+    ae = AE(ae_title=calling_ae)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10
+    ae.add_requested_context(Verification)
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", node.port, ae_title=called_ae or node.settings.ae_title)
+    try:
+        yield assoc
+    finally:
+        if assoc.is_established:
+            assoc.release()
+        ae.shutdown()
+
+
+def store(assoc: Association, dataset: Dataset | Path) -> int:
+    assert assoc.is_established
+    response = assoc.send_c_store(dataset)
+    assert "Status" in response, "no C-STORE response"
+    return int(response.Status)
+
+
+# --------------------------------------------------------------------- C-ECHO
+def test_c_echo(node: Node) -> None:
+    with associate(node) as assoc:
+        assert assoc.is_established
+        assert assoc.send_c_echo().Status == SUCCESS
+
+
+def test_c_echo_with_dcmtk(node: Node) -> None:
+    result = echoscu("127.0.0.1", node.port, node.settings.ae_title)
+
+    assert result.returncode == 0, result.stderr
+
+
+# --------------------------------------------------------------------- C-STORE
+def test_c_store_spools_and_records(node: Node) -> None:
+    study = phantom()
+
+    with associate(node) as assoc:
+        statuses = [store(assoc, ds) for ds in study.datasets]
+
+    assert statuses == [SUCCESS] * 3
+    incoming = node.settings.incoming_dir
+    expected = {
+        ds.SOPInstanceUID: incoming
+        / study.study_instance_uid
+        / study.series_instance_uid
+        / f"{ds.SOPInstanceUID}.dcm"
+        for ds in study.datasets
+    }
+    assert node.spooled_files() == sorted(expected.values())
+    assert node.receive_leftovers() == []
+    for sop_uid, path in expected.items():
+        stored = dcmread(path)
+        assert stored.SOPInstanceUID == sop_uid
+        assert stored.file_meta.MediaStorageSOPInstanceUID == sop_uid
+
+    with node.session() as session:
+        (db_study,) = session.scalars(select(Study)).all()
+        assert db_study.study_instance_uid == study.study_instance_uid
+        assert db_study.state == StudyState.RECEIVING
+        (series,) = db_study.series
+        assert series.series_instance_uid == study.series_instance_uid
+        assert series.modality == "CT"
+        assert series.sop_class_uid == CTImageStorage
+        assert series.body_part == "CHEST"
+        assert series.series_description == "Chest phantom"
+        assert series.calling_ae == SCU_AE
+        assert series.instance_count == 3
+        instances = {i.sop_instance_uid: i for i in series.instances}
+        assert set(instances) == set(expected)
+        for sop_uid, instance in instances.items():
+            assert instance.sop_class_uid == CTImageStorage
+            assert instance.transfer_syntax_uid == ExplicitVRLittleEndian
+            assert instance.calling_ae == SCU_AE
+            assert instance.times_received == 1
+            assert incoming / instance.path == expected[sop_uid]
+            assert instance.size_bytes == expected[sop_uid].stat().st_size
+            assert instance.size_bytes > 16 * 16 * 2
+    assert node.recorded == [db_study.id] * 3
+
+
+def test_c_store_with_dcmtk_storescu(node: Node, tmp_path: Path) -> None:
+    study = phantom(seed=2)
+    files = write_phantom(study, tmp_path / "send")
+
+    result = storescu("127.0.0.1", node.port, files, node.settings.ae_title, "DCMTKSCU")
+
+    assert result.returncode == 0, result.stderr
+    assert sorted(result.succeeded) == sorted(str(f) for f in files), result.stderr
+    assert len(node.spooled_files()) == 3
+    with node.session() as session:
+        series = session.scalars(select(Series)).one()
+        assert series.series_instance_uid == study.series_instance_uid
+        assert series.calling_ae == "DCMTKSCU"
+        assert series.instance_count == 3
+
+
+def test_duplicate_instance_is_recorded_once(node: Node) -> None:
+    dataset = phantom().datasets[0]
+
+    with associate(node) as assoc:
+        assert store(assoc, dataset) == SUCCESS
+    with associate(node) as assoc:  # a second association, as a resend would be
+        assert store(assoc, dataset) == SUCCESS
+
+    assert len(node.spooled_files()) == 1
+    with node.session() as session:
+        instance = session.scalars(select(Instance)).one()
+        assert instance.sop_instance_uid == dataset.SOPInstanceUID
+        assert instance.times_received == 2
+        assert session.scalars(select(Series)).one().instance_count == 1
+    assert len(node.recorded) == 2
+
+
+def test_missing_series_uid_rejected_and_association_goes_on(node: Node) -> None:
+    bad, good = phantom().datasets[:2]
+    del bad.SeriesInstanceUID
+
+    with associate(node) as assoc:
+        assert store(assoc, bad) == MISSING_UIDS
+        assert node.spooled_files() == []
+        assert node.receive_leftovers() == []
+        assert node.count(Instance) == 0
+        assert node.recorded == []
+
+        assert store(assoc, good) == SUCCESS
+
+    assert len(node.spooled_files()) == 1
+    with node.session() as session:
+        assert session.scalars(select(Instance.sop_instance_uid)).all() == [good.SOPInstanceUID]
+
+
+def test_sop_instance_uid_mismatch_rejected(
+    node: Node, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dataset = phantom().datasets[0]
+    claimed = generate_uid()
+    dataset.file_meta.MediaStorageSOPInstanceUID = claimed
+    dataset.preamble = b"\0" * 128
+    path = tmp_path / "mismatch.dcm"
+    dataset.save_as(path, enforce_file_format=False)  # keep the inconsistent file meta
+    assert dcmread(path).file_meta.MediaStorageSOPInstanceUID == claimed
+    # Sent from the file, the command's Affected SOP Instance UID is the file meta's.
+    monkeypatch.setattr(_config, "STORE_SEND_CHUNKED_DATASET", True)
+
+    with associate(node) as assoc:
+        assert store(assoc, path) == DOES_NOT_MATCH
+        assert store(assoc, phantom().datasets[1]) == SUCCESS
+
+    assert len(node.spooled_files()) == 1
+    assert node.count(Instance) == 1
+
+
+def test_spool_disk_error_answers_out_of_resources(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def disk_full(self: InstanceSpool, *_args: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(InstanceSpool, "store", disk_full)
+
+    with associate(node) as assoc:
+        assert store(assoc, phantom().datasets[0]) == OUT_OF_RESOURCES
+
+    assert node.spooled_files() == []
+    assert node.receive_leftovers() == []
+    assert node.count(Instance) == 0
+    assert node.count(Study) == 0
+    assert node.recorded == []
+
+
+def test_database_error_answers_out_of_resources(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def database_down(*_args: object, **_kwargs: object) -> int:
+        raise OperationalError("INSERT INTO instances", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(node.scp.recorder, "record", database_down)
+
+    with associate(node) as assoc:
+        statuses = [store(assoc, ds) for ds in phantom().datasets]
+
+    assert statuses == [OUT_OF_RESOURCES] * 3
+    assert node.count(Instance) == 0
+    assert node.recorded == []
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR UI")
+def test_hostile_study_uid_stays_inside_the_spool(node: Node) -> None:
+    dataset = phantom().datasets[0]
+    dataset.StudyInstanceUID = "../../../etc"
+
+    with associate(node) as assoc:
+        assert store(assoc, dataset) == SUCCESS
+
+    (path,) = node.spooled_files()
+    assert path.is_relative_to(node.settings.incoming_dir)
+    assert path.relative_to(node.settings.incoming_dir).parts[0].startswith("x")
+    with node.session() as session:
+        assert session.scalars(select(Study.study_instance_uid)).one() == "../../../etc"
+
+
+# --------------------------------------------------------------------- association checks
+def test_unknown_calling_ae_rejected_when_allow_list_set(start_node: NodeFactory) -> None:
+    node = start_node(allowed_callers="MODALITY,OTHER@10.0.0.9")
+
+    with associate(node, calling_ae="INTRUDER") as assoc:
+        assert assoc.is_rejected
+        assert not assoc.is_established
+
+    with associate(node, calling_ae="MODALITY") as assoc:
+        assert assoc.is_established
+        assert assoc.send_c_echo().Status == SUCCESS
+        assert store(assoc, phantom().datasets[0]) == SUCCESS
+
+    assert node.count(Instance) == 1
+
+
+def test_allowed_ae_from_another_host_is_aborted(start_node: NodeFactory) -> None:
+    node = start_node(allowed_callers="MODALITY@10.0.0.9")
+
+    with associate(node, calling_ae="MODALITY") as assoc:
+        wait_until(lambda: not assoc.is_established, timeout=5)
+        assert assoc.is_aborted
+
+    assert node.count(Instance) == 0
+
+
+def test_wrong_called_ae_rejected(node: Node) -> None:
+    with associate(node, called_ae="NOTTHENODE") as assoc:
+        assert assoc.is_rejected
+
+    result = echoscu("127.0.0.1", node.port, "NOTTHENODE")
+    assert result.returncode != 0
+
+
+# --------------------------------------------------------------------- callback and logs
+def test_on_recorded_receives_the_study_id(node: Node) -> None:
+    first, second = phantom(seed=1), phantom(seed=3)
+
+    with associate(node) as assoc:
+        for ds in [*first.datasets[:2], second.datasets[0]]:
+            assert store(assoc, ds) == SUCCESS
+
+    with node.session() as session:
+        ids = {uid: id_ for uid, id_ in session.execute(select(Study.study_instance_uid, Study.id))}
+    assert node.recorded == [
+        ids[first.study_instance_uid],
+        ids[first.study_instance_uid],
+        ids[second.study_instance_uid],
+    ]
+
+
+def test_no_patient_data_in_logs(node: Node, caplog: pytest.LogCaptureFixture) -> None:
+    study = phantom()
+    assert str(study.datasets[0].PatientName) == PATIENT_NAME
+    bad = copy.deepcopy(study.datasets[1])
+    del bad.SeriesInstanceUID
+
+    with caplog.at_level(logging.DEBUG):
+        with associate(node) as assoc:
+            assert store(assoc, study.datasets[0]) == SUCCESS
+            assert store(assoc, bad) == MISSING_UIDS
+
+    assert caplog.records, "nothing was logged: the check would be vacuous"
+    assert any(study.datasets[1].SOPInstanceUID in r.getMessage() for r in caplog.records)
+    for secret in ("SECRET", PATIENT_ID, "19700101"):
+        assert secret not in caplog.text
