@@ -13,7 +13,7 @@ from pipelines.phantom import generate_ct_phantom
 
 def test_unreadable_file_cannot_be_understood(tmp_path: Path) -> None:
     path = tmp_path / "garbage.dcm"
-    path.write_bytes(b"\0" * 128 + b"DICM" + b"\xff" * 64)
+    path.write_bytes(b"this is not a DICOM Part 10 file")
 
     with pytest.raises(InputRejected) as raised:
         read_received(path)
@@ -25,6 +25,7 @@ def test_unreadable_file_cannot_be_understood(tmp_path: Path) -> None:
 def test_missing_uid(tmp_path: Path, keyword: str) -> None:
     dataset = generate_ct_phantom(slices=1, rows=8, columns=8).datasets[0]
     delattr(dataset, keyword)
+    dataset.preamble = b"\0" * 128
     path = tmp_path / "instance.dcm"
     dataset.save_as(path, enforce_file_format=False)
 

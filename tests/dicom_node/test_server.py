@@ -390,10 +390,9 @@ def test_no_patient_data_in_logs(node: Node, caplog: pytest.LogCaptureFixture) -
     bad = copy.deepcopy(study.datasets[1])
     del bad.SeriesInstanceUID
 
-    with caplog.at_level(logging.DEBUG):
-        with associate(node) as assoc:
-            assert store(assoc, study.datasets[0]) == SUCCESS
-            assert store(assoc, bad) == MISSING_UIDS
+    with caplog.at_level(logging.DEBUG), associate(node) as assoc:
+        assert store(assoc, study.datasets[0]) == SUCCESS
+        assert store(assoc, bad) == MISSING_UIDS
 
     assert caplog.records, "nothing was logged: the check would be vacuous"
     assert any(study.datasets[1].SOPInstanceUID in r.getMessage() for r in caplog.records)
