@@ -26,6 +26,7 @@ from dicom_node.spool import InstanceSpool
 
 log = logging.getLogger(__name__)
 
+MAX_UID_LENGTH = 64
 _REQUIRED_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
 
 
@@ -57,6 +58,11 @@ def read_received(path: Path) -> tuple[Dataset, dict[str, str]]:
     missing = [keyword for keyword, value in uids.items() if not value]
     if missing:
         raise InputRejected(f"missing {', '.join(missing)}", StoreStatus.MISSING_UIDS)
+    too_long = [keyword for keyword, value in uids.items() if len(str(value)) > MAX_UID_LENGTH]
+    if too_long:
+        raise InputRejected(
+            f"UID longer than 64 characters: {', '.join(too_long)}", StoreStatus.INVALID_UID
+        )
     return dataset, {keyword: str(value) for keyword, value in uids.items()}
 
 
@@ -74,10 +80,7 @@ def handle_store(
         dataset, uids = read_received(received)
     except InputRejected as exc:
         log.warning("rejected instance %s from %s: %s", request_uid, calling_ae, exc)
-        status = (
-            StoreStatus.MISSING_UIDS if "missing" in str(exc) else StoreStatus.CANNOT_UNDERSTAND
-        )
-        return status
+        return exc.status
     if uids["SOPInstanceUID"] != request_uid:
         log.warning("rejected instance %s: dataset says %s", request_uid, uids["SOPInstanceUID"])
         return StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS
@@ -85,6 +88,7 @@ def handle_store(
     relative = spool.relative_path(
         uids["StudyInstanceUID"], uids["SeriesInstanceUID"], uids["SOPInstanceUID"]
     )
+    replaced = spool.absolute(relative).exists()
     try:
         stored = spool.store(received, relative)
     except OSError as exc:
@@ -109,6 +113,8 @@ def handle_store(
         study_id = recorder.record(item)
     except SQLAlchemyError as exc:
         log.error("cannot record instance %s: %s", request_uid, type(exc).__name__)
+        if not replaced:
+            spool.absolute(relative).unlink(missing_ok=True)
         return StoreStatus.OUT_OF_RESOURCES
     on_recorded(study_id)
     return StoreStatus.SUCCESS

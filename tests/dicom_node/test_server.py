@@ -316,6 +316,18 @@ def test_database_error_answers_out_of_resources(
     assert statuses == [OUT_OF_RESOURCES] * 3
     assert node.count(Instance) == 0
     assert node.recorded == []
+    assert node.spooled_files() == []
+
+
+def test_overlong_uid_is_rejected_not_recorded(node: Node) -> None:
+    dataset = phantom().datasets[0]
+    dataset.SeriesInstanceUID = "1." + "2" * 70
+
+    with associate(node) as assoc:
+        assert store(assoc, dataset) == 0xC002
+        assert store(assoc, phantom().datasets[1]) == SUCCESS
+
+    assert node.count(Instance) == 1
 
 
 @pytest.mark.filterwarnings("ignore:Invalid value for VR UI")
