@@ -60,8 +60,14 @@ def database_url(request: pytest.FixtureRequest) -> str:
     return request.getfixturevalue(f"{request.param}_url")
 
 
-def test_head_is_known() -> None:
-    assert head_revision() == "0001"
+def test_history_is_linear_with_one_head() -> None:
+    from alembic.script import ScriptDirectory
+
+    from core.db.migrate import alembic_config
+
+    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    assert script.get_heads() == [head_revision()]
+    assert [rev.revision for rev in script.walk_revisions()][-1] == "0001"
 
 
 def test_migration_matches_models(database_url: str) -> None:
