@@ -12,8 +12,12 @@ import os
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    pass
 
 from core.config import CONFIG_FILE_ENV, Settings, load_settings
 from core.logging import configure_logging
@@ -34,6 +38,7 @@ def _settings(ctx: click.Context) -> Settings:
 @click.pass_context
 def main(ctx: click.Context, config_file: Path | None) -> None:
     """pacs-ai-node: receive studies from a PACS, run AI pipelines, send results back."""
+    os.umask(0o077)
     if config_file is not None:
         os.environ[CONFIG_FILE_ENV] = str(config_file.resolve())
     try:
@@ -153,9 +158,53 @@ def status(ctx: click.Context, limit: int, as_json: bool) -> None:
     click.echo(format_table(jobs))
 
 
+def _dispatcher(settings: Settings):
+    from core.db.session import make_engine, make_session_factory
+    from worker.celery_app import create_app
+    from worker.dispatch import Dispatcher
+
+    _require_schema(settings)
+    factory = make_session_factory(make_engine(settings.effective_database_url))
+    return Dispatcher(create_app(settings), factory, settings)
+
+
+@main.command("retry-deliveries")
+@click.option("--include-retrying", is_flag=True, help="Also deliveries still waiting to retry.")
+@click.pass_context
+def retry_deliveries(ctx: click.Context, include_retrying: bool) -> None:
+    """Send failed deliveries again (after the destination is back)."""
+    from core.db.models import DeliveryState
+
+    states = (
+        (DeliveryState.FAILED, DeliveryState.RETRYING)
+        if include_retrying
+        else (DeliveryState.FAILED,)
+    )
+    ids = _dispatcher(_settings(ctx)).retry_deliveries(states)
+    click.echo(f"re-queued {len(ids)} deliveries")
+
+
+@main.command()
+@click.argument("job_id", type=int)
+@click.option("--rerun", is_flag=True, help="Run the pipeline again instead of re-sending.")
+@click.pass_context
+def replay(ctx: click.Context, job_id: int, rerun: bool) -> None:
+    """Re-send a job's results to the configured destinations (or re-run it)."""
+    from core.errors import ConfigurationError
+
+    try:
+        planned = _dispatcher(_settings(ctx)).replay_job(job_id, rerun=rerun)
+    except ConfigurationError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if rerun:
+        click.echo(f"job {job_id} re-queued")
+    else:
+        click.echo(f"re-sending {len(planned)} deliveries of job {job_id}")
+
+
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("--to", "destination", required=True, help="Peer as AE@host:port.")
+@click.option("--to", "destination", required=True, help="Peer as AE@host:port[/tls].")
 @click.option("--calling-ae", default="AINODE_SEND", show_default=True)
 @click.pass_context
 def send(ctx: click.Context, paths: tuple[Path, ...], destination: str, calling_ae: str) -> None:
@@ -174,8 +223,11 @@ def send(ctx: click.Context, paths: tuple[Path, ...], destination: str, calling_
         for file in ([path] if path.is_file() else path.rglob("*"))
         if file.is_file()
     )
+    from core.tls import client_context
+
+    tls = client_context(_settings(ctx)) if peer.tls else None
     try:
-        outcomes = store_files(peer, files, calling_ae=calling_ae)
+        outcomes = store_files(peer, files, calling_ae=calling_ae, tls=tls)
     except TransientError as exc:
         raise click.ClickException(str(exc)) from exc
     failed = [outcome for outcome in outcomes if not outcome.ok]

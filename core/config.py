@@ -29,7 +29,7 @@ from core.routing import RoutingRule, default_rules
 CONFIG_FILE_ENV = "AINODE_CONFIG"
 
 _AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")
-_DESTINATION = re.compile(r"^(?P<ae>[^@]{1,16})@(?P<host>[^:@]+):(?P<port>\d{1,5})$")
+_DESTINATION = re.compile(r"^(?P<ae>[^@]{1,16})@(?P<host>[^:@/]+):(?P<port>\d{1,5})(?P<tls>/tls)?$")
 _CALLER = re.compile(r"^(?P<ae>[^@]{1,16})(?:@(?P<host>[^:@]+))?$")
 
 
@@ -46,19 +46,25 @@ class Destination(BaseModel):
     ae_title: str
     host: str
     port: int = Field(ge=1, le=65535)
+    tls: bool = False
 
     _check_ae = field_validator("ae_title")(_validate_ae_title)
 
     @classmethod
     def parse(cls, text: str) -> Destination:
-        """Parse ``AE@host:port``, the form used in ``AINODE_DESTINATIONS``."""
+        """Parse ``AE@host:port`` (``AE@host:port/tls`` for DICOM TLS), as in the environment."""
         match = _DESTINATION.match(text.strip())
         if not match:
-            raise ValueError(f"destination must look like AE@host:port, got {text!r}")
-        return cls(ae_title=match["ae"], host=match["host"], port=int(match["port"]))
+            raise ValueError(f"destination must look like AE@host:port[/tls], got {text!r}")
+        return cls(
+            ae_title=match["ae"],
+            host=match["host"],
+            port=int(match["port"]),
+            tls=bool(match["tls"]),
+        )
 
     def __str__(self) -> str:
-        return f"{self.ae_title}@{self.host}:{self.port}"
+        return f"{self.ae_title}@{self.host}:{self.port}{'/tls' if self.tls else ''}"
 
 
 class AllowedCaller(BaseModel):
@@ -118,7 +124,17 @@ class Settings(BaseSettings):
     delivery_backoff_seconds: float = Field(default=2.0, gt=0)
     delivery_backoff_max_seconds: float = Field(default=300.0, gt=0)
     recovery_interval_seconds: float = Field(default=60.0, gt=0)
+    job_heartbeat_seconds: float = Field(default=30.0, gt=0)
+    job_stale_seconds: float = Field(default=180.0, gt=0)
+    job_requeue_seconds: float = Field(default=900.0, gt=0)
+    job_max_attempts: int = Field(default=3, ge=1)
     log_level: str = "INFO"
+
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_ca_file: Path | None = None
+
+    test_pipeline_delay_seconds: float = Field(default=0.0, ge=0)
 
     _check_ae = field_validator("ae_title")(_validate_ae_title)
 
@@ -176,6 +192,11 @@ class Settings(BaseSettings):
     def effective_database_url(self) -> str:
         """The database URL, defaulting to a SQLite file in the spool directory."""
         return self.database_url or f"sqlite:///{self.spool_path / 'ainode.db'}"
+
+    @property
+    def tls_enabled(self) -> bool:
+        """Whether the SCP speaks DICOM TLS (a certificate and key are configured)."""
+        return self.tls_cert_file is not None and self.tls_key_file is not None
 
     @property
     def uses_embedded_broker(self) -> bool:

@@ -21,6 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from core.config import AllowedCaller
 from core.errors import InputRejected, StoreStatus, VerificationStatus
+from dicom_node.receive import receive_error
 from dicom_node.recorder import InstanceRecorder, ReceivedInstance
 from dicom_node.spool import InstanceSpool
 
@@ -76,6 +77,12 @@ def handle_store(
     request_uid = str(event.request.AffectedSOPInstanceUID or "")
     calling_ae = event.assoc.requestor.ae_title.strip() or None
     received = event.dataset_path
+    failed_write = receive_error(event.request)
+    if failed_write is not None:
+        received.unlink(missing_ok=True)
+        reason = "disk full" if failed_write.errno == errno.ENOSPC else type(failed_write).__name__
+        log.error("cannot receive instance %s: %s", request_uid, reason)
+        return StoreStatus.OUT_OF_RESOURCES
     try:
         dataset, uids = read_received(received)
     except InputRejected as exc:

@@ -8,6 +8,7 @@ stopping the others.
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,8 +59,9 @@ def store_files(
     calling_ae: str,
     timeout: float = 60.0,
     max_pdu_size: int = 0,
+    tls: ssl.SSLContext | None = None,
 ) -> list[StoreOutcome]:
-    """C-STORE ``paths`` to ``destination`` over one association.
+    """C-STORE ``paths`` to ``destination`` over one association (DICOM TLS with ``tls``).
 
     Raises
     ------
@@ -85,7 +87,12 @@ def store_files(
     ae.requested_contexts = [build_context(sop_class, [syntax]) for sop_class, syntax in contexts]
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
     ae.maximum_pdu_size = max_pdu_size
-    assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
+    assoc = ae.associate(
+        destination.host,
+        destination.port,
+        ae_title=destination.ae_title,
+        tls_args=(tls, destination.host) if tls is not None else None,
+    )
     if not assoc.is_established:
         raise TransientError(f"no association with {destination}")
     try:

@@ -8,7 +8,7 @@ datasets are received straight to a file on the spool's file system
 from __future__ import annotations
 
 import logging
-import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,7 +19,9 @@ from pynetdicom.transport import ThreadedAssociationServer
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.config import Settings
+from core.tls import server_context
 from dicom_node.handlers import bound_handlers
+from dicom_node.receive import receive_into, remove_stale
 from dicom_node.recorder import InstanceRecorder
 from dicom_node.spool import InstanceSpool
 
@@ -76,6 +78,35 @@ def build_ae(settings: Settings) -> AE:
     return ae
 
 
+class NodeAssociationServer(ThreadedAssociationServer):
+    """pynetdicom's threaded server, refusing TCP connections from hosts not on the allow-list.
+
+    When every allow-list entry names a host, a connection from any other
+    address is closed before association negotiation; the AE title check
+    (A-ASSOCIATE-RJ) and the per-entry host check follow for the rest.
+    """
+
+    allowed_hosts: frozenset[str] | None = None
+
+    def verify_request(self, request: object, client_address: object) -> bool:
+        """Whether to serve a new TCP connection from ``client_address``."""
+        if self.allowed_hosts is None:
+            return True
+        host = client_address[0] if isinstance(client_address, tuple) else ""
+        if host in self.allowed_hosts:
+            return True
+        log.warning("refused connection from %s: host not allowed", host)
+        return False
+
+
+def allowed_hosts(settings: Settings) -> frozenset[str] | None:
+    """Hosts that may connect at all, or None when any host may (then AE titles decide)."""
+    callers = settings.allowed_callers
+    if not callers or any(caller.host is None for caller in callers):
+        return None
+    return frozenset(caller.host for caller in callers if caller.host is not None)
+
+
 class StorageSCP:
     """The node's DICOM listener: C-ECHO and C-STORE into the spool and the database.
 
@@ -109,31 +140,38 @@ class StorageSCP:
             raise RuntimeError("the SCP is not running")
         return int(self._server.server_address[1])
 
+    @property
+    def receive_dir(self) -> Path:
+        """Folder on the spool's file system where datasets are received before storing."""
+        return self.settings.spool_path / "tmp"
+
     def start(self) -> None:
         """Start listening in background threads."""
         configure_pynetdicom()
-        receive_dir = self.settings.spool_path / "tmp"
-        receive_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        # Chunked receive writes to tempfile's folder: keep it on the spool's
-        # file system so that the durable store is a rename, not a copy.
-        tempfile.tempdir = str(receive_dir)
-        removed = self.spool.remove_partials()
-        for leftover in Path(receive_dir).glob("*.dcm"):
-            leftover.unlink(missing_ok=True)
+        receive_into(self.receive_dir)
+        removed = self.spool.remove_partials() + remove_stale(self.receive_dir, 0)
         if removed:
             log.info("removed %d partial files left by an earlier run", removed)
         ae = build_ae(self.settings)
         handlers = bound_handlers(
             self.spool, self.recorder, self.settings.allowed_callers, self._on_recorded
         )
-        self._server = ae.start_server(
-            (self.settings.host, self.settings.port), block=False, evt_handlers=handlers
+        server = ae.make_server(
+            (self.settings.host, self.settings.port),
+            evt_handlers=handlers,
+            ssl_context=server_context(self.settings),
+            server_class=NodeAssociationServer,
         )
+        server.allowed_hosts = allowed_hosts(self.settings)
+        ae._servers.append(server)  # as AE.start_server does; shutdown() removes it
+        threading.Thread(target=server.serve_forever, name="scp-acceptor", daemon=True).start()
+        self._server = server
         log.info(
-            "Storage SCP %s listening on %s:%d",
+            "Storage SCP %s listening on %s:%d (TLS %s)",
             self.settings.ae_title,
             self.settings.host,
             self.port,
+            "on" if self.settings.tls_enabled else "off",
         )
 
     def stop(self) -> None:

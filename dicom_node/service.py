@@ -12,6 +12,7 @@ from celery import Celery
 
 from core.config import Settings
 from core.db.session import make_engine, make_session_factory
+from dicom_node.receive import remove_stale
 from dicom_node.server import StorageSCP
 from dicom_node.stability import StabilityMonitor
 from worker.celery_app import create_app
@@ -33,7 +34,7 @@ class NodeService:
             self.session_factory,
             settings.stability_seconds,
             on_stable=self.dispatcher.route_study,
-            sweep=lambda: self.dispatcher.recover(jobs=False),
+            sweep=self.sweep,
             sweep_seconds=settings.recovery_interval_seconds,
         )
         self.scp = StorageSCP(settings, self.session_factory, on_recorded=self.monitor.notify)
@@ -43,11 +44,14 @@ class NodeService:
         """The port the SCP listens on."""
         return self.scp.port
 
+    def sweep(self) -> None:
+        """The periodic recovery: lost jobs and deliveries, stale receive files."""
+        self.dispatcher.recover()
+        remove_stale(self.scp.receive_dir, 2 * self.settings.network_timeout_seconds)
+
     def start(self) -> None:
         """Re-enqueue what an earlier run left queued, then start listening and monitoring."""
-        jobs, deliveries = self.dispatcher.recover(jobs=True)
-        if jobs or deliveries:
-            log.info("recovered %d queued jobs and %d pending deliveries", jobs, deliveries)
+        self.dispatcher.recover(startup=True)
         self.scp.start()
         self.monitor.start()
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from celery import Celery
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from core.config import Settings
@@ -23,6 +23,7 @@ from core.db.models import (
     Job,
     JobEvent,
     JobState,
+    Result,
     Series,
     Study,
     StudyState,
@@ -39,6 +40,20 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
+class RecoveryReport:
+    """What one recovery sweep sent again or gave up on."""
+
+    resent_jobs: list[int] = field(default_factory=list)
+    failed_jobs: list[int] = field(default_factory=list)
+    resent_deliveries: list[int] = field(default_factory=list)
+
+    @property
+    def any(self) -> bool:
+        """Whether the sweep did anything."""
+        return bool(self.resent_jobs or self.failed_jobs or self.resent_deliveries)
+
+
+@dataclass
 class RoutingOutcome:
     """What routing one study did: new jobs, jobs that already existed, and why not others."""
 
@@ -50,6 +65,36 @@ class RoutingOutcome:
 def add_job_event(session: Session, job: Job, state: str, message: str | None = None) -> None:
     """Append an entry to a job's history."""
     session.add(JobEvent(job_id=job.id, state=state, message=message, at=utcnow()))
+
+
+def reset_delivery(delivery: Delivery) -> None:
+    """Make a delivery ``pending`` again with a fresh attempt budget."""
+    delivery.state = DeliveryState.PENDING
+    delivery.attempts = 0
+    delivery.next_attempt_at = None
+
+
+def plan_deliveries(
+    session: Session, result: Result, destinations: list[str], *, resend: bool = False
+) -> list[int]:
+    """Delivery ids of ``result`` to ``destinations`` that should be sent now.
+
+    Missing deliveries are created ``pending``; with ``resend`` existing ones
+    are reset to ``pending`` with a fresh attempt budget (an operator's replay).
+    """
+    existing = {delivery.destination: delivery for delivery in result.deliveries}
+    planned = []
+    for destination in destinations:
+        delivery = existing.get(destination)
+        if delivery is None:
+            delivery = Delivery(result_id=result.id, destination=destination)
+            session.add(delivery)
+        elif not resend:
+            continue
+        reset_delivery(delivery)
+        session.flush()
+        planned.append(delivery.id)
+    return planned
 
 
 def series_facts(series: Series) -> SeriesFacts:
@@ -198,36 +243,117 @@ class Dispatcher:
             return False
         return True
 
-    def recover(self, now: datetime | None = None, *, jobs: bool = True) -> tuple[int, int]:
-        """Re-enqueue queued jobs and overdue deliveries (after a restart or a lost message).
+    def retry_deliveries(
+        self, states: tuple[DeliveryState, ...] = (DeliveryState.FAILED,)
+    ) -> list[int]:
+        """Send deliveries in ``states`` again with a fresh attempt budget (retry-deliveries)."""
+        with session_scope(self.session_factory) as session:
+            deliveries = session.scalars(select(Delivery).where(Delivery.state.in_(states))).all()
+            for delivery in deliveries:
+                reset_delivery(delivery)
+            ids = [delivery.id for delivery in deliveries]
+        for delivery_id in ids:
+            self.enqueue_delivery(delivery_id)
+        return ids
 
-        Tasks assert the state of the world before working, so a job or
-        delivery whose message was still on the queue is not done twice.
+    def replay_job(self, job_id: int, *, rerun: bool = False) -> list[int]:
+        """Send a job's results again to every configured destination, or run the job again.
 
-        Parameters
-        ----------
-        jobs:
-            Also re-enqueue every ``queued`` job (done at start-up; the
-            periodic sweep only re-sends deliveries whose retry is overdue).
+        Result UIDs are derived from the job's input, so a replay or re-run
+        never makes the PACS hold two copies.  Returns the delivery ids sent,
+        or ``[job_id]`` when the job was re-queued.
+
+        Raises
+        ------
+        ConfigurationError
+            If the job does not exist, is still queued or running, or (without
+            ``rerun``) has no results to send.
+        """
+        destinations = [str(destination) for destination in self.settings.destinations]
+        with session_scope(self.session_factory) as session:
+            job = session.get(Job, job_id)
+            if job is None or job.state in (JobState.QUEUED, JobState.RUNNING):
+                raise ConfigurationError(f"job {job_id} is unknown, queued or running")
+            if rerun:
+                job.state = JobState.QUEUED
+                job.enqueued_at = utcnow()
+                job.error = None
+                add_job_event(session, job, JobState.QUEUED, "re-run requested by operator")
+                planned = [job_id]
+            elif not job.results:
+                raise ConfigurationError(f"job {job_id} has no results to send")
+            else:
+                planned = [
+                    delivery_id
+                    for result in job.results
+                    for delivery_id in plan_deliveries(session, result, destinations, resend=True)
+                ]
+        for item_id in planned:
+            if rerun:
+                self.enqueue_job(item_id)
+            else:
+                self.enqueue_delivery(item_id)
+        return planned
+
+    def recover(self, now: datetime | None = None, *, startup: bool = False) -> RecoveryReport:
+        """Put back on the queue what the queue lost; the database says what that is.
+
+        * ``running`` jobs whose heartbeat is older than ``job_stale_seconds``
+          (their worker died) go back to ``queued``, or fail after
+          ``job_max_attempts``;
+        * ``queued`` jobs are sent again: all of them at start-up, later only
+          those waiting longer than ``job_requeue_seconds`` (a lost message);
+        * pending or retrying deliveries whose time has passed are sent again.
+
+        Tasks only act on rows in the state they expect, so a message that
+        was not lost after all does nothing twice.
         """
         now = now or utcnow()
-        overdue = now - timedelta(seconds=self.settings.recovery_interval_seconds)
+        settings = self.settings
+        report = RecoveryReport()
         with session_scope(self.session_factory) as session:
-            job_ids = (
-                session.scalars(select(Job.id).where(Job.state == JobState.QUEUED)).all()
-                if jobs
-                else []
+            self._requeue_stale_jobs(session, now, report)
+            waited = Job.state == JobState.QUEUED
+            if not startup:
+                waited &= Job.enqueued_at <= now - timedelta(seconds=settings.job_requeue_seconds)
+            for job in session.scalars(select(Job).where(waited)):
+                job.enqueued_at = now
+                report.resent_jobs.append(job.id)
+            overdue = now - timedelta(seconds=0 if startup else settings.recovery_interval_seconds)
+            report.resent_deliveries = list(
+                session.scalars(
+                    select(Delivery.id).where(
+                        Delivery.state.in_([DeliveryState.PENDING, DeliveryState.RETRYING]),
+                        func.coalesce(Delivery.next_attempt_at, Delivery.created_at) <= overdue,
+                    )
+                ).all()
             )
-            delivery_ids = session.scalars(
-                select(Delivery.id).where(
-                    Delivery.state.in_([DeliveryState.PENDING, DeliveryState.RETRYING]),
-                    Delivery.next_attempt_at.is_(None)
-                    if jobs
-                    else Delivery.next_attempt_at <= overdue,
-                )
-            ).all()
-        for job_id in job_ids:
+        for job_id in report.resent_jobs:
             self.enqueue_job(job_id)
-        for delivery_id in delivery_ids:
+        for delivery_id in report.resent_deliveries:
             self.enqueue_delivery(delivery_id)
-        return len(job_ids), len(delivery_ids)
+        if report.any:
+            log.info("recovery: %s", report)
+        return report
+
+    def _requeue_stale_jobs(self, session: Session, now: datetime, report: RecoveryReport) -> None:
+        cutoff = now - timedelta(seconds=self.settings.job_stale_seconds)
+        stale = session.scalars(
+            select(Job).where(
+                Job.state == JobState.RUNNING,
+                func.coalesce(Job.heartbeat_at, Job.started_at) <= cutoff,
+            )
+        ).all()
+        for job in stale:
+            lost = f"worker {job.worker} lost (no heartbeat since {job.heartbeat_at:%H:%M:%S})"
+            if job.attempts >= self.settings.job_max_attempts:
+                job.state = JobState.FAILED
+                job.error = f"{lost}; gave up after {job.attempts} attempts"
+                job.finished_at = now
+                add_job_event(session, job, JobState.FAILED, job.error)
+                report.failed_jobs.append(job.id)
+            else:
+                job.state = JobState.QUEUED
+                job.enqueued_at = now
+                add_job_event(session, job, JobState.QUEUED, f"{lost}; re-queued")
+                report.resent_jobs.append(job.id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.config import Settings
@@ -95,15 +95,89 @@ def test_unmatched_and_unknown_pipeline_notes(
     assert recording_app.sent == []
 
 
-def test_recover_requeues_queued_jobs(
+def test_recover_at_startup_resends_every_queued_job(
     settings, session_factory, spool_study: SpoolStudy, small_phantom, recording_app
 ) -> None:
     dispatcher = Dispatcher(recording_app, session_factory, settings)
     outcome = dispatcher.route_study(spool_study(small_phantom), now=_later(settings))
     assert outcome is not None
     recording_app.sent.clear()
-    assert dispatcher.recover(jobs=True) == (1, 0)
+    assert dispatcher.recover().resent_jobs == []
+    assert dispatcher.recover(startup=True).resent_jobs == outcome.new_job_ids
     assert recording_app.sent == [(RUN_JOB, outcome.new_job_ids, "cpu")]
+
+
+def _running_job(dispatcher: Dispatcher, factory, study_id: int, settings, attempts: int) -> int:
+    outcome = dispatcher.route_study(study_id, now=_later(settings))
+    assert outcome is not None
+    (job_id,) = outcome.new_job_ids
+    long_ago = utcnow() - timedelta(seconds=settings.job_stale_seconds + 5)
+    with factory() as session:
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(
+                state=JobState.RUNNING,
+                attempts=attempts,
+                heartbeat_at=long_ago,
+                started_at=long_ago,
+                worker="w1",
+            )
+        )
+        session.commit()
+    return job_id
+
+
+def test_running_job_without_heartbeat_is_requeued(
+    settings, session_factory, spool_study: SpoolStudy, small_phantom, recording_app
+) -> None:
+    dispatcher = Dispatcher(recording_app, session_factory, settings)
+    job_id = _running_job(dispatcher, session_factory, spool_study(small_phantom), settings, 1)
+    recording_app.sent.clear()
+
+    report = dispatcher.recover()
+
+    assert report.resent_jobs == [job_id] and report.failed_jobs == []
+    assert recording_app.sent == [(RUN_JOB, [job_id], "cpu")]
     with session_factory() as session:
-        jobs = session.scalars(select(Job)).all()
-        assert [job.state for job in jobs] == [JobState.QUEUED]
+        job = session.get_one(Job, job_id)
+        assert job.state == JobState.QUEUED
+        assert "worker w1 lost" in (job.events[-1].message or "")
+
+
+def test_job_that_keeps_losing_its_worker_fails(
+    settings, session_factory, spool_study: SpoolStudy, small_phantom, recording_app
+) -> None:
+    dispatcher = Dispatcher(recording_app, session_factory, settings)
+    attempts = settings.job_max_attempts
+    job_id = _running_job(
+        dispatcher, session_factory, spool_study(small_phantom), settings, attempts
+    )
+    report = dispatcher.recover()
+    assert report.failed_jobs == [job_id]
+    with session_factory() as session:
+        job = session.get_one(Job, job_id)
+        assert job.state == JobState.FAILED
+        assert f"gave up after {attempts} attempts" in (job.error or "")
+
+
+def test_running_job_with_fresh_heartbeat_is_left_alone(
+    settings, session_factory, spool_study: SpoolStudy, small_phantom, recording_app
+) -> None:
+    dispatcher = Dispatcher(recording_app, session_factory, settings)
+    job_id = _running_job(dispatcher, session_factory, spool_study(small_phantom), settings, 1)
+    with session_factory() as session:
+        session.execute(update(Job).where(Job.id == job_id).values(heartbeat_at=utcnow()))
+        session.commit()
+    assert not dispatcher.recover().any
+
+
+def test_queued_job_waiting_too_long_is_sent_again(
+    settings, session_factory, spool_study: SpoolStudy, small_phantom, recording_app
+) -> None:
+    dispatcher = Dispatcher(recording_app, session_factory, settings)
+    outcome = dispatcher.route_study(spool_study(small_phantom), now=_later(settings))
+    assert outcome is not None
+    later = utcnow() + timedelta(seconds=settings.job_requeue_seconds + 10)
+    assert dispatcher.recover(now=later).resent_jobs == outcome.new_job_ids
+    assert dispatcher.recover(now=later).resent_jobs == []

@@ -20,11 +20,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core import __version__
-from core.db.models import Delivery, DeliveryState, Instance, Job, JobState, Result, utcnow
+from core.db.models import Instance, Job, JobState, Result, utcnow
 from core.db.session import session_scope
 from core.errors import PipelineError
 from core.files import write_durably
 from core.uids import ResultUIDs
+from worker.dispatch import plan_deliveries
+from worker.heartbeat import Heartbeat
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -75,7 +77,7 @@ def _event(session: Session, job: Job, state: str, message: str | None = None) -
 def _claim(runtime: WorkerRuntime, job_id: int) -> ClaimedJob | None:
     with session_scope(runtime.session_factory) as session:
         job = session.get(Job, job_id, with_for_update=True)
-        if job is None or job.state in (JobState.SUCCEEDED, JobState.FAILED):
+        if job is None or job.state != JobState.QUEUED:
             return None
         now = utcnow()
         if job.attempts == 0 and job.enqueued_at is not None:
@@ -83,6 +85,7 @@ def _claim(runtime: WorkerRuntime, job_id: int) -> ClaimedJob | None:
         job.state = JobState.RUNNING
         job.attempts += 1
         job.started_at = now
+        job.heartbeat_at = now
         job.worker = runtime.hostname
         job.error = None
         _event(session, job, JobState.RUNNING, f"attempt {job.attempts} on {runtime.hostname}")
@@ -198,15 +201,7 @@ def _record_results(
             result.path = str(path)
             result.size_bytes = size
             session.flush()
-            known = {delivery.destination for delivery in result.deliveries}
-            for destination in destinations:
-                if destination not in known:
-                    delivery = Delivery(
-                        result_id=result.id, destination=destination, state=DeliveryState.PENDING
-                    )
-                    session.add(delivery)
-                    session.flush()
-                    delivery_ids.append(delivery.id)
+            delivery_ids += plan_deliveries(session, result, destinations)
         job.state = JobState.SUCCEEDED
         job.finished_at = utcnow()
         job.load_seconds = timings.load
@@ -225,12 +220,16 @@ def execute_job(runtime: WorkerRuntime, job_id: int, app: Celery | None = None) 
     """Run job ``job_id`` to success or a recorded failure; enqueue its deliveries."""
     claimed = _claim(runtime, job_id)
     if claimed is None:
-        log.info("job %d is not runnable (done or unknown); nothing to do", job_id)
+        log.info("job %d is not queued (running elsewhere, done or unknown); skipped", job_id)
         return JobOutcome.SKIPPED
     log.info("job %d: %s on series %s", job_id, claimed.pipeline, claimed.series_uid)
     timings = JobTimings()
+    settings = runtime.settings
     try:
-        objects = _produce(runtime, claimed, timings)
+        with Heartbeat(runtime.session_factory, job_id, settings.job_heartbeat_seconds):
+            if settings.test_pipeline_delay_seconds:
+                time.sleep(settings.test_pipeline_delay_seconds)
+            objects = _produce(runtime, claimed, timings)
     except PipelineError as exc:
         fail_job(runtime, job_id, str(exc))
         return JobOutcome.FAILED

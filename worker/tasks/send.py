@@ -21,6 +21,7 @@ from core.config import Destination
 from core.db.models import Delivery, DeliveryState, Job, Result, utcnow
 from core.db.session import session_scope
 from core.errors import TransientError
+from core.tls import client_context
 from dicom_node.scu import store_files
 
 if TYPE_CHECKING:
@@ -82,6 +83,7 @@ def execute_delivery(
             [path],
             calling_ae=runtime.settings.ae_title,
             timeout=runtime.settings.network_timeout_seconds,
+            tls=client_context(runtime.settings) if destination.tls else None,
         )[0]
         status, error = outcome.status, outcome.error
     except TransientError as exc:
