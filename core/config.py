@@ -115,6 +115,8 @@ class Settings(BaseSettings):
 
     max_pdu_size: int = Field(default=0, ge=0)
     network_timeout_seconds: float = 60.0
+    acse_timeout_seconds: float = Field(default=10.0, gt=0)
+    max_associations: int = Field(default=64, ge=1)
     worker_queues: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["cpu", "gpu", "send"]
     )

@@ -28,6 +28,9 @@ from dicom_node.spool import InstanceSpool
 log = logging.getLogger(__name__)
 
 MAX_UID_LENGTH = 64
+DEFER_BYTES = 4096
+PIXEL_DATA = 0x7FE00010
+UNDEFINED_LENGTH = 0xFFFFFFFF
 _REQUIRED_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
 
 
@@ -50,8 +53,10 @@ def read_received(path: Path) -> tuple[Dataset, dict[str, str]]:
         If the file is not a readable dataset or lacks a required UID.
     """
     try:
-        dataset = dcmread(path, stop_before_pixels=True)
+        dataset = dcmread(path, defer_size=DEFER_BYTES)
         uids = {keyword: _text(dataset, keyword) for keyword in _REQUIRED_UIDS}
+        transfer_syntax = dataset.file_meta.TransferSyntaxUID
+        transfer_syntax.is_compressed  # noqa: B018 - an unknown syntax raises here
     except Exception as exc:
         raise InputRejected(
             f"unreadable dataset ({type(exc).__name__})", StoreStatus.CANNOT_UNDERSTAND
@@ -64,7 +69,51 @@ def read_received(path: Path) -> tuple[Dataset, dict[str, str]]:
         raise InputRejected(
             f"UID longer than 64 characters: {', '.join(too_long)}", StoreStatus.INVALID_UID
         )
+    check_pixel_data_size(dataset, path.stat().st_size)
     return dataset, {keyword: str(value) for keyword, value in uids.items()}
+
+
+def check_pixel_data_size(dataset: Dataset, file_size: int) -> None:
+    """Reject an image whose pixel data is cut short or smaller than its header declares.
+
+    Catches truncated files and absurd dimensions at receive time, so the
+    sender learns of them now instead of a job failing later.  ``dataset``
+    must have been read with its pixel data deferred (not loaded).
+
+    Raises
+    ------
+    InputRejected
+        If the image attributes are unreadable or the pixel data is short.
+    """
+    if "Rows" not in dataset:
+        return
+    raw = dataset.get_item(PIXEL_DATA) if PIXEL_DATA in dataset else None
+    if raw is None:
+        raise InputRejected("image without pixel data", StoreStatus.CANNOT_UNDERSTAND)
+    if raw.length == UNDEFINED_LENGTH:
+        return
+    if raw.value_tell is not None and raw.value_tell + raw.length > file_size:
+        raise InputRejected("pixel data cut short", StoreStatus.CANNOT_UNDERSTAND)
+    if dataset.file_meta.TransferSyntaxUID.is_compressed:
+        return
+    try:
+        expected = (
+            int(dataset.Rows)
+            * int(dataset.Columns)
+            * int(dataset.get("SamplesPerPixel", 1))
+            * int(dataset.get("NumberOfFrames", 1) or 1)
+            * int(dataset.BitsAllocated)
+            // 8
+        )
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise InputRejected(
+            f"unreadable image attributes ({type(exc).__name__})", StoreStatus.CANNOT_UNDERSTAND
+        ) from exc
+    if raw.length < expected:
+        raise InputRejected(
+            f"pixel data shorter than declared ({raw.length} of {expected} bytes)",
+            StoreStatus.CANNOT_UNDERSTAND,
+        )
 
 
 def handle_store(

@@ -67,8 +67,8 @@ def build_ae(settings: Settings) -> AE:
     ae.maximum_pdu_size = settings.max_pdu_size
     ae.network_timeout = settings.network_timeout_seconds
     ae.dimse_timeout = settings.network_timeout_seconds
-    ae.acse_timeout = settings.network_timeout_seconds
-    ae.maximum_associations = 32
+    ae.acse_timeout = settings.acse_timeout_seconds
+    ae.maximum_associations = settings.max_associations
     ae.require_called_aet = True
     ae.require_calling_aet = [caller.ae_title for caller in settings.allowed_callers]
     syntaxes = preferred_transfer_syntaxes()

@@ -34,7 +34,8 @@ class NodeTask(Task):
         """Record an unexpected failure against the job or delivery the task was given."""
         if self.record_failure is None or not args:
             return
-        reason = f"internal error: {type(exc).__name__}: {exc}"
+        # The exception text may quote dataset values: record only its type.
+        reason = f"internal error ({type(exc).__name__}); see the worker log of task {task_id}"
         try:
             self.record_failure(self.app.runtime, int(args[0]), reason)
         except Exception:

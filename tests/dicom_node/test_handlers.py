@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydicom.dataelem import DataElement
 
 from core.errors import InputRejected, StoreStatus
 from dicom_node.handlers import read_received
@@ -48,3 +49,33 @@ def test_uids_read_from_the_dataset(tmp_path: Path) -> None:
         "SOPInstanceUID": dataset.SOPInstanceUID,
         "SOPClassUID": dataset.SOPClassUID,
     }
+
+
+def _saved(tmp_path: Path, dataset, truncate_by: int = 0) -> Path:
+    path = tmp_path / "image.dcm"
+    dataset.save_as(path, enforce_file_format=True)
+    if truncate_by:
+        data = path.read_bytes()
+        path.write_bytes(data[:-truncate_by])
+    return path
+
+
+def test_truncated_pixel_data_is_rejected_at_receive(tmp_path: Path) -> None:
+    dataset = generate_ct_phantom(slices=1, rows=16, columns=16).datasets[0]
+    with pytest.raises(InputRejected, match="pixel data cut short") as raised:
+        read_received(_saved(tmp_path, dataset, truncate_by=100))
+    assert raised.value.status == StoreStatus.CANNOT_UNDERSTAND
+
+
+def test_absurd_dimensions_are_rejected_at_receive(tmp_path: Path) -> None:
+    dataset = generate_ct_phantom(slices=1, rows=16, columns=16).datasets[0]
+    dataset.Rows = dataset.Columns = 65535
+    with pytest.raises(InputRejected, match="pixel data shorter than declared"):
+        read_received(_saved(tmp_path, dataset))
+
+
+def test_unreadable_image_attributes_are_rejected(tmp_path: Path) -> None:
+    dataset = generate_ct_phantom(slices=1, rows=16, columns=16).datasets[0]
+    dataset["Rows"] = DataElement(0x00280010, "LO", "abc")
+    with pytest.raises(InputRejected, match="unreadable image attributes"):
+        read_received(_saved(tmp_path, dataset))
