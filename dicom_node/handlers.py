@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pydicom import dcmread
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pynetdicom import evt
 from pynetdicom.events import Event
@@ -87,13 +88,21 @@ def check_pixel_data_size(dataset: Dataset, file_size: int) -> None:
     """
     if "Rows" not in dataset:
         return
-    raw = dataset.get_item(PIXEL_DATA) if PIXEL_DATA in dataset else None
-    if raw is None:
+    if PIXEL_DATA not in dataset:
         raise InputRejected("image without pixel data", StoreStatus.CANNOT_UNDERSTAND)
-    if raw.length == UNDEFINED_LENGTH:
-        return
-    if raw.value_tell is not None and raw.value_tell + raw.length > file_size:
-        raise InputRejected("pixel data cut short", StoreStatus.CANNOT_UNDERSTAND)
+    element = dataset.get_item(PIXEL_DATA, keep_deferred=True)
+    if isinstance(element, RawDataElement):
+        if element.length == UNDEFINED_LENGTH:
+            return
+        if element.value_tell is not None and element.value_tell + element.length > file_size:
+            raise InputRejected("pixel data cut short", StoreStatus.CANNOT_UNDERSTAND)
+        length = element.length
+    else:
+        # Already decoded by pydicom (implicit VR resolves OB/OW on read).
+        value = element.value
+        if not isinstance(value, bytes):
+            return
+        length = len(value)
     if dataset.file_meta.TransferSyntaxUID.is_compressed:
         return
     try:
@@ -109,9 +118,9 @@ def check_pixel_data_size(dataset: Dataset, file_size: int) -> None:
         raise InputRejected(
             f"unreadable image attributes ({type(exc).__name__})", StoreStatus.CANNOT_UNDERSTAND
         ) from exc
-    if raw.length < expected:
+    if length < expected:
         raise InputRejected(
-            f"pixel data shorter than declared ({raw.length} of {expected} bytes)",
+            f"pixel data shorter than declared ({length} of {expected} bytes)",
             StoreStatus.CANNOT_UNDERSTAND,
         )
 

@@ -79,3 +79,21 @@ def test_unreadable_image_attributes_are_rejected(tmp_path: Path) -> None:
     dataset["Rows"] = DataElement(0x00280010, "LO", "abc")
     with pytest.raises(InputRejected, match="unreadable image attributes"):
         read_received(_saved(tmp_path, dataset))
+
+
+@pytest.mark.parametrize("syntax", ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1"])
+def test_complete_images_pass_the_check(tmp_path: Path, syntax: str) -> None:
+    dataset = generate_ct_phantom(
+        slices=1, rows=64, columns=64, transfer_syntax_uid=syntax
+    ).datasets[0]
+    _, uids = read_received(_saved(tmp_path, dataset))
+    assert uids["SOPInstanceUID"] == dataset.SOPInstanceUID
+
+
+def test_implicit_vr_short_pixel_data_is_rejected(tmp_path: Path) -> None:
+    dataset = generate_ct_phantom(
+        slices=1, rows=64, columns=64, transfer_syntax_uid="1.2.840.10008.1.2"
+    ).datasets[0]
+    dataset.Rows = 4000
+    with pytest.raises(InputRejected, match="pixel data shorter than declared"):
+        read_received(_saved(tmp_path, dataset))
