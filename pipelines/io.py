@@ -1,4 +1,4 @@
-"""Load one single-frame series (CT, MR) into a :class:`~pipelines.base.PipelineInput`.
+"""Load one single-frame series (CT, MR) or one projection image (CR, DX) as pipeline input.
 
 The volume is built by :func:`highdicom.get_volume_from_series`, which sorts
 the slices along the slice axis and applies the modality LUT (rescale slope
@@ -17,11 +17,12 @@ import highdicom as hd
 import numpy as np
 import pydicom
 from highdicom.spatial import get_normal_vector
+from pydicom.pixels import apply_modality_lut
 
 from core.errors import PipelineError
 from pipelines.base import PipelineInput
 
-__all__ = ["MIN_SLICES", "ORIENTATION_TOL", "load_series"]
+__all__ = ["MIN_SLICES", "ORIENTATION_TOL", "load_input", "load_projection", "load_series"]
 
 #: Fewest slices accepted as a volume.
 MIN_SLICES = 3
@@ -151,3 +152,55 @@ def load_series(
             if not isinstance(item, pydicom.Dataset) and "PixelData" in ds:
                 del ds.PixelData
     return PipelineInput(volume=volume, datasets=datasets)
+
+
+def load_projection(
+    paths_or_datasets: Iterable[str | os.PathLike[str] | pydicom.Dataset],
+) -> PipelineInput:
+    """Build the pipeline input of one projection radiograph (CR, DX: no patient geometry).
+
+    The image becomes a one-slice volume ``(1, rows, columns)`` in stored
+    values after the modality LUT, inverted for MONOCHROME1 so that higher
+    always means more attenuation.  Its affine only carries the pixel
+    spacing (``ImagerPixelSpacing``, else ``PixelSpacing``, else 1 mm): a
+    radiograph has no patient coordinates, so results locate findings in
+    image pixels of the source image (SCOORD), never in patient space.
+
+    Raises
+    ------
+    PipelineError
+        Not exactly one instance, multi-frame, no or unreadable pixel data.
+    """
+    datasets = _read(list(paths_or_datasets))
+    if len(datasets) != 1:
+        raise PipelineError(f"expected one projection image, got {len(datasets)} instances")
+    ds = datasets[0]
+    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        raise PipelineError("multi-frame projection images are not supported")
+    try:
+        pixels = apply_modality_lut(ds.pixel_array, ds).astype(np.float32)
+    except (AttributeError, ValueError, TypeError, NotImplementedError, RuntimeError) as exc:
+        raise PipelineError(f"cannot decode image: {type(exc).__name__}: {exc}") from exc
+    if pixels.ndim != 2:
+        raise PipelineError(f"expected a greyscale image, got pixel shape {pixels.shape}")
+    if ds.get("PhotometricInterpretation") == "MONOCHROME1":
+        pixels = pixels.max() - pixels
+    spacing = ds.get("ImagerPixelSpacing") or ds.get("PixelSpacing") or (1.0, 1.0)
+    affine = np.diag([1.0, float(spacing[0]), float(spacing[1]), 1.0])
+    volume = hd.Volume(pixels[None], affine, coordinate_system="PATIENT")
+    return PipelineInput(volume=volume, datasets=datasets)
+
+
+def load_input(paths: Sequence[str | os.PathLike[str]]) -> PipelineInput:
+    """A projection image when ``paths`` is one instance without patient geometry, else a series.
+
+    Parameters
+    ----------
+    paths:
+        Part 10 files of one series.
+    """
+    if len(paths) == 1:
+        dataset = _read(paths)[0]
+        if "ImagePositionPatient" not in dataset:
+            return load_projection([dataset])
+    return load_series(paths)

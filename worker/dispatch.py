@@ -127,8 +127,8 @@ class Dispatcher:
         )
         return outcome
 
-    @staticmethod
     def _plan_job(
+        self,
         session: Session,
         study: Study,
         series: Series,
@@ -139,7 +139,7 @@ class Dispatcher:
     ) -> None:
         uid = series.series_instance_uid
         try:
-            spec = get_spec(pipeline)
+            spec = get_spec(pipeline, self.settings.models_path)
         except ConfigurationError as exc:
             outcome.notes.append(f"series {uid}: rule {rule_name}: {exc}")
             return

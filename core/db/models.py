@@ -79,12 +79,13 @@ class StudyState(enum.StrEnum):
 
 
 class JobState(enum.StrEnum):
-    """A job's life: queued, running, then succeeded or failed."""
+    """A job's life: queued, running, then succeeded, failed or skipped (outside its domain)."""
 
     QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    SKIPPED = "skipped"
 
 
 class DeliveryState(enum.StrEnum):
