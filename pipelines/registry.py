@@ -92,6 +92,38 @@ def builtin_specs() -> dict[str, PipelineSpec]:
     return specs
 
 
+def model_spec(config_path: Path, weights_dir: Path | None) -> PipelineSpec:
+    """The spec of the model pipeline configured by ``config_path``.
+
+    Parameters
+    ----------
+    config_path:
+        Its ``pipeline.json``.
+    weights_dir:
+        Folder of its weights; None for a built-in pipeline whose weights
+        the operator supplies in ``<models dir>/<name>/``.
+
+    Raises
+    ------
+    ConfigurationError
+        If the configuration does not validate.
+    """
+    from pipelines.model.config import load_model_config
+
+    config = load_model_config(config_path)
+    return PipelineSpec(
+        name=config.name,
+        version=config.version,
+        description=config.description,
+        queue=config.queue,
+        modalities=config.modalities,
+        entrypoint=MODEL_PIPELINE,
+        kind=config.kind,
+        config_path=config_path,
+        weights_dir=weights_dir,
+    )
+
+
 def discover_models(models_dir: Path | None) -> tuple[dict[str, PipelineSpec], dict[Path, str]]:
     """Model pipelines configured under ``models_dir``, and the folders that are invalid.
 
@@ -104,7 +136,7 @@ def discover_models(models_dir: Path | None) -> tuple[dict[str, PipelineSpec], d
         Specs by name, and ``{config path: reason}`` for configurations that
         do not validate or clash with another pipeline's name.
     """
-    from pipelines.model.config import CONFIG_FILE, load_model_config
+    from pipelines.model.config import CONFIG_FILE
 
     specs: dict[str, PipelineSpec] = {}
     errors: dict[Path, str] = {}
@@ -113,24 +145,14 @@ def discover_models(models_dir: Path | None) -> tuple[dict[str, PipelineSpec], d
     builtin = builtin_specs()
     for config_path in sorted(models_dir.glob(f"*/{CONFIG_FILE}")):
         try:
-            config = load_model_config(config_path)
+            spec = model_spec(config_path, config_path.parent)
         except ConfigurationError as exc:
             errors[config_path] = str(exc)
             continue
-        if config.name in builtin or config.name in specs:
-            errors[config_path] = f"{config_path}: pipeline name {config.name!r} is already taken"
+        if spec.name in builtin or spec.name in specs:
+            errors[config_path] = f"{config_path}: pipeline name {spec.name!r} is already taken"
             continue
-        specs[config.name] = PipelineSpec(
-            name=config.name,
-            version=config.version,
-            description=config.description,
-            queue=config.queue,
-            modalities=config.modalities,
-            entrypoint=MODEL_PIPELINE,
-            kind=config.kind,
-            config_path=config_path,
-            weights_dir=config_path.parent,
-        )
+        specs[spec.name] = spec
     return specs, errors
 
 

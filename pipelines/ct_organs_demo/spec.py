@@ -1,16 +1,13 @@
-"""Registration of ``ct-organs-demo``: a small MONAI UNet trained on the project's phantoms."""
+"""Registration of ``ct-organs-demo``: a small MONAI UNet trained on the project's phantoms.
+
+Identity, labels and pre-processing are in ``model/pipeline.json``; the
+weights ``model/model.ts`` ship with the code.
+"""
 
 from pathlib import Path
 
-from pipelines.registry import PipelineSpec
+from pipelines.registry import model_spec
 
-SPEC = PipelineSpec(
-    name="ct-organs-demo",
-    version="0.1.0",
-    description="DEMO MODEL (synthetic phantoms only): body, lungs, spine, liver on CT",
-    queue="gpu",
-    modalities=frozenset({"CT"}),
-    entrypoint="pipelines.model.pipeline:ModelPipeline",
-    kind="segmentation",
-    config_path=Path(__file__).parent / "model" / "pipeline.json",
-)
+_MODEL_DIR = Path(__file__).parent / "model"
+
+SPEC = model_spec(_MODEL_DIR / "pipeline.json", weights_dir=_MODEL_DIR)
