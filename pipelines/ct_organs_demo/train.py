@@ -156,10 +156,27 @@ def train_demo(
     TrainReport
         Also written as ``metrics.json`` next to the weights.
     """
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        return _train(output_dir, seed, steps, train_cases, heldout_cases, batch_size, threads)
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
+
+
+def _train(
+    output_dir: Path,
+    seed: int,
+    steps: int,
+    train_cases: int,
+    heldout_cases: int,
+    batch_size: int,
+    threads: int,
+) -> TrainReport:
+    """The training run of :func:`train_demo` (deterministic algorithms already on)."""
     start = time.perf_counter()
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True)
     config = load_model_config(output_dir / "pipeline.json")
     rng = np.random.default_rng(seed)
     pairs = [

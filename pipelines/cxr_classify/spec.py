@@ -1,4 +1,4 @@
-"""Registration of ``cxr-classify``: configuration here, weights in ``<models dir>/cxr-classify``."""
+"""Registration of ``cxr-classify``: configuration here, weights in the models directory."""
 
 from pathlib import Path
 

@@ -38,8 +38,14 @@ def test_valid_config_is_discovered_with_its_identity(models_dir: Path) -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"labels": [{"values": [0], "label": "X", "code": ["12ab", "SCT", "X"]}]}, "unknown label code"),
-        ({"labels": [{"values": [0], "label": "X", "code": ["1234", "LOCAL", "X"]}]}, "unknown code scheme"),
+        (
+            {"labels": [{"values": [0], "label": "X", "code": ["12ab", "SCT", "X"]}]},
+            "unknown label code",
+        ),
+        (
+            {"labels": [{"values": [0], "label": "X", "code": ["1234", "LOCAL", "X"]}]},
+            "unknown code scheme",
+        ),
         ({"kind": "regression"}, "kind"),
         ({"input": {"window": [500, -1000]}}, "window low must be below high"),
         ({"input": {"window": [0, 1], "roi_size": [64, 64]}}, "roi_size must have 3"),
@@ -84,7 +90,7 @@ def test_state_dict_for_a_monai_architecture_loads(tmp_path: Path) -> None:
     network = DenseNet121(spatial_dims=2, in_channels=1, out_channels=4, init_features=8)
     torch.save(network.state_dict(), folder / "model.pt")
     spec = get_spec("cxr-classify", tmp_path / "models")
-    with pytest.raises(ConfigurationError, match="cannot load model.pt"):
+    with pytest.raises(ConfigurationError, match=r"cannot load model\.pt"):
         ModelPipeline.create(spec, tmp_path / "models")
     torch.save(
         DenseNet121(spatial_dims=2, in_channels=1, out_channels=4).state_dict(),

@@ -38,7 +38,9 @@ def test_detector_finds_the_spine_as_one_bright_region(
 
 def test_classifier_decides_at_threshold(tmp_path: Path) -> None:
     models = tmp_path / "models"
-    write_model_folder(models / "cxr-classify", MeanIntensityClassifierFixture([0.1, 0.3, 0.9, 0.95]))
+    write_model_folder(
+        models / "cxr-classify", MeanIntensityClassifierFixture([0.1, 0.3, 0.9, 0.95])
+    )
     pipeline = ModelPipeline.create(get_spec("cxr-classify", models), models, "auto")
     data = load_projection([make_radiograph(brightness=0.5)])
     assert data.volume.spatial_shape == (1, 256, 256)
