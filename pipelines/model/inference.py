@@ -15,6 +15,7 @@ Efficiency rules applied here, once for every model pipeline:
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -85,7 +86,9 @@ def load_network(path: Path, config: ModelConfig, device: torch.device) -> torch
             state = torch.load(path, map_location="cpu", weights_only=True)
             network.load_state_dict(state)
         else:
-            network = torch.jit.load(str(path), map_location="cpu")
+            with warnings.catch_warnings():  # TorchScript is what operators bring; not an issue
+                warnings.simplefilter("ignore", DeprecationWarning)
+                network = torch.jit.load(str(path), map_location="cpu")
     except ConfigurationError:
         raise
     except Exception as exc:  # torch raises RuntimeError, pickle and zip errors

@@ -87,6 +87,19 @@ def _event(session: Session, job: Job, state: str, message: str | None = None) -
     add_job_event(session, job, state, message)
 
 
+def _view(runtime: WorkerRuntime, session: Session, job: Job) -> ClaimedJob:
+    """The facts of ``job`` a worker needs, with absolute paths of its input instances."""
+    paths = session.scalars(select(Instance.path).where(Instance.series_id == job.series_id))
+    return ClaimedJob(
+        id=job.id,
+        pipeline=job.pipeline,
+        study_uid=job.study.study_instance_uid,
+        series_uid=job.series.series_instance_uid,
+        input_key=job.input_key,
+        instance_paths=[runtime.spool.absolute(path) for path in paths],
+    )
+
+
 def _claim(runtime: WorkerRuntime, job_id: int) -> ClaimedJob | None:
     with session_scope(runtime.session_factory) as session:
         job = session.get(Job, job_id, with_for_update=True)
@@ -101,15 +114,28 @@ def _claim(runtime: WorkerRuntime, job_id: int) -> ClaimedJob | None:
         job.worker = runtime.hostname
         job.error = None
         _event(session, job, JobState.RUNNING, f"attempt {job.attempts} on {runtime.hostname}")
-        paths = session.scalars(select(Instance.path).where(Instance.series_id == job.series_id))
-        return ClaimedJob(
-            id=job.id,
-            pipeline=job.pipeline,
-            study_uid=job.study.study_instance_uid,
-            series_uid=job.series.series_instance_uid,
-            input_key=job.input_key,
-            instance_paths=[runtime.spool.absolute(path) for path in paths],
-        )
+        return _view(runtime, session, job)
+
+
+def _upcoming(runtime: WorkerRuntime, current: int) -> ClaimedJob | None:
+    """The oldest other queued job on this worker's queues: the likely next one to prefetch."""
+    settings = runtime.settings
+    if not settings.prefetch:
+        return None
+    with session_scope(runtime.session_factory) as session:
+        job = session.scalars(
+            select(Job)
+            .where(
+                Job.state == JobState.QUEUED,
+                Job.queue.in_(settings.worker_queues),
+                Job.id != current,
+            )
+            .order_by(Job.enqueued_at, Job.id)
+            .limit(1)
+        ).one_or_none()
+        if job is None:
+            return None
+        return _view(runtime, session, job)
 
 
 def fail_job(runtime: WorkerRuntime, job_id: int, reason: str) -> None:
@@ -140,8 +166,17 @@ def _write(dataset: Dataset, path: Path) -> int:
     return write_durably(path, lambda handle: dataset.save_as(handle, enforce_file_format=True))
 
 
-def _produce(runtime: WorkerRuntime, claimed: ClaimedJob, timings: JobTimings) -> Produced:
+def _produce(
+    runtime: WorkerRuntime,
+    claimed: ClaimedJob,
+    timings: JobTimings,
+    upcoming: ClaimedJob | None = None,
+) -> Produced:
     """Load, check the domain, analyse and build the result objects (no database access).
+
+    Once this job's input is loaded, the input of ``upcoming`` (the job this
+    worker will probably run next) starts loading in the background while
+    this one infers; see :mod:`worker.prefetch`.
 
     Raises
     ------
@@ -150,7 +185,6 @@ def _produce(runtime: WorkerRuntime, claimed: ClaimedJob, timings: JobTimings) -
     PipelineError
         The input cannot be analysed.
     """
-    from pipelines.io import load_input
     from pipelines.registry import load_pipeline
     from worker.gpu import device_slot
     from worker.results import build_result_objects
@@ -161,8 +195,14 @@ def _produce(runtime: WorkerRuntime, claimed: ClaimedJob, timings: JobTimings) -
     except ConfigurationError as exc:
         raise PipelineError(f"pipeline {claimed.pipeline} is not usable: {exc}") from exc
     start = time.perf_counter()
-    data = load_input(claimed.instance_paths)
+    data, prefetched = runtime.prefetcher.take(
+        claimed.id, claimed.input_key, claimed.instance_paths
+    )
     timings.load = time.perf_counter() - start
+    if prefetched:
+        log.info("job %d: input was prefetched during the previous job", claimed.id)
+    if upcoming is not None:
+        runtime.prefetcher.prefetch(upcoming.id, upcoming.input_key, upcoming.instance_paths)
 
     violations = pipeline.domain.violations(data.datasets)
     note = None
@@ -258,7 +298,7 @@ def execute_job(runtime: WorkerRuntime, job_id: int, app: Celery | None = None) 
     log.info("job %d: %s on series %s", job_id, claimed.pipeline, claimed.series_uid)
     timings = JobTimings()
     try:
-        produced = _produce(runtime, claimed, timings)
+        produced = _produce(runtime, claimed, timings, _upcoming(runtime, job_id))
     except OutsideDomain as exc:
         skip_job(runtime, job_id, str(exc))
         return JobOutcome.OUTSIDE_DOMAIN

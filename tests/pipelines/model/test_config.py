@@ -125,3 +125,22 @@ def test_ainode_pipelines_command(models_dir: Path, monkeypatch: pytest.MonkeyPa
     assert result.exit_code == 1  # built-in model pipelines without operator weights
     assert "fixture-bone-detect 0.0.1 detection [cpu] sha256:" in result.output
     assert "ERROR:" in result.output and "cxr-classify" in result.output
+
+
+def test_monai_bundle_folder_supplies_version_and_weights(tmp_path: Path) -> None:
+    from tests.support.model_fixtures import BrightRegionDetectorFixture
+
+    bundle = tmp_path / "models" / "bundle"
+    (bundle / "configs").mkdir(parents=True)
+    (bundle / "configs" / "metadata.json").write_text(
+        json.dumps({"version": "2.3.1", "name": "Bone detector bundle"})
+    )
+    (bundle / "configs" / "inference.json").write_text("{}")
+    write_model_folder(bundle / "models", BrightRegionDetectorFixture(level=0.9))
+    config = detector_config()
+    del config["version"], config["description"]
+    _write(bundle, config)
+    spec = get_spec("fixture-bone-detect", tmp_path / "models")
+    assert (spec.version, spec.description) == ("2.3.1", "Bone detector bundle")
+    pipeline = ModelPipeline.create(spec, tmp_path / "models", "cpu")
+    assert pipeline.weights_sha256 is not None
