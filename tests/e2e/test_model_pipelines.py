@@ -115,7 +115,7 @@ def test_classification_detection_and_segmentation_come_back(tmp_path: Path) -> 
     assert [str(group.finding_type.meaning) for group in groups] == [
         "Pneumothorax",
         "Pleural effusion",
-        "Consolidation",
+        "Lung consolidation",
         "Cardiomegaly",
     ]
 

@@ -71,3 +71,13 @@ def test_monochrome1_radiograph_is_inverted() -> None:
     dataset.PhotometricInterpretation = "MONOCHROME1"
     inverted = load_projection([dataset]).volume.array
     assert inverted[0, 128, 128] < inverted[0, 2, 2]
+
+
+def test_device_falls_back_to_the_cpu_without_cuda() -> None:
+    import torch
+
+    from pipelines.model.inference import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    expected = "cuda:1" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("cuda:1") == torch.device(expected)
