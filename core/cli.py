@@ -207,7 +207,12 @@ def phantom(directory: Path, slices: int, size: int, seed: int) -> None:
 @click.option("--check", is_flag=True, help="Also load every model and run it on a zero input.")
 @click.pass_context
 def list_pipelines(ctx: click.Context, check: bool) -> None:
-    """List installed pipelines, versions and weights' SHA-256; exit 1 if any is broken."""
+    """List pipelines, versions and weights' SHA-256; exit 1 if a configured one is broken.
+
+    A built-in model pipeline whose weights the operator has not supplied is
+    listed as not installed, which is not an error unless a routing rule
+    sends series to it.
+    """
     from pipelines.inventory import inventory
 
     settings = _settings(ctx)
@@ -221,7 +226,14 @@ def list_pipelines(ctx: click.Context, check: bool) -> None:
         )
         if entry.error:
             click.echo(f"  ERROR: {entry.error}")
-    if any(entry.error for entry in entries):
+        if entry.note:
+            click.echo(f"  {entry.note}")
+    routed = {rule.pipeline for rule in settings.routing_rules}
+    unusable = [entry for entry in entries if entry.error or (entry.note and entry.name in routed)]
+    for entry in unusable:
+        if entry.note:
+            click.echo(f"ERROR: routing rules send series to {entry.name}, which is not installed")
+    if unusable:
         ctx.exit(1)
 
 

@@ -32,6 +32,9 @@ class InstalledPipeline:
         when missing).
     error:
         Why the pipeline cannot run; None when it can.
+    note:
+        A remark that is not an error, e.g. that a built-in model pipeline
+        is not installed (the operator has not supplied its weights).
     """
 
     name: str
@@ -42,6 +45,7 @@ class InstalledPipeline:
     weights: Path | None = None
     weights_sha256: str | None = None
     error: str | None = None
+    note: str | None = None
 
 
 def _model_entry(spec: PipelineSpec, models_dir: Path, check: bool) -> InstalledPipeline:
@@ -50,11 +54,14 @@ def _model_entry(spec: PipelineSpec, models_dir: Path, check: bool) -> Installed
 
     source = "built-in" if spec.name in builtin_specs() else str(spec.config_path)
     entry = {"name": spec.name, "version": spec.version, "kind": spec.kind, "queue": spec.queue}
+    folder = spec.weights_folder(models_dir)
+    if spec.config_path is None or folder is None:
+        return InstalledPipeline(**entry, source=source, error="no configuration or weights folder")
+    if spec.weights_dir is None and not folder.exists():
+        note = f"not installed: the operator's weights go in {folder}"
+        return InstalledPipeline(**entry, source=source, note=note)
     try:
-        assert spec.config_path is not None
         config = load_model_config(spec.config_path)
-        folder = spec.weights_folder(models_dir)
-        assert folder is not None
         weights = find_weights(config, folder)
         digest = sha256_of(weights)
         if check:

@@ -116,15 +116,36 @@ def test_inventory_lists_weights_sha_and_errors(models_dir: Path) -> None:
     assert bone.error is None and bone.weights == models_dir / "bone" / "model.ts"
     assert len(bone.weights_sha256 or "") == 64
     assert entries["ct-lungs"].error is None and entries["ct-lungs"].weights is None
+    assert entries["cxr-classify"].error is None
+    assert entries["cxr-classify"].note == (
+        f"not installed: the operator's weights go in {models_dir / 'cxr-classify'}"
+    )
+    (models_dir / "cxr-classify").mkdir()
+    entries = {entry.name: entry for entry in inventory(models_dir)}
     assert "missing file" in (entries["cxr-classify"].error or "")
 
 
 def test_ainode_pipelines_command(models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AINODE_MODELS_DIR", str(models_dir))
-    result = CliRunner().invoke(main, ["pipelines"])
-    assert result.exit_code == 1  # built-in model pipelines without operator weights
+    result = CliRunner().invoke(main, ["pipelines", "--check"])
+    assert result.exit_code == 0, result.output
     assert "fixture-bone-detect 0.0.1 detection [cpu] sha256:" in result.output
-    assert "ERROR:" in result.output and "cxr-classify" in result.output
+    assert "cxr-classify 1.0.0 classification [gpu] sha256:- (built-in)" in result.output
+    assert "not installed" in result.output and "ERROR" not in result.output
+
+    rules = '[{"name": "xr", "pipeline": "cxr-classify", "modality": ["DX"]}]'
+    monkeypatch.setenv("AINODE_ROUTING_RULES", rules)
+    result = CliRunner().invoke(main, ["pipelines"])
+    assert result.exit_code == 1
+    assert "ERROR: routing rules send series to cxr-classify, which is not installed" in (
+        result.output
+    )
+
+    (models_dir / "broken").mkdir()
+    (models_dir / "broken" / "pipeline.json").write_text("{}")
+    monkeypatch.delenv("AINODE_ROUTING_RULES")
+    result = CliRunner().invoke(main, ["pipelines"])
+    assert result.exit_code == 1 and "ERROR:" in result.output and "broken" in result.output
 
 
 def test_monai_bundle_folder_supplies_version_and_weights(tmp_path: Path) -> None:
