@@ -123,6 +123,7 @@ class Settings(BaseSettings):
     inference_device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
     gpu_jobs_per_device: int = Field(default=1, ge=1)
     prefetch: bool = True
+    multi_series_wait_seconds: float = Field(default=300.0, ge=0)
 
     _check_ae = field_validator("ae_title")(_validate_ae_title)
 

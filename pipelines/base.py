@@ -71,10 +71,14 @@ class PipelineInput:
     datasets:
         Source instances (headers; pixel data may be dropped) in no
         particular order; output builders reference them.
+    companions:
+        Further series of a multi-series input (e.g. T2, FLAIR next to a
+        T1c ``volume``), each resampled onto the grid of ``volume``.
     """
 
     volume: hd.Volume
     datasets: Sequence[Dataset]
+    companions: Sequence[np.ndarray] = ()
 
     @property
     def voxel_volume_ml(self) -> float:

@@ -18,11 +18,20 @@ import numpy as np
 import pydicom
 from highdicom.spatial import get_normal_vector
 from pydicom.pixels import apply_modality_lut
+from scipy import ndimage
 
 from core.errors import PipelineError
 from pipelines.base import PipelineInput
 
-__all__ = ["MIN_SLICES", "ORIENTATION_TOL", "load_input", "load_projection", "load_series"]
+__all__ = [
+    "MIN_SLICES",
+    "ORIENTATION_TOL",
+    "add_companions",
+    "load_input",
+    "load_projection",
+    "load_series",
+    "resample_onto",
+]
 
 #: Fewest slices accepted as a volume.
 MIN_SLICES = 3
@@ -204,3 +213,58 @@ def load_input(paths: Sequence[str | os.PathLike[str]]) -> PipelineInput:
         if "ImagePositionPatient" not in dataset:
             return load_projection([dataset])
     return load_series(paths)
+
+
+def resample_onto(source: hd.Volume, reference: hd.Volume) -> np.ndarray:
+    """``source`` sampled (trilinear) at the voxel centres of ``reference``.
+
+    Both volumes are in patient coordinates: each reference voxel index is
+    mapped to LPS by the reference affine and back to a (fractional) source
+    index by the inverse source affine.  Outside the source, the source's
+    minimum is used (background).
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 array of ``reference.spatial_shape``.
+    """
+    mapping = np.linalg.inv(np.asarray(source.affine, float)) @ np.asarray(reference.affine, float)
+    array = np.asarray(source.array, np.float32)
+    return ndimage.affine_transform(
+        array,
+        mapping[:3, :3],
+        offset=mapping[:3, 3],
+        output_shape=reference.spatial_shape,
+        order=1,
+        cval=float(array.min()),
+    ).astype(np.float32)
+
+
+def add_companions(
+    primary: PipelineInput, companions: Sequence[Sequence[str | os.PathLike[str]]]
+) -> PipelineInput:
+    """``primary`` with further series of the study resampled onto its grid.
+
+    Parameters
+    ----------
+    primary:
+        The first input series (its grid is the model's input grid).
+    companions:
+        Files of each further series, in channel order.
+
+    Raises
+    ------
+    PipelineError
+        A companion cannot be loaded, or does not share the primary's
+        frame of reference (then no patient-space resampling is meaningful).
+    """
+    frame = primary.datasets[0].get("FrameOfReferenceUID")
+    arrays = []
+    for paths in companions:
+        series = load_series(paths)
+        if series.datasets[0].get("FrameOfReferenceUID") != frame:
+            raise PipelineError(
+                "input series do not share one frame of reference; cannot resample them together"
+            )
+        arrays.append(resample_onto(series.volume, primary.volume))
+    return PipelineInput(volume=primary.volume, datasets=primary.datasets, companions=arrays)

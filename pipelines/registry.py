@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import logging
 import pkgutil
+import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -28,6 +29,32 @@ log = logging.getLogger(__name__)
 
 #: Entry point of every configuration-only (bring-your-own) model pipeline.
 MODEL_PIPELINE = "pipelines.model.pipeline:ModelPipeline"
+
+
+@dataclass(frozen=True)
+class SeriesRole:
+    """One of the series a multi-series pipeline needs from a study (e.g. T2 or FLAIR).
+
+    Parameters
+    ----------
+    role:
+        Name of the input (channel order follows the spec's ``inputs``).
+    series_description:
+        Regular expression searched (case-insensitive) in the SeriesDescription.
+    modalities:
+        Accepted modalities; None accepts any.
+    """
+
+    role: str
+    series_description: str | None = None
+    modalities: frozenset[str] | None = None
+
+    def matches(self, modality: str | None, description: str | None) -> bool:
+        """Whether a series with this modality and description can fill the role."""
+        if self.modalities is not None and (modality or "").upper() not in self.modalities:
+            return False
+        pattern = self.series_description
+        return pattern is None or re.search(pattern, description or "", re.IGNORECASE) is not None
 
 
 @dataclass(frozen=True)
@@ -53,6 +80,9 @@ class PipelineSpec:
     weights_dir:
         Folder of the weights; None for a built-in model pipeline whose
         weights the operator supplies in ``<models dir>/<name>/``.
+    inputs:
+        For a multi-series pipeline, the series it needs from a study, in
+        channel order; empty for a single-series pipeline.
     """
 
     name: str
@@ -64,6 +94,7 @@ class PipelineSpec:
     kind: str = "segmentation"
     config_path: Path | None = None
     weights_dir: Path | None = None
+    inputs: tuple[SeriesRole, ...] = ()
 
     def weights_folder(self, models_dir: Path | None) -> Path | None:
         """Where this pipeline's weights live (None: it has none)."""
@@ -121,6 +152,14 @@ def model_spec(config_path: Path, weights_dir: Path | None) -> PipelineSpec:
         kind=config.kind,
         config_path=config_path,
         weights_dir=weights_dir,
+        inputs=tuple(
+            SeriesRole(
+                role=item.role,
+                series_description=item.series_description,
+                modalities=item.modalities,
+            )
+            for item in config.inputs
+        ),
     )
 
 

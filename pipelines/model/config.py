@@ -29,6 +29,7 @@ __all__ = [
     "InputConfig",
     "LabelConfig",
     "ModelConfig",
+    "SeriesInputConfig",
     "find_weights",
     "load_model_config",
     "sha256_of",
@@ -119,6 +120,41 @@ class LabelConfig(_Strict):
         return (_ANATOMICAL_STRUCTURE if kind == "segmentation" else _FINDING).to_code()
 
 
+class SeriesInputConfig(_Strict):
+    """One series of a multi-series input, found in the study by its description and modality.
+
+    Parameters
+    ----------
+    role:
+        Name of the input, e.g. ``t1c``; channels follow the order of ``inputs``.
+    series_description:
+        Regular expression searched (case-insensitive) in the SeriesDescription.
+    modalities:
+        Accepted modalities (default: any of the pipeline's).
+    """
+
+    role: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
+    series_description: str | None = None
+    modalities: frozenset[str] | None = None
+
+    @field_validator("series_description")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"invalid series_description regex {value!r}: {exc}") from exc
+        return value
+
+    @field_validator("modalities", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        if isinstance(value, list | tuple | set):
+            return frozenset(str(item).strip().upper() for item in value)
+        return value
+
+
 class InputConfig(_Strict):
     """How a volume is turned into the model's input tensor.
 
@@ -129,7 +165,9 @@ class InputConfig(_Strict):
     spatial_dims:
         3 for volumes, 2 for projection images (CR/DX).
     window:
-        Intensities are clipped to ``[low, high]`` and scaled to ``[0, 1]``.
+        Intensities are clipped to ``[low, high]`` and scaled to ``[0, 1]``;
+        None (for MR, whose values have no fixed scale): each channel is
+        clipped to its 0.5th-99.5th percentiles and scaled to ``[0, 1]``.
     spacing:
         Voxel spacing (mm, volume axes) the model was trained at; the input
         is resampled to it and the output back.  ``None``: no resampling.
@@ -142,7 +180,7 @@ class InputConfig(_Strict):
 
     channels: int = Field(default=1, ge=1)
     spatial_dims: Literal[2, 3] = 3
-    window: tuple[float, float]
+    window: tuple[float, float] | None
     spacing: tuple[float, ...] | None = None
     size: tuple[int, ...] | None = None
     roi_size: tuple[int, ...] | None = None
@@ -151,7 +189,7 @@ class InputConfig(_Strict):
 
     @model_validator(mode="after")
     def _dimensions(self) -> InputConfig:
-        if self.window[0] >= self.window[1]:
+        if self.window is not None and self.window[0] >= self.window[1]:
             raise ValueError(f"window low must be below high, got {self.window}")
         for name in ("spacing", "size", "roi_size"):
             value = getattr(self, name)
@@ -182,6 +220,9 @@ class ModelConfig(_Strict):
     architecture:
         For a ``.pt`` state dict: the MONAI network it belongs to
         (``densenet121``, ``unet``); TorchScript needs none.
+    inputs:
+        Multi-series pipelines: the series needed from a study, one per
+        input channel (routing waits for all of them); empty: one series.
     labels:
         Outputs in order (segments, classes or finding kinds).
     threshold:
@@ -206,6 +247,7 @@ class ModelConfig(_Strict):
     model: str | None = None
     architecture: Literal["densenet121", "unet"] | None = None
     input: InputConfig
+    inputs: list[SeriesInputConfig] = Field(default_factory=list)
     labels: list[LabelConfig] = Field(min_length=1)
     threshold: float = Field(default=0.5, gt=0.0, lt=1.0)
     activation: Literal["softmax", "sigmoid", "none"] = "softmax"
@@ -227,6 +269,13 @@ class ModelConfig(_Strict):
             raise ValueError(f"label names must be unique: {tracking}")
         if self.kind != "segmentation" and any(len(label.values) != 1 for label in self.labels):
             raise ValueError(f"each {self.kind} label names exactly one output channel")
+        if self.inputs and len(self.inputs) != self.input.channels:
+            raise ValueError(
+                f"{len(self.inputs)} input series but input.channels is {self.input.channels}"
+            )
+        roles = [item.role for item in self.inputs]
+        if len(set(roles)) != len(roles):
+            raise ValueError(f"input roles must be unique: {roles}")
         return self
 
     @property

@@ -107,10 +107,20 @@ def _inference_context(device: torch.device) -> Iterator[None]:
             yield
 
 
-def normalise(array: np.ndarray, window: tuple[float, float]) -> np.ndarray:
-    """Clip to ``window`` and scale to ``[0, 1]`` (float32)."""
-    low, high = window
-    return ((np.clip(array, low, high) - low) / (high - low)).astype(np.float32)
+def normalise(array: np.ndarray, window: tuple[float, float] | None) -> np.ndarray:
+    """Clip to ``window`` and scale to ``[0, 1]`` (float32).
+
+    Without a window each channel (first axis) is scaled between its 0.5th
+    and 99.5th percentiles, for intensities without a fixed scale (MR).
+    """
+    if window is not None:
+        low, high = window
+        return ((np.clip(array, low, high) - low) / (high - low)).astype(np.float32)
+    out = np.empty(array.shape, np.float32)
+    for index, channel in enumerate(array):
+        low, high = np.percentile(channel, (0.5, 99.5))
+        out[index] = (np.clip(channel, low, high) - low) / max(float(high - low), 1e-6)
+    return out
 
 
 def _activate(logits: torch.Tensor, activation: str) -> torch.Tensor:

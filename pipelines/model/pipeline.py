@@ -96,10 +96,13 @@ class ModelPipeline(Pipeline):
         self._torch_device = torch_device
         self.network = load_network(weights, config, torch_device)
         check_model(config, self.network)
+        window = config.input.window
         self.parameters = {  # type: ignore[misc]
-            "window": f"{config.input.window[0]:g}..{config.input.window[1]:g}",
+            "window": f"{window[0]:g}..{window[1]:g}" if window else "percentile 0.5..99.5",
             "threshold": f"{config.threshold:g}",
         }
+        if config.inputs:
+            self.parameters["inputs"] = ",".join(item.role for item in config.inputs)
         if config.input.roi_size is not None:
             self.parameters["roi_size"] = "x".join(str(n) for n in config.input.roi_size)
             self.parameters["overlap"] = f"{config.input.overlap:g}"
@@ -129,19 +132,20 @@ class ModelPipeline(Pipeline):
     def _channels(self, data: PipelineInput) -> tuple[np.ndarray, tuple[float, ...]]:
         """Model input ``(channels, *spatial)`` and the spacing of its spatial axes."""
         settings = self.config.input
-        if settings.channels != 1:
+        given = 1 + len(data.companions)
+        if settings.channels != given:
             raise PipelineError(
-                f"{self.spec.name} needs {settings.channels} input series; one was given"
+                f"{self.spec.name} needs {settings.channels} input series; {given} given"
             )
-        array = data.volume.array
+        array = np.stack([data.volume.array, *data.companions])
         spacing = tuple(float(s) for s in data.volume.spacing)
         if settings.spatial_dims == 2:
-            if array.shape[0] != 1:
+            if array.shape[1] != 1:
                 raise PipelineError(
-                    f"{self.spec.name} analyses single images; got {array.shape[0]} slices"
+                    f"{self.spec.name} analyses single images; got {array.shape[1]} slices"
                 )
-            return array[0][None], spacing[1:]
-        return array[None], spacing
+            return array[:, 0], spacing[1:]
+        return array, spacing
 
     def run(self, data: PipelineInput) -> PipelineResult:
         """Pre-process, infer (sliding window / AMP as configured) and post-process."""

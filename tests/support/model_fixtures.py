@@ -16,6 +16,7 @@ import torch
 
 __all__ = [
     "BrightRegionDetectorFixture",
+    "ChannelArgmaxSegmenterFixture",
     "MeanIntensityClassifierFixture",
     "write_model_folder",
 ]
@@ -44,6 +45,18 @@ class BrightRegionDetectorFixture(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.scale * (x[:, :1] - self.level)
+
+
+class ChannelArgmaxSegmenterFixture(torch.nn.Module):
+    """TEST FIXTURE: class 0 where every channel is below ``level``, else 1 + brightest channel."""
+
+    def __init__(self, level: float = 0.5) -> None:
+        super().__init__()
+        self.level = level
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        background = torch.full_like(x[:, :1], self.level)
+        return 10.0 * torch.cat([background, x], dim=1)
 
 
 def write_model_folder(

@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -79,6 +79,7 @@ class ClaimedJob:
     series_uid: str
     input_key: str
     instance_paths: list[Path]
+    companion_paths: list[list[Path]] = field(default_factory=list)
 
 
 def _event(session: Session, job: Job, state: str, message: str | None = None) -> None:
@@ -88,15 +89,26 @@ def _event(session: Session, job: Job, state: str, message: str | None = None) -
 
 
 def _view(runtime: WorkerRuntime, session: Session, job: Job) -> ClaimedJob:
-    """The facts of ``job`` a worker needs, with absolute paths of its input instances."""
-    paths = session.scalars(select(Instance.path).where(Instance.series_id == job.series_id))
+    """The facts of ``job`` a worker needs, with absolute paths of its input instances.
+
+    A multi-series job's further series (``job_inputs`` other than the
+    primary) come as ``companion_paths``, in role order.
+    """
+
+    def paths_of(series_id: int) -> list[Path]:
+        paths = session.scalars(select(Instance.path).where(Instance.series_id == series_id))
+        return [runtime.spool.absolute(path) for path in paths]
+
     return ClaimedJob(
         id=job.id,
         pipeline=job.pipeline,
         study_uid=job.study.study_instance_uid,
         series_uid=job.series.series_instance_uid,
         input_key=job.input_key,
-        instance_paths=[runtime.spool.absolute(path) for path in paths],
+        instance_paths=paths_of(job.series_id),
+        companion_paths=[
+            paths_of(item.series_id) for item in job.inputs if item.series_id != job.series_id
+        ],
     )
 
 
@@ -185,6 +197,7 @@ def _produce(
     PipelineError
         The input cannot be analysed.
     """
+    from pipelines.io import add_companions
     from pipelines.registry import load_pipeline
     from worker.gpu import device_slot
     from worker.results import build_result_objects
@@ -198,6 +211,8 @@ def _produce(
     data, prefetched = runtime.prefetcher.take(
         claimed.id, claimed.input_key, claimed.instance_paths
     )
+    if claimed.companion_paths:
+        data = add_companions(data, claimed.companion_paths)
     timings.load = time.perf_counter() - start
     if prefetched:
         log.info("job %d: input was prefetched during the previous job", claimed.id)

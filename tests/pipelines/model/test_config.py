@@ -50,6 +50,8 @@ def test_valid_config_is_discovered_with_its_identity(models_dir: Path) -> None:
         ({"input": {"window": [500, -1000]}}, "window low must be below high"),
         ({"input": {"window": [0, 1], "roi_size": [64, 64]}}, "roi_size must have 3"),
         ({"labels": []}, "labels"),
+        ({"inputs": [{"role": "t1"}, {"role": "t2"}]}, "2 input series but input.channels is 1"),
+        ({"inputs": [{"role": "t1", "series_description": "("}]}, "invalid series_description"),
     ],
 )
 def test_invalid_config_names_file_and_field(tmp_path: Path, change: dict, message: str) -> None:
