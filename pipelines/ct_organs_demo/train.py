@@ -11,6 +11,7 @@ scored through exactly the pre/post-processing the pipeline uses
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -25,7 +26,15 @@ from pipelines.model.config import ModelConfig, load_model_config, sha256_of
 from pipelines.model.inference import normalise, predict_dense
 from pipelines.phantom import generate_ct_phantom
 
-__all__ = ["MODEL_DIR", "TrainReport", "build_network", "dice_scores", "make_case", "train_demo"]
+__all__ = [
+    "MODEL_DIR",
+    "TrainReport",
+    "build_network",
+    "dice_scores",
+    "make_case",
+    "tensors_sha256",
+    "train_demo",
+]
 
 #: Folder of the shipped configuration and weights.
 MODEL_DIR = Path(__file__).parent / "model"
@@ -47,6 +56,7 @@ class TrainReport:
     dice: dict[str, float]
     weights_sha256: str
     weights_bytes: int
+    tensors_sha256: str
 
 
 def build_network() -> torch.nn.Module:
@@ -100,6 +110,21 @@ def _training_tensors(
     y = torch.from_numpy(labels.astype(np.float32))[None, None]
     y = F.interpolate(y, size=size, mode="nearest")
     return _fit(x, _SHAPE)[0], _fit(y, _SHAPE)[0].long()
+
+
+def tensors_sha256(network: torch.nn.Module) -> str:
+    """SHA-256 over the network's parameters and buffers (names and bytes, sorted by name).
+
+    Re-running the training reproduces the tensors bit for bit, but not the
+    TorchScript file: its serialization id and the order of some scripted
+    constants change from save to save.  This digest is what identifies the
+    trained weights across runs.
+    """
+    digest = hashlib.sha256()
+    for name, tensor in sorted(network.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def dice_scores(
@@ -205,7 +230,8 @@ def _train(
     weights = output_dir / "model.ts"
     torch.jit.script(network).save(str(weights))
     heldout = [seed * 1000 + 500 + i for i in range(heldout_cases)]
-    dice = evaluate(torch.jit.load(str(weights)), config, heldout)
+    scripted = torch.jit.load(str(weights))
+    dice = evaluate(scripted, config, heldout)
     report = TrainReport(
         seed=seed,
         steps=steps,
@@ -215,6 +241,7 @@ def _train(
         dice=dice,
         weights_sha256=sha256_of(weights),
         weights_bytes=weights.stat().st_size,
+        tensors_sha256=tensors_sha256(scripted),
     )
     (output_dir / "metrics.json").write_text(json.dumps(asdict(report), indent=2) + "\n")
     return report

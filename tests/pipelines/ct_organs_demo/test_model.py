@@ -7,9 +7,16 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from pipelines.base import SegmentationResult
-from pipelines.ct_organs_demo.train import MODEL_DIR, dice_scores, make_case, train_demo
+from pipelines.ct_organs_demo.train import (
+    MODEL_DIR,
+    dice_scores,
+    make_case,
+    tensors_sha256,
+    train_demo,
+)
 from pipelines.io import load_series
 from pipelines.model.config import sha256_of
 from pipelines.phantom import generate_ct_phantom
@@ -32,6 +39,7 @@ def test_shipped_weights_are_small_and_match_their_metrics() -> None:
     weights = MODEL_DIR / "model.ts"
     assert weights.stat().st_size <= 10 * 1024 * 1024
     assert metrics["weights_sha256"] == sha256_of(weights)
+    assert metrics["tensors_sha256"] == tensors_sha256(torch.jit.load(str(weights)))
     assert all(metrics["dice"][name] >= minimum for name, minimum in DOCUMENTED_DICE.items())
 
 
