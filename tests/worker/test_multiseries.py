@@ -7,52 +7,27 @@ from pathlib import Path
 
 import highdicom as hd
 import pytest
-from pydicom.uid import MRImageStorage
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.config import Settings
 from core.db.models import Job, JobState, Study, StudyState, utcnow
 from core.routing import RoutingRule
-from pipelines.phantom import PhantomStudy, generate_ct_phantom
+from pipelines.phantom import PhantomStudy
 from tests.support.dciodvfy import dciodvfy_available, dciodvfy_errors
 from tests.support.model_fixtures import ChannelArgmaxSegmenterFixture, write_model_folder
+from tests.support.mr import BRAIN_SERIES, mr_series
 from worker.dispatch import Dispatcher, RoutingOutcome
 from worker.runtime import WorkerRuntime
 from worker.tasks.inference import JobOutcome, execute_job
 
 from .conftest import RecordingApp, SpoolStudy
 
-STUDY_UID = "1.2.826.0.1.3680043.8.498.4711"
-FRAME_UID = "1.2.826.0.1.3680043.8.498.4712"
 RULES = [RoutingRule(name="brain", pipeline="mr-brain-seg", modality=frozenset({"MR"}))]
-
-
-def mr_series(description: str, seed: int, spacing: float, slices: int) -> PhantomStudy:
-    """A phantom series relabelled as MR of one study and frame of reference."""
-    study = generate_ct_phantom(
-        slices=slices,
-        rows=round(144 / spacing),
-        columns=round(144 / spacing),
-        pixel_spacing=spacing,
-        slice_thickness=3.0,
-        seed=seed,
-        study_instance_uid=STUDY_UID,
-    )
-    for ds in study.datasets:
-        ds.Modality = "MR"
-        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = MRImageStorage
-        ds.SeriesDescription = description
-        ds.FrameOfReferenceUID = FRAME_UID
-    return study
 
 
 @pytest.fixture(scope="module")
 def series() -> dict[str, PhantomStudy]:
-    return {
-        "t1c": mr_series("T1 +C axial", 1, 1.5, 20),
-        "t2": mr_series("T2 TSE", 2, 2.0, 22),
-        "flair": mr_series("T2 FLAIR", 3, 1.5, 18),
-    }
+    return {role: mr_series(*parameters) for role, *parameters in BRAIN_SERIES}
 
 
 def _route(settings: Settings, factory: sessionmaker[Session], study_id: int) -> RoutingOutcome:
