@@ -48,7 +48,7 @@ class JobOutcome(enum.StrEnum):
 
 @dataclass
 class JobTimings:
-    """Seconds spent in each phase of one job run."""
+    """Seconds spent in each phase of one job run (``write`` = building + writing results)."""
 
     load: float = 0.0
     inference: float = 0.0
@@ -232,6 +232,7 @@ def _produce(
         result = pipeline.run(data)
     timings.inference = time.perf_counter() - start
 
+    start = time.perf_counter()
     uids = ResultUIDs.for_job(
         study_uid=claimed.study_uid,
         series_uid=claimed.series_uid,
@@ -242,6 +243,7 @@ def _produce(
     objects = build_result_objects(
         pipeline, data, result, uids, ae_title=settings.ae_title, outside_domain=bool(violations)
     )
+    timings.write = time.perf_counter() - start  # building the objects; writing them adds to it
     return Produced(
         objects=objects,
         device=pipeline.device,
@@ -260,7 +262,7 @@ def _record_results(
     for kind, dataset in produced.objects:
         path = folder / f"{kind}.dcm"
         written.append((kind, dataset, path, _write(dataset, path)))
-    timings.write = time.perf_counter() - start
+    timings.write += time.perf_counter() - start
 
     destinations = [str(destination) for destination in runtime.settings.destinations]
     with session_scope(runtime.session_factory) as session:
