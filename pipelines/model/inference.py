@@ -124,6 +124,7 @@ def normalise(array: np.ndarray, window: tuple[float, float] | None) -> np.ndarr
 
 
 def _activate(logits: torch.Tensor, activation: str) -> torch.Tensor:
+    """Softmax over channels, sigmoid per channel, or the raw output (float32)."""
     logits = logits.float()
     if activation == "softmax":
         return torch.softmax(logits, dim=1)
@@ -137,6 +138,7 @@ def _interpolation(spatial_dims: int) -> str:
 
 
 def _check_channels(output: torch.Tensor, expected: int, name: str) -> None:
+    """A PipelineError when the network did not produce the configured channels."""
     if output.ndim < 2 or output.shape[1] != expected:
         raise PipelineError(
             f"{name}: network output has shape {tuple(output.shape)}, "

@@ -42,6 +42,7 @@ __all__ = ["ModelPipeline", "check_model"]
 
 
 def _tracking_id(label: str) -> str:
+    """Stable tracking identifier of a label: ``"Left lung"`` becomes ``left-lung``."""
     return re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-") or "finding"
 
 
@@ -162,6 +163,7 @@ class ModelPipeline(Pipeline):
         return self._detections(dense, data)
 
     def _segments(self, probabilities: np.ndarray) -> SegmentationResult:
+        """One mask per configured segment: union of its classes in the argmax, or thresholded."""
         segments, masks = [], []
         if self.config.activation == "softmax":
             predicted = probabilities.argmax(axis=0)
@@ -181,6 +183,7 @@ class ModelPipeline(Pipeline):
         return SegmentationResult(segments=segments, masks=masks)
 
     def _classes(self, probabilities: np.ndarray) -> ClassificationResult:
+        """Probability and decision at the threshold for every configured class."""
         findings = []
         for label in self.config.labels:
             probability = float(np.clip(probabilities[label.values[0]], 0.0, 1.0))
@@ -196,6 +199,7 @@ class ModelPipeline(Pipeline):
         return ClassificationResult(findings=findings, threshold=self.config.threshold)
 
     def _detections(self, probabilities: np.ndarray, data: PipelineInput) -> DetectionResult:
+        """Connected regions above the threshold, per finding kind, best score first."""
         spacing = np.asarray(data.volume.spacing, float)
         projection = self.config.input.spatial_dims == 2
         findings = []

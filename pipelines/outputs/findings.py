@@ -63,6 +63,7 @@ def source_image(data: PipelineInput, slice_index: int) -> Dataset:
 
 
 def _decision(finding: Code, present: bool) -> hd.sr.QualitativeEvaluation:
+    """The qualitative evaluation *finding = Present / Absent*."""
     return hd.sr.QualitativeEvaluation(
         name=finding, value=codes.SCT.Present if present else codes.SCT.Absent
     )
@@ -171,6 +172,7 @@ def _finding_group(
     algorithm: hd.sr.AlgorithmIdentification,
     outside_domain: bool,
 ) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
+    """TID 1410 group of one finding: region on its source image, size, score."""
     measurements = [
         hd.sr.Measurement(name=codes.SCT.Diameter, value=finding.diameter_mm, unit=MILLIMETER)
     ]
