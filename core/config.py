@@ -131,6 +131,11 @@ class Settings(BaseSettings):
     job_requeue_seconds: float = Field(default=900.0, gt=0)
     job_max_attempts: int = Field(default=3, ge=1)
     log_level: str = "INFO"
+    models_dir: Path | None = None
+    inference_device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    gpu_jobs_per_device: int = Field(default=1, ge=1)
+    prefetch: bool = True
+    multi_series_wait_seconds: float = Field(default=300.0, ge=0)
 
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
@@ -189,6 +194,23 @@ class Settings(BaseSettings):
     def results_dir(self) -> Path:
         """Where result objects (SEG, SR) are written before they are sent."""
         return self.spool_path / "results"
+
+    @property
+    def models_path(self) -> Path:
+        """Absolute models directory: ``AINODE_MODELS_DIR``, default ``<spool>/models``.
+
+        Operator-supplied models (a folder per pipeline with ``pipeline.json``
+        and weights, or the weights of a built-in model pipeline) live here;
+        in the spool by default because the SCP and every worker share it.
+        """
+        if self.models_dir is None:
+            return self.spool_path / "models"
+        return self.models_dir.expanduser().resolve()
+
+    @property
+    def locks_dir(self) -> Path:
+        """Lock files that limit concurrent GPU jobs per device across worker processes."""
+        return self.spool_path / "locks"
 
     @property
     def effective_database_url(self) -> str:

@@ -70,6 +70,8 @@ def job_rows(session: Session, limit: int) -> list[dict[str, str]]:
                 "pipeline": f"{job.pipeline} {job.pipeline_version or ''}".strip(),
                 "state": job.state.value,
                 "attempts": str(job.attempts),
+                "device": job.device or "-",
+                "weights": (job.weights_sha256 or "-")[:12],
                 "queued": _when(job.created_at),
                 "wait_s": _seconds(job.queue_wait_seconds),
                 "load_s": _seconds(job.load_seconds),

@@ -1,8 +1,11 @@
 """The contract between the node and a modality pipeline.
 
 A pipeline receives one series as a :class:`PipelineInput` (a geometry-aware
-volume plus the source datasets) and returns a :class:`SegmentationResult`
-(one boolean mask per :class:`SegmentDefinition`).  Everything DICOM- or
+volume plus the source datasets) and returns one of three result kinds: a
+:class:`SegmentationResult` (one boolean mask per :class:`SegmentDefinition`;
+written as SEG + TID 1500 SR), a :class:`ClassificationResult` (one
+probability and decision per class; SR) or a :class:`DetectionResult` (one
+located finding per detection; SR).  Everything DICOM- or
 queue-related stays outside the pipeline: the worker loads the input, the
 output builders in :mod:`pipelines.outputs` write SEG and SR.
 
@@ -20,7 +23,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from pathlib import Path
+from typing import ClassVar, Literal
 
 import highdicom as hd
 import numpy as np
@@ -28,6 +32,7 @@ from pydicom import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
+from pipelines.domain import InputDomain
 from pipelines.registry import PipelineSpec
 
 
@@ -66,10 +71,14 @@ class PipelineInput:
     datasets:
         Source instances (headers; pixel data may be dropped) in no
         particular order; output builders reference them.
+    companions:
+        Further series of a multi-series input (e.g. T2, FLAIR next to a
+        T1c ``volume``), each resampled onto the grid of ``volume``.
     """
 
     volume: hd.Volume
     datasets: Sequence[Dataset]
+    companions: Sequence[np.ndarray] = ()
 
     @property
     def voxel_volume_ml(self) -> float:
@@ -96,6 +105,90 @@ class SegmentationResult:
 
 
 @dataclass(frozen=True)
+class ClassFinding:
+    """One class of a classifier: what it means, its probability and the decision.
+
+    Parameters
+    ----------
+    label:
+        Class name (tracking identifier in the SR).
+    finding:
+        Coded finding, e.g. SCT 36118008 "Pneumothorax".
+    category:
+        Finding category (e.g. SCT 404684003 "Clinical finding").
+    probability:
+        Model output for the class, in ``[0, 1]``.
+    present:
+        The decision at the pipeline's threshold.
+    """
+
+    label: str
+    finding: Code
+    category: Code
+    probability: float
+    present: bool
+
+
+@dataclass
+class ClassificationResult:
+    """Image-level findings of a classifier, decided at ``threshold``."""
+
+    findings: Sequence[ClassFinding]
+    threshold: float
+    notes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DetectedFinding:
+    """One detection: what, where (a box on one slice of the input volume), how big, how sure.
+
+    Parameters
+    ----------
+    label, finding, category:
+        Name and coded meaning of the kind of finding.
+    score:
+        Detection score in ``[0, 1]``.
+    slice_index:
+        Index along the volume's slice axis of the slice through the
+        finding's centre (0 for a projection image).
+    box:
+        ``(row_min, column_min, row_max, column_max)`` of the finding on that
+        slice, in pixels (inclusive).
+    diameter_mm:
+        Largest extent of the finding in mm.
+    volume_ml:
+        Volume of the detected region (None for a projection image).
+    """
+
+    label: str
+    finding: Code
+    category: Code
+    score: float
+    slice_index: int
+    box: tuple[int, int, int, int]
+    diameter_mm: float
+    volume_ml: float | None
+
+
+@dataclass
+class DetectionResult:
+    """Findings located by a detector (possibly none).
+
+    ``kinds`` lists ``(label, finding, category)`` of everything the detector
+    looks for, so that a kind without detections can be reported absent.
+    """
+
+    findings: Sequence[DetectedFinding]
+    threshold: float
+    kinds: Sequence[tuple[str, Code, Code]] = ()
+    notes: dict[str, str] = field(default_factory=dict)
+
+
+#: What a pipeline's ``run`` returns.
+PipelineResult = SegmentationResult | ClassificationResult | DetectionResult
+
+
+@dataclass(frozen=True)
 class SegmentMeasurement:
     """Quantities measured on one segment for the TID 1500 report."""
 
@@ -119,10 +212,36 @@ class Pipeline(ABC):
     intensity_unit: ClassVar[Code] = Code("[hnsf'U]", "UCUM", "Hounsfield unit")
     algorithm_family: ClassVar[Code] = codes.cid7162.ArtificialIntelligence
     parameters: ClassVar[dict[str, str]] = {}
+    #: Inputs the pipeline was validated on (unset bounds accept anything).
+    domain: InputDomain = InputDomain()
+    #: Outside the domain: ``skip`` the job, or ``flag`` the SR and go on.
+    domain_policy: Literal["skip", "flag"] = "skip"
+    #: A demonstration model: result descriptions say so.
+    demo: bool = False
+    #: SHA-256 of the weights file, None for weight-free pipelines.
+    weights_sha256: str | None = None
+    #: Device inference runs on (``cpu``, ``cuda:0``).
+    device: str = "cpu"
+
+    @classmethod
+    def create(cls, spec: PipelineSpec, models_dir: Path | None, device: str = "auto") -> Pipeline:
+        """Build the process-wide instance for ``spec``.
+
+        Parameters
+        ----------
+        spec:
+            The registered spec.
+        models_dir:
+            Where operator-supplied weights live.
+        device:
+            Preferred inference device (``auto``, ``cpu``, ``cuda:N``).
+            Code-only pipelines ignore all three.
+        """
+        return cls()
 
     @abstractmethod
-    def run(self, data: PipelineInput) -> SegmentationResult:
-        """Segment one series; raise :class:`core.errors.PipelineError` on bad input."""
+    def run(self, data: PipelineInput) -> PipelineResult:
+        """Analyse one series; raise :class:`core.errors.PipelineError` on bad input."""
 
 
 def measure_segments(data: PipelineInput, result: SegmentationResult) -> list[SegmentMeasurement]:

@@ -1,4 +1,4 @@
-"""Load one single-frame series (CT, MR) into a :class:`~pipelines.base.PipelineInput`.
+"""Load one single-frame series (CT, MR) or one projection image (CR, DX) as pipeline input.
 
 The volume is built by :func:`highdicom.get_volume_from_series`, which sorts
 the slices along the slice axis and applies the modality LUT (rescale slope
@@ -17,11 +17,21 @@ import highdicom as hd
 import numpy as np
 import pydicom
 from highdicom.spatial import get_normal_vector
+from pydicom.pixels import apply_modality_lut
+from scipy import ndimage
 
 from core.errors import PipelineError
 from pipelines.base import PipelineInput
 
-__all__ = ["MIN_SLICES", "ORIENTATION_TOL", "load_series"]
+__all__ = [
+    "MIN_SLICES",
+    "ORIENTATION_TOL",
+    "add_companions",
+    "load_input",
+    "load_projection",
+    "load_series",
+    "resample_onto",
+]
 
 #: Fewest slices accepted as a volume.
 MIN_SLICES = 3
@@ -151,3 +161,110 @@ def load_series(
             if not isinstance(item, pydicom.Dataset) and "PixelData" in ds:
                 del ds.PixelData
     return PipelineInput(volume=volume, datasets=datasets)
+
+
+def load_projection(
+    paths_or_datasets: Iterable[str | os.PathLike[str] | pydicom.Dataset],
+) -> PipelineInput:
+    """Build the pipeline input of one projection radiograph (CR, DX: no patient geometry).
+
+    The image becomes a one-slice volume ``(1, rows, columns)`` in stored
+    values after the modality LUT, inverted for MONOCHROME1 so that higher
+    always means more attenuation.  Its affine only carries the pixel
+    spacing (``ImagerPixelSpacing``, else ``PixelSpacing``, else 1 mm): a
+    radiograph has no patient coordinates, so results locate findings in
+    image pixels of the source image (SCOORD), never in patient space.
+
+    Raises
+    ------
+    PipelineError
+        Not exactly one instance, multi-frame, no or unreadable pixel data.
+    """
+    datasets = _read(list(paths_or_datasets))
+    if len(datasets) != 1:
+        raise PipelineError(f"expected one projection image, got {len(datasets)} instances")
+    ds = datasets[0]
+    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        raise PipelineError("multi-frame projection images are not supported")
+    try:
+        pixels = apply_modality_lut(ds.pixel_array, ds).astype(np.float32)
+    except (AttributeError, ValueError, TypeError, NotImplementedError, RuntimeError) as exc:
+        raise PipelineError(f"cannot decode image: {type(exc).__name__}: {exc}") from exc
+    if pixels.ndim != 2:
+        raise PipelineError(f"expected a greyscale image, got pixel shape {pixels.shape}")
+    if ds.get("PhotometricInterpretation") == "MONOCHROME1":
+        pixels = pixels.max() - pixels
+    spacing = ds.get("ImagerPixelSpacing") or ds.get("PixelSpacing") or (1.0, 1.0)
+    affine = np.diag([1.0, float(spacing[0]), float(spacing[1]), 1.0])
+    volume = hd.Volume(pixels[None], affine, coordinate_system="PATIENT")
+    return PipelineInput(volume=volume, datasets=datasets)
+
+
+def load_input(paths: Sequence[str | os.PathLike[str]]) -> PipelineInput:
+    """A projection image when ``paths`` is one instance without patient geometry, else a series.
+
+    Parameters
+    ----------
+    paths:
+        Part 10 files of one series.
+    """
+    if len(paths) == 1:
+        dataset = _read(paths)[0]
+        if "ImagePositionPatient" not in dataset:
+            return load_projection([dataset])
+    return load_series(paths)
+
+
+def resample_onto(source: hd.Volume, reference: hd.Volume) -> np.ndarray:
+    """``source`` sampled (trilinear) at the voxel centres of ``reference``.
+
+    Both volumes are in patient coordinates: each reference voxel index is
+    mapped to LPS by the reference affine and back to a (fractional) source
+    index by the inverse source affine.  Outside the source, the source's
+    minimum is used (background).
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 array of ``reference.spatial_shape``.
+    """
+    mapping = np.linalg.inv(np.asarray(source.affine, float)) @ np.asarray(reference.affine, float)
+    array = np.asarray(source.array, np.float32)
+    return ndimage.affine_transform(
+        array,
+        mapping[:3, :3],
+        offset=mapping[:3, 3],
+        output_shape=reference.spatial_shape,
+        order=1,
+        cval=float(array.min()),
+    ).astype(np.float32)
+
+
+def add_companions(
+    primary: PipelineInput, companions: Sequence[Sequence[str | os.PathLike[str]]]
+) -> PipelineInput:
+    """``primary`` with further series of the study resampled onto its grid.
+
+    Parameters
+    ----------
+    primary:
+        The first input series (its grid is the model's input grid).
+    companions:
+        Files of each further series, in channel order.
+
+    Raises
+    ------
+    PipelineError
+        A companion cannot be loaded, or does not share the primary's
+        frame of reference (then no patient-space resampling is meaningful).
+    """
+    frame = primary.datasets[0].get("FrameOfReferenceUID")
+    arrays = []
+    for paths in companions:
+        series = load_series(paths)
+        if series.datasets[0].get("FrameOfReferenceUID") != frame:
+            raise PipelineError(
+                "input series do not share one frame of reference; cannot resample them together"
+            )
+        arrays.append(resample_onto(series.volume, primary.volume))
+    return PipelineInput(volume=primary.volume, datasets=primary.datasets, companions=arrays)

@@ -1,23 +1,60 @@
-"""Which pipelines exist, found from ``pipelines/<name>/spec.py`` without importing them.
+"""Which pipelines exist: built-in ``pipelines/<name>/spec.py`` plus the models directory.
 
 A spec names a pipeline, its version and queue and where its code lives; the
 heavy entry point (numpy, torch, a model) is imported only when a worker
 first runs the pipeline, and the instance is kept for the process's life.
-Adding a modality = adding one folder with a ``spec.py`` and its code.
+Adding a modality = adding one folder with a ``spec.py`` and its code, or
+(without code) a folder under the models directory with a ``pipeline.json``
+and the weights (see :mod:`pipelines.model.config`).  Both are read without
+importing torch.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
 import pkgutil
+import re
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from pipelines.base import Pipeline
+
+log = logging.getLogger(__name__)
+
+#: Entry point of every configuration-only (bring-your-own) model pipeline.
+MODEL_PIPELINE = "pipelines.model.pipeline:ModelPipeline"
+
+
+@dataclass(frozen=True)
+class SeriesRole:
+    """One of the series a multi-series pipeline needs from a study (e.g. T2 or FLAIR).
+
+    Parameters
+    ----------
+    role:
+        Name of the input (channel order follows the spec's ``inputs``).
+    series_description:
+        Regular expression searched (case-insensitive) in the SeriesDescription.
+    modalities:
+        Accepted modalities; None accepts any.
+    """
+
+    role: str
+    series_description: str | None = None
+    modalities: frozenset[str] | None = None
+
+    def matches(self, modality: str | None, description: str | None) -> bool:
+        """Whether a series with this modality and description can fill the role."""
+        if self.modalities is not None and (modality or "").upper() not in self.modalities:
+            return False
+        pattern = self.series_description
+        return pattern is None or re.search(pattern, description or "", re.IGNORECASE) is not None
 
 
 @dataclass(frozen=True)
@@ -36,6 +73,16 @@ class PipelineSpec:
         Modalities it can analyse (routing rules naming it must agree).
     entrypoint:
         ``module:Class`` of the :class:`~pipelines.base.Pipeline` subclass.
+    kind:
+        Result kind: ``segmentation``, ``classification`` or ``detection``.
+    config_path:
+        ``pipeline.json`` of a model pipeline (None for code-only pipelines).
+    weights_dir:
+        Folder of the weights; None for a built-in model pipeline whose
+        weights the operator supplies in ``<models dir>/<name>/``.
+    inputs:
+        For a multi-series pipeline, the series it needs from a study, in
+        channel order; empty for a single-series pipeline.
     """
 
     name: str
@@ -44,10 +91,22 @@ class PipelineSpec:
     queue: str
     modalities: frozenset[str]
     entrypoint: str
+    kind: str = "segmentation"
+    config_path: Path | None = None
+    weights_dir: Path | None = None
+    inputs: tuple[SeriesRole, ...] = ()
+
+    def weights_folder(self, models_dir: Path | None) -> Path | None:
+        """Where this pipeline's weights live (None: it has none)."""
+        if self.weights_dir is not None:
+            return self.weights_dir
+        if self.config_path is None or models_dir is None:
+            return None
+        return models_dir / self.name
 
 
 @cache
-def available_specs() -> dict[str, PipelineSpec]:
+def builtin_specs() -> dict[str, PipelineSpec]:
     """Every pipeline spec shipped in the ``pipelines`` package, by name."""
     import pipelines
 
@@ -64,17 +123,113 @@ def available_specs() -> dict[str, PipelineSpec]:
     return specs
 
 
-def get_spec(name: str) -> PipelineSpec:
+def model_spec(config_path: Path, weights_dir: Path | None) -> PipelineSpec:
+    """The spec of the model pipeline configured by ``config_path``.
+
+    Parameters
+    ----------
+    config_path:
+        Its ``pipeline.json``.
+    weights_dir:
+        Folder of its weights; None for a built-in pipeline whose weights
+        the operator supplies in ``<models dir>/<name>/``.
+
+    Raises
+    ------
+    ConfigurationError
+        If the configuration does not validate.
+    """
+    from pipelines.model.config import load_model_config
+
+    config = load_model_config(config_path)
+    return PipelineSpec(
+        name=config.name,
+        version=config.version,
+        description=config.description,
+        queue=config.queue,
+        modalities=config.modalities,
+        entrypoint=MODEL_PIPELINE,
+        kind=config.kind,
+        config_path=config_path,
+        weights_dir=weights_dir,
+        inputs=tuple(
+            SeriesRole(
+                role=item.role,
+                series_description=item.series_description,
+                modalities=item.modalities,
+            )
+            for item in config.inputs
+        ),
+    )
+
+
+def discover_models(models_dir: Path | None) -> tuple[dict[str, PipelineSpec], dict[Path, str]]:
+    """Model pipelines configured under ``models_dir``, and the folders that are invalid.
+
+    Each sub-folder holding a ``pipeline.json`` is one pipeline.  A folder
+    without one may hold the weights of a built-in pipeline of that name.
+
+    Returns
+    -------
+    tuple
+        Specs by name, and ``{config path: reason}`` for configurations that
+        do not validate or clash with another pipeline's name.
+    """
+    from pipelines.model.config import CONFIG_FILE
+
+    specs: dict[str, PipelineSpec] = {}
+    errors: dict[Path, str] = {}
+    if models_dir is None or not models_dir.is_dir():
+        return specs, errors
+    builtin = builtin_specs()
+    for config_path in sorted(models_dir.glob(f"*/{CONFIG_FILE}")):
+        try:
+            spec = model_spec(config_path, config_path.parent)
+        except ConfigurationError as exc:
+            errors[config_path] = str(exc)
+            continue
+        if spec.name in builtin or spec.name in specs:
+            errors[config_path] = f"{config_path}: pipeline name {spec.name!r} is already taken"
+            continue
+        specs[spec.name] = spec
+    return specs, errors
+
+
+@cache
+def available_specs(models_dir: Path | None = None) -> dict[str, PipelineSpec]:
+    """Built-in pipelines plus the valid model pipelines under ``models_dir``, by name.
+
+    Cached per folder for the life of the process: a model added while the
+    node runs is picked up at the next restart.
+    """
+    models, errors = discover_models(models_dir)
+    for reason in errors.values():
+        log.error("ignoring model configuration: %s", reason)
+    return {**builtin_specs(), **models}
+
+
+def get_spec(name: str, models_dir: Path | None = None) -> PipelineSpec:
     """The spec of pipeline ``name``, or a ConfigurationError naming the known ones."""
-    specs = available_specs()
+    specs = available_specs(models_dir)
     if name not in specs:
         raise ConfigurationError(f"unknown pipeline {name!r}; known: {sorted(specs)}")
     return specs[name]
 
 
 @cache
-def load_pipeline(name: str) -> Pipeline:
-    """The process-wide instance of pipeline ``name`` (imported and built once)."""
-    module_name, _, class_name = get_spec(name).entrypoint.partition(":")
-    pipeline_class = getattr(importlib.import_module(module_name), class_name)
-    return pipeline_class()
+def load_pipeline(name: str, models_dir: Path | None = None, device: str = "auto") -> Pipeline:
+    """The process-wide instance of pipeline ``name`` (imported and built once: one model load).
+
+    Parameters
+    ----------
+    name:
+        Registered pipeline name.
+    models_dir:
+        The node's models directory (``Settings.models_path``).
+    device:
+        Preferred inference device (``Settings.inference_device``).
+    """
+    spec = get_spec(name, models_dir)
+    module_name, _, class_name = spec.entrypoint.partition(":")
+    pipeline_class: type[Pipeline] = getattr(importlib.import_module(module_name), class_name)
+    return pipeline_class.create(spec, models_dir, device)

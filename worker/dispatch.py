@@ -35,6 +35,7 @@ from core.routing import SeriesFacts, match_rules
 from core.uids import input_key
 from pipelines.registry import get_spec
 from worker.celery_app import RUN_JOB, SEND_DELIVERY
+from worker.multiseries import Companions, fill_roles, record_inputs
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ class RoutingOutcome:
     new_job_ids: list[int] = field(default_factory=list)
     existing_job_ids: list[int] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    waiting: bool = False
 
 
 def add_job_event(session: Session, job: Job, state: str, message: str | None = None) -> None:
@@ -158,7 +160,9 @@ class Dispatcher:
                 outcome.notes.append(f"series {series.series_instance_uid}: no rule matched")
             for rule in rules:
                 self._plan_job(session, study, series, rule.name, rule.pipeline, now, outcome)
-        if outcome.new_job_ids or outcome.existing_job_ids:
+        if outcome.waiting:
+            study.state = StudyState.RECEIVING  # routed again: a multi-series input is incomplete
+        elif outcome.new_job_ids or outcome.existing_job_ids:
             study.state = StudyState.ROUTED
         else:
             study.state = StudyState.UNROUTED
@@ -172,8 +176,8 @@ class Dispatcher:
         )
         return outcome
 
-    @staticmethod
     def _plan_job(
+        self,
         session: Session,
         study: Study,
         series: Series,
@@ -184,7 +188,7 @@ class Dispatcher:
     ) -> None:
         uid = series.series_instance_uid
         try:
-            spec = get_spec(pipeline)
+            spec = get_spec(pipeline, self.settings.models_path)
         except ConfigurationError as exc:
             outcome.notes.append(f"series {uid}: rule {rule_name}: {exc}")
             return
@@ -193,7 +197,18 @@ class Dispatcher:
                 f"series {uid}: rule {rule_name}: {pipeline} does not accept {series.modality}"
             )
             return
-        key = input_key(instance.sop_instance_uid for instance in series.instances)
+        roles: Companions = {}
+        if spec.inputs:
+            found, note, waiting = fill_roles(
+                study, series, spec, now, self.settings.multi_series_wait_seconds
+            )
+            outcome.waiting |= waiting
+            outcome.notes.extend([note] if note else [])
+            if found is None:
+                return
+            roles = found
+        inputs = list(roles.values()) or [series]
+        key = input_key(i.sop_instance_uid for item in inputs for i in item.instances)
         existing = session.scalars(
             select(Job).where(
                 Job.pipeline == pipeline, Job.series_id == series.id, Job.input_key == key
@@ -217,6 +232,7 @@ class Dispatcher:
         )
         session.add(job)
         session.flush()
+        record_inputs(session, job, roles)
         add_job_event(session, job, JobState.QUEUED, f"rule {rule_name}")
         outcome.new_job_ids.append(job.id)
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -12,6 +14,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.config import Settings
 from core.db.session import make_engine, make_session_factory
 from dicom_node.spool import InstanceSpool
+from worker.prefetch import InputPrefetcher
+
+
+def _load_input(paths: Sequence[Path]) -> Any:
+    """:func:`pipelines.io.load_input`, imported on first use (keeps the SCP free of it)."""
+    from pipelines.io import load_input
+
+    return load_input(paths)
 
 
 @dataclass
@@ -24,6 +34,7 @@ class WorkerRuntime:
     spool: InstanceSpool
     results_dir: Path
     hostname: str
+    prefetcher: InputPrefetcher = field(default_factory=lambda: InputPrefetcher(_load_input))
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WorkerRuntime:

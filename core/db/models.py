@@ -79,12 +79,13 @@ class StudyState(enum.StrEnum):
 
 
 class JobState(enum.StrEnum):
-    """A job's life: queued, running, then succeeded or failed."""
+    """A job's life: queued, running, then succeeded, failed or skipped (outside its domain)."""
 
     QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    SKIPPED = "skipped"
 
 
 class DeliveryState(enum.StrEnum):
@@ -191,6 +192,22 @@ class Job(Base):
     series: Mapped[Series] = relationship()
     events: Mapped[list[JobEvent]] = relationship(back_populates="job", order_by="JobEvent.id")
     results: Mapped[list[Result]] = relationship(back_populates="job", order_by="Result.id")
+    inputs: Mapped[list[JobInput]] = relationship(back_populates="job", order_by="JobInput.id")
+
+
+class JobInput(Base):
+    """One input series of a multi-series job (its primary series is also ``jobs.series_id``)."""
+
+    __tablename__ = "job_inputs"
+    __table_args__ = (UniqueConstraint("job_id", "role"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    series_id: Mapped[int] = mapped_column(ForeignKey("series.id", ondelete="CASCADE"))
+    role: Mapped[str] = mapped_column(String(32))
+
+    job: Mapped[Job] = relationship(back_populates="inputs")
+    series: Mapped[Series] = relationship()
 
 
 class JobEvent(Base):

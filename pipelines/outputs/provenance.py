@@ -38,6 +38,9 @@ class ResultProvenance:
     parameters:
         Algorithm parameters worth recording (name to value), written to
         the SEG algorithm identification and the SR algorithm parameters.
+    demo:
+        A demonstration model: the algorithm name and the series
+        descriptions say so.
     algorithm_family:
         Family of the algorithm from DICOM CID 7162 "Surface Processing
         Algorithm Families": ``ArtificialIntelligence`` for learned models
@@ -52,6 +55,7 @@ class ResultProvenance:
     pipeline_version: str
     device_serial_number: str
     parameters: dict[str, str] = field(default_factory=dict, hash=False)
+    demo: bool = False
     algorithm_family: Code = codes.cid7162.ArtificialIntelligence
 
     @property
@@ -74,12 +78,19 @@ class ResultProvenance:
         return self.pipeline_name
 
     @property
+    def algorithm_name(self) -> str:
+        """Algorithm name: the pipeline name, marked ``DEMO MODEL`` for a demonstration model."""
+        return f"{self.pipeline_name} DEMO MODEL" if self.demo else self.pipeline_name
+
+    @property
     def algorithm_parameters(self) -> list[str]:
         """Parameters as ``"name=value"`` strings, sorted for reproducibility."""
         return [f"{key}={value}" for key, value in sorted(self.parameters.items())]
 
     def default_series_description(self, kind: str) -> str:
         """Default ``SeriesDescription``, e.g. ``"AI SEG ct-lungs 1.0.0"``.
+
+        A demonstration model's description starts ``"DEMO MODEL AI SEG"``.
 
         Parameters
         ----------
@@ -91,4 +102,5 @@ class ResultProvenance:
         str
             The description cut to the 64 characters a LO value allows.
         """
-        return f"AI {kind} {self.pipeline_name} {self.pipeline_version}"[:64]
+        prefix = "DEMO MODEL AI" if self.demo else "AI"
+        return f"{prefix} {kind} {self.pipeline_name} {self.pipeline_version}"[:64]

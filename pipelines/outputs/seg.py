@@ -68,7 +68,7 @@ def algorithm_identification(provenance: ResultProvenance) -> hd.AlgorithmIdenti
         and parameters, if any.
     """
     return hd.AlgorithmIdentificationSequence(
-        name=provenance.pipeline_name,
+        name=provenance.algorithm_name,
         family=provenance.algorithm_family,
         version=provenance.pipeline_version,
         source=provenance.manufacturer,

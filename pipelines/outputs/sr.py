@@ -23,35 +23,16 @@ import highdicom as hd
 from pydicom import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
-from pydicom.uid import generate_uid
 
 from pipelines.base import PipelineInput, SegmentMeasurement
 from pipelines.outputs.provenance import ResultProvenance
+from pipelines.outputs.report import algorithm_id, domain_evaluations, measurement_report_document
 from pipelines.outputs.seg import segment_tracking_uid
 
 __all__ = ["MILLILITER", "build_measurement_report"]
 
 MILLILITER = Code("ml", "UCUM", "milliliter")
 _HOUNSFIELD = "[hnsf'U]"
-
-
-def _observation_context(provenance: ResultProvenance) -> hd.sr.ObservationContext:
-    """Device observer context: the node (AE title) running the pipeline."""
-    device_uid = generate_uid(
-        entropy_srcs=["device-observer", provenance.manufacturer, provenance.device_serial_number]
-    )
-    device = hd.sr.DeviceObserverIdentifyingAttributes(
-        uid=str(device_uid),
-        name=provenance.device_serial_number,
-        manufacturer_name=provenance.manufacturer,
-        model_name=provenance.manufacturer_model_name,
-        serial_number=provenance.device_serial_number,
-    )
-    return hd.sr.ObservationContext(
-        observer_device_context=hd.sr.ObserverContext(
-            observer_type=codes.DCM.Device, observer_identifying_attributes=device
-        )
-    )
 
 
 def _referenced_segment(segmentation: Dataset, segment_number: int) -> hd.sr.ReferencedSegment:
@@ -97,6 +78,7 @@ def build_measurement_report(
     series_description: str | None = None,
     procedure_reported: Code = codes.LN.CTUnspecifiedBodyRegion,
     intensity_quantity: Code | None = None,
+    outside_domain: bool = False,
 ) -> hd.sr.Comprehensive3DSR:
     """Build a TID 1500 Measurement Report of the segments of ``segmentation``.
 
@@ -132,6 +114,9 @@ def build_measurement_report(
     intensity_quantity:
         Concept name of the mean intensity measurement; by default chosen
         from the unit (see module docstring).
+    outside_domain:
+        The input was outside the pipeline's validated domain: every group
+        carries that qualitative evaluation.
 
     Returns
     -------
@@ -146,13 +131,7 @@ def build_measurement_report(
     if not measurements:
         raise ValueError("a measurement report needs at least one measurement")
     described = {int(item.SegmentNumber): item for item in segmentation.SegmentSequence}
-    algorithm_id = hd.sr.AlgorithmIdentification(
-        name=provenance.pipeline_name,
-        version=provenance.pipeline_version,
-        parameters=provenance.algorithm_parameters or None,
-        family=provenance.algorithm_family,
-        manufacturer=provenance.manufacturer,
-    )
+    algorithm = algorithm_id(provenance)
     groups = []
     for measurement in measurements:
         item = described.get(measurement.segment_number)
@@ -177,27 +156,18 @@ def build_measurement_report(
                 referenced_segment=_referenced_segment(segmentation, measurement.segment_number),
                 finding_type=measurement.segment.property_type,
                 finding_category=measurement.segment.category,
-                algorithm_id=algorithm_id,
+                algorithm_id=algorithm,
                 measurements=values,
+                qualitative_evaluations=domain_evaluations(outside_domain) or None,
             )
         )
-    report = hd.sr.MeasurementReport(
-        observation_context=_observation_context(provenance),
-        procedure_reported=procedure_reported,
-        imaging_measurements=groups,
-    )
-    return hd.sr.Comprehensive3DSR(
-        evidence=[*data.datasets, segmentation],
-        content=report[0],
+    return measurement_report_document(
+        groups,
+        [*data.datasets, segmentation],
         series_instance_uid=series_instance_uid,
-        series_number=series_number,
         sop_instance_uid=sop_instance_uid,
-        instance_number=1,
-        manufacturer=provenance.manufacturer,
-        manufacturer_model_name=provenance.manufacturer_model_name,
-        # a list: pydicom warns when a multi-valued LO is given as a tuple
-        software_versions=list(provenance.software_versions),
-        device_serial_number=provenance.device_serial_number,
-        series_description=series_description or provenance.default_series_description("SR"),
-        is_complete=True,
+        series_number=series_number,
+        provenance=provenance,
+        procedure_reported=procedure_reported,
+        series_description=series_description,
     )

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydicom import dcmread
+from pydicom import Dataset, dcmread
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.config import Settings
@@ -54,14 +54,25 @@ SpoolStudy = Callable[..., int]
 def spool_study(
     settings: Settings, session_factory: sessionmaker[Session], tmp_path: Path
 ) -> SpoolStudy:
-    """``spool_study(study, skip=())``: store files as the SCP would; returns the study id."""
+    """``spool_study(study, skip=())``: store files as the SCP would; returns the study id.
+
+    ``study`` is a phantom or a list of datasets of one series (e.g. a radiograph).
+    """
     spool = InstanceSpool(settings.incoming_dir)
     recorder = InstanceRecorder(session_factory)
 
-    def store(study: PhantomStudy, skip: tuple[int, ...] = ()) -> int:
-        folder = tmp_path / f"received-{study.series_instance_uid[-8:]}"
+    def write(study: PhantomStudy | list[Dataset]) -> list[Path]:
+        if isinstance(study, PhantomStudy):
+            return write_phantom(study, tmp_path / f"received-{study.series_instance_uid[-8:]}")
+        folder = tmp_path / f"received-{study[0].SeriesInstanceUID[-8:]}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for index, dataset in enumerate(study):
+            dataset.save_as(folder / f"{index}.dcm", enforce_file_format=True)
+        return [folder / f"{index}.dcm" for index in range(len(study))]
+
+    def store(study: PhantomStudy | list[Dataset], skip: tuple[int, ...] = ()) -> int:
         study_id = -1
-        for index, path in enumerate(write_phantom(study, folder)):
+        for index, path in enumerate(write(study)):
             if index in skip:
                 continue
             ds = dcmread(path, stop_before_pixels=True)

@@ -1,9 +1,13 @@
-"""Running one job: load the series, run the pipeline, write SEG and SR, plan deliveries.
+"""Running one job: load the input, check its domain, run the pipeline, write results.
 
 ``execute_job`` asserts the state of the world first: a job that already
-succeeded or failed is left alone, so a redelivered message does nothing.
-Results carry UIDs derived from the job's input, so a re-run overwrites the
-same files and the PACS receives the same objects, never duplicates.
+succeeded, failed or was skipped is left alone, so a redelivered message
+does nothing.  Results (SEG + SR for segmentation, an SR for classification
+and detection) carry UIDs derived from the job's input, so a re-run
+overwrites the same files and the PACS receives the same objects, never
+duplicates.  A series outside the pipeline's validated input domain is
+skipped with the reasons recorded, or processed with the SR saying so,
+per the pipeline's ``domain_policy``.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import enum
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,10 +23,9 @@ from pydicom import Dataset
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core import __version__
 from core.db.models import Instance, Job, JobState, Result, utcnow
 from core.db.session import session_scope
-from core.errors import PipelineError
+from core.errors import ConfigurationError, PipelineError
 from core.files import write_durably
 from core.uids import ResultUIDs
 from worker.dispatch import plan_deliveries
@@ -35,9 +38,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SEG_SERIES_NUMBER = 9901
-SR_SERIES_NUMBER = 9902
-
 
 class JobOutcome(enum.StrEnum):
     """What one execution of the job task did."""
@@ -45,15 +45,30 @@ class JobOutcome(enum.StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     SKIPPED = "skipped"
+    OUTSIDE_DOMAIN = "outside-domain"
 
 
 @dataclass
 class JobTimings:
-    """Seconds spent in each phase of one job run."""
+    """Seconds spent in each phase of one job run (``write`` = building + writing results)."""
 
     load: float = 0.0
     inference: float = 0.0
     write: float = 0.0
+
+
+@dataclass
+class Produced:
+    """What ``_produce`` made: result objects and the facts recorded on the job."""
+
+    objects: list[tuple[str, Dataset]]
+    device: str
+    weights_sha256: str | None
+    note: str | None = None
+
+
+class OutsideDomain(Exception):
+    """The input is outside the pipeline's validated domain and its policy is ``skip``."""
 
 
 @dataclass(frozen=True)
@@ -66,12 +81,37 @@ class ClaimedJob:
     series_uid: str
     input_key: str
     instance_paths: list[Path]
+    companion_paths: list[list[Path]] = field(default_factory=list)
 
 
 def _event(session: Session, job: Job, state: str, message: str | None = None) -> None:
     from worker.dispatch import add_job_event
 
     add_job_event(session, job, state, message)
+
+
+def _view(runtime: WorkerRuntime, session: Session, job: Job) -> ClaimedJob:
+    """The facts of ``job`` a worker needs, with absolute paths of its input instances.
+
+    A multi-series job's further series (``job_inputs`` other than the
+    primary) come as ``companion_paths``, in role order.
+    """
+
+    def paths_of(series_id: int) -> list[Path]:
+        paths = session.scalars(select(Instance.path).where(Instance.series_id == series_id))
+        return [runtime.spool.absolute(path) for path in paths]
+
+    return ClaimedJob(
+        id=job.id,
+        pipeline=job.pipeline,
+        study_uid=job.study.study_instance_uid,
+        series_uid=job.series.series_instance_uid,
+        input_key=job.input_key,
+        instance_paths=paths_of(job.series_id),
+        companion_paths=[
+            paths_of(item.series_id) for item in job.inputs if item.series_id != job.series_id
+        ],
+    )
 
 
 def _claim(runtime: WorkerRuntime, job_id: int) -> ClaimedJob | None:
@@ -89,15 +129,28 @@ def _claim(runtime: WorkerRuntime, job_id: int) -> ClaimedJob | None:
         job.worker = runtime.hostname
         job.error = None
         _event(session, job, JobState.RUNNING, f"attempt {job.attempts} on {runtime.hostname}")
-        paths = session.scalars(select(Instance.path).where(Instance.series_id == job.series_id))
-        return ClaimedJob(
-            id=job.id,
-            pipeline=job.pipeline,
-            study_uid=job.study.study_instance_uid,
-            series_uid=job.series.series_instance_uid,
-            input_key=job.input_key,
-            instance_paths=[runtime.spool.absolute(path) for path in paths],
-        )
+        return _view(runtime, session, job)
+
+
+def _upcoming(runtime: WorkerRuntime, current: int) -> ClaimedJob | None:
+    """The oldest other queued job on this worker's queues: the likely next one to prefetch."""
+    settings = runtime.settings
+    if not settings.prefetch:
+        return None
+    with session_scope(runtime.session_factory) as session:
+        job = session.scalars(
+            select(Job)
+            .where(
+                Job.state == JobState.QUEUED,
+                Job.queue.in_(settings.worker_queues),
+                Job.id != current,
+            )
+            .order_by(Job.enqueued_at, Job.id)
+            .limit(1)
+        ).one_or_none()
+        if job is None:
+            return None
+        return _view(runtime, session, job)
 
 
 def fail_job(runtime: WorkerRuntime, job_id: int, reason: str) -> None:
@@ -113,77 +166,106 @@ def fail_job(runtime: WorkerRuntime, job_id: int, reason: str) -> None:
     log.warning("job %d failed: %s", job_id, reason)
 
 
+def skip_job(runtime: WorkerRuntime, job_id: int, reason: str) -> None:
+    """Mark a job skipped with ``reason`` (its input is outside the validated domain)."""
+    with session_scope(runtime.session_factory) as session:
+        job = session.get_one(Job, job_id)
+        job.state = JobState.SKIPPED
+        job.error = reason
+        job.finished_at = utcnow()
+        _event(session, job, JobState.SKIPPED, reason)
+    log.info("job %d skipped: %s", job_id, reason)
+
+
 def _write(dataset: Dataset, path: Path) -> int:
     return write_durably(path, lambda handle: dataset.save_as(handle, enforce_file_format=True))
 
 
-def _produce(runtime: WorkerRuntime, claimed: ClaimedJob, timings: JobTimings) -> list[Dataset]:
-    """Load, analyse and build the SEG and SR of one job (no database access)."""
-    from pipelines.base import measure_segments
-    from pipelines.io import load_series
-    from pipelines.outputs import build_measurement_report, build_segmentation
-    from pipelines.outputs.provenance import ResultProvenance
+def _produce(
+    runtime: WorkerRuntime,
+    claimed: ClaimedJob,
+    timings: JobTimings,
+    upcoming: ClaimedJob | None = None,
+) -> Produced:
+    """Load, check the domain, analyse and build the result objects (no database access).
+
+    Once this job's input is loaded, the input of ``upcoming`` (the job this
+    worker will probably run next) starts loading in the background while
+    this one infers; see :mod:`worker.prefetch`.
+
+    Raises
+    ------
+    OutsideDomain
+        The input is outside the validated domain and the policy is ``skip``.
+    PipelineError
+        The input cannot be analysed.
+    """
+    from pipelines.io import add_companions
     from pipelines.registry import load_pipeline
+    from worker.gpu import device_slot
+    from worker.results import build_result_objects
 
-    pipeline = load_pipeline(claimed.pipeline)
-    spec = pipeline.spec
+    settings = runtime.settings
+    try:
+        pipeline = load_pipeline(claimed.pipeline, settings.models_path, settings.inference_device)
+    except ConfigurationError as exc:
+        raise PipelineError(f"pipeline {claimed.pipeline} is not usable: {exc}") from exc
     start = time.perf_counter()
-    data = load_series(claimed.instance_paths)
+    data, prefetched = runtime.prefetcher.take(
+        claimed.id, claimed.input_key, claimed.instance_paths
+    )
+    if claimed.companion_paths:
+        data = add_companions(data, claimed.companion_paths)
     timings.load = time.perf_counter() - start
+    if prefetched:
+        log.info("job %d: input was prefetched during the previous job", claimed.id)
+    if upcoming is not None:
+        runtime.prefetcher.prefetch(upcoming.id, upcoming.input_key, upcoming.instance_paths)
+
+    violations = pipeline.domain.violations(data.datasets)
+    note = None
+    if violations:
+        reason = "outside validated input domain: " + "; ".join(violations)
+        if pipeline.domain_policy == "skip":
+            raise OutsideDomain(reason)
+        note = reason
 
     start = time.perf_counter()
-    result = pipeline.run(data)
-    measurements = measure_segments(data, result)
+    with device_slot(settings.locks_dir, pipeline.device, settings.gpu_jobs_per_device):
+        result = pipeline.run(data)
     timings.inference = time.perf_counter() - start
 
     start = time.perf_counter()
     uids = ResultUIDs.for_job(
         study_uid=claimed.study_uid,
         series_uid=claimed.series_uid,
-        pipeline=spec.name,
-        version=spec.version,
+        pipeline=pipeline.spec.name,
+        version=pipeline.spec.version,
         key=claimed.input_key,
     )
-    provenance = ResultProvenance(
-        node_version=__version__,
-        pipeline_name=spec.name,
-        pipeline_version=spec.version,
-        device_serial_number=runtime.settings.ae_title,
-        parameters=dict(pipeline.parameters),
-        algorithm_family=pipeline.algorithm_family,
+    objects = build_result_objects(
+        pipeline, data, result, uids, ae_title=settings.ae_title, outside_domain=bool(violations)
     )
-    seg = build_segmentation(
-        data,
-        result,
-        series_instance_uid=uids.seg_series,
-        sop_instance_uid=uids.seg_instance,
-        series_number=SEG_SERIES_NUMBER,
-        provenance=provenance,
+    timings.write = time.perf_counter() - start  # building the objects; writing them adds to it
+    return Produced(
+        objects=objects,
+        device=pipeline.device,
+        weights_sha256=pipeline.weights_sha256,
+        note=note,
     )
-    sr = build_measurement_report(
-        data,
-        measurements,
-        seg,
-        series_instance_uid=uids.sr_series,
-        sop_instance_uid=uids.sr_instance,
-        series_number=SR_SERIES_NUMBER,
-        provenance=provenance,
-        intensity_unit=pipeline.intensity_unit,
-    )
-    return [seg, sr]
 
 
 def _record_results(
-    runtime: WorkerRuntime, claimed: ClaimedJob, objects: list[Dataset], timings: JobTimings
+    runtime: WorkerRuntime, claimed: ClaimedJob, produced: Produced, timings: JobTimings
 ) -> list[int]:
-    """Write result files, record results and deliveries, mark the job succeeded."""
+    """Write result files, record results, provenance and deliveries, mark the job succeeded."""
     start = time.perf_counter()
     folder = runtime.results_dir / str(claimed.id)
     written = []
-    for kind, dataset in zip(("seg", "sr"), objects, strict=True):
+    for kind, dataset in produced.objects:
         path = folder / f"{kind}.dcm"
         written.append((kind, dataset, path, _write(dataset, path)))
-    timings.write = time.perf_counter() - start
+    timings.write += time.perf_counter() - start
 
     destinations = [str(destination) for destination in runtime.settings.destinations]
     with session_scope(runtime.session_factory) as session:
@@ -204,6 +286,8 @@ def _record_results(
             delivery_ids += plan_deliveries(session, result, destinations)
         job.state = JobState.SUCCEEDED
         job.finished_at = utcnow()
+        job.device = produced.device
+        job.weights_sha256 = produced.weights_sha256
         job.load_seconds = timings.load
         job.inference_seconds = timings.inference
         job.write_seconds = timings.write
@@ -211,7 +295,8 @@ def _record_results(
             session,
             job,
             JobState.SUCCEEDED,
-            f"{len(written)} results, {len(delivery_ids)} deliveries planned",
+            f"{len(written)} results, {len(delivery_ids)} deliveries planned"
+            + (f"; {produced.note}" if produced.note else ""),
         )
     return delivery_ids
 
@@ -229,11 +314,14 @@ def execute_job(runtime: WorkerRuntime, job_id: int, app: Celery | None = None) 
         with Heartbeat(runtime.session_factory, job_id, settings.job_heartbeat_seconds):
             if settings.test_pipeline_delay_seconds:
                 time.sleep(settings.test_pipeline_delay_seconds)
-            objects = _produce(runtime, claimed, timings)
+            produced = _produce(runtime, claimed, timings, _upcoming(runtime, job_id))
+    except OutsideDomain as exc:
+        skip_job(runtime, job_id, str(exc))
+        return JobOutcome.OUTSIDE_DOMAIN
     except PipelineError as exc:
         fail_job(runtime, job_id, str(exc))
         return JobOutcome.FAILED
-    delivery_ids = _record_results(runtime, claimed, objects, timings)
+    delivery_ids = _record_results(runtime, claimed, produced, timings)
     log.info(
         "job %d succeeded: load %.2fs, inference %.2fs, write %.2fs",
         job_id,

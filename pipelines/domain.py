@@ -1,0 +1,105 @@
+"""Validated input domain of a pipeline and the check of a study against it.
+
+A model is only known to work on inputs like those it was validated on.
+Each pipeline may declare that domain (modality, pixel spacing, slice
+thickness, kVp, contrast, body part, patient orientation); the worker checks
+the loaded input against it before inference and, per the pipeline's
+``domain_policy``, skips the job with the reasons recorded or runs it and
+states in the SR that the input was outside the validated domain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, field_validator
+from pydicom import Dataset
+
+__all__ = ["InputDomain", "orientation_name"]
+
+
+def orientation_name(dataset: Dataset) -> str | None:
+    """``AXIAL``, ``CORONAL`` or ``SAGITTAL`` from the slice normal; None without geometry."""
+    if "ImageOrientationPatient" not in dataset:
+        return None
+    cosines = np.asarray(dataset.ImageOrientationPatient, float).reshape(2, 3)
+    normal = np.abs(np.cross(cosines[0], cosines[1]))
+    return ("SAGITTAL", "CORONAL", "AXIAL")[int(np.argmax(normal))]
+
+
+def _pixel_spacing(dataset: Dataset) -> float | None:
+    spacing = dataset.get("PixelSpacing") or dataset.get("ImagerPixelSpacing")
+    return float(min(spacing)) if spacing else None
+
+
+def _number(dataset: Dataset, keyword: str) -> float | None:
+    value = dataset.get(keyword)
+    return float(value) if value not in (None, "") else None
+
+
+class InputDomain(BaseModel):
+    """The inputs a pipeline was validated on; every bound left unset accepts anything.
+
+    Parameters
+    ----------
+    modalities, body_parts, patient_orientations:
+        Accepted values (case-insensitive); orientation is ``AXIAL``,
+        ``CORONAL`` or ``SAGITTAL`` of the image plane.
+    pixel_spacing_mm, slice_thickness_mm, kvp:
+        Inclusive ``[low, high]`` ranges.
+    contrast:
+        True: contrast-enhanced only (Contrast/Bolus Agent present); False:
+        non-contrast only.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    modalities: frozenset[str] | None = None
+    pixel_spacing_mm: tuple[float, float] | None = None
+    slice_thickness_mm: tuple[float, float] | None = None
+    kvp: tuple[float, float] | None = None
+    contrast: bool | None = None
+    body_parts: frozenset[str] | None = None
+    patient_orientations: frozenset[str] | None = None
+
+    @field_validator("modalities", "body_parts", "patient_orientations", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        if isinstance(value, list | tuple | set):
+            return frozenset(str(item).strip().upper() for item in value)
+        return value
+
+    def violations(self, datasets: Sequence[Dataset]) -> list[str]:
+        """Why the series of ``datasets`` is outside this domain (empty: inside).
+
+        Only the first dataset is inspected: the loader has already checked
+        that geometry is consistent across the series.  A value the header
+        lacks counts as outside a bounded range (unknown is not validated).
+        """
+        first = datasets[0]
+        reasons = []
+        for name, accepted, value in (
+            ("modality", self.modalities, first.get("Modality")),
+            ("body part", self.body_parts, first.get("BodyPartExamined")),
+            ("orientation", self.patient_orientations, orientation_name(first)),
+        ):
+            if accepted is not None and str(value or "").upper() not in accepted:
+                reasons.append(f"{name} {value or 'unknown'} not in {sorted(accepted)}")
+        for name, bounds, value in (
+            ("pixel spacing", self.pixel_spacing_mm, _pixel_spacing(first)),
+            ("slice thickness", self.slice_thickness_mm, _number(first, "SliceThickness")),
+            ("kVp", self.kvp, _number(first, "KVP")),
+        ):
+            if bounds is None:
+                continue
+            if value is None:
+                reasons.append(f"{name} unknown (validated {bounds[0]:g}-{bounds[1]:g})")
+            elif not bounds[0] <= value <= bounds[1]:
+                reasons.append(f"{name} {value:g} outside {bounds[0]:g}-{bounds[1]:g}")
+        if self.contrast is not None:
+            enhanced = bool(first.get("ContrastBolusAgent"))
+            if enhanced != self.contrast:
+                state = "with" if enhanced else "without"
+                reasons.append(f"acquired {state} contrast, validated only the other way")
+        return reasons

@@ -1,0 +1,1 @@
+"""Generic model pipelines: a model file plus ``pipeline.json`` (see :mod:`.config`)."""

@@ -1,0 +1,225 @@
+"""Running a PyTorch network on a volume or an image: device, loading, pre/post-processing.
+
+Efficiency rules applied here, once for every model pipeline:
+
+* the network is loaded once per worker process (the pipeline instance that
+  owns it is cached by :func:`pipelines.registry.load_pipeline`);
+* inference runs under :func:`torch.inference_mode`, with automatic mixed
+  precision (float16 autocast) on CUDA; on CPU it runs in float32;
+* 3D volumes go through MONAI's ``sliding_window_inference`` (configurable
+  ROI, overlap and batch), so memory does not grow with the volume;
+* the device is CUDA when available unless configured otherwise, CPU
+  otherwise (the same weights run on both).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.inferers import sliding_window_inference
+
+from core.errors import ConfigurationError, PipelineError
+from pipelines.model.config import InputConfig, ModelConfig
+
+__all__ = [
+    "load_network",
+    "normalise",
+    "predict_dense",
+    "predict_global",
+    "resolve_device",
+]
+
+
+def resolve_device(preference: str) -> torch.device:
+    """The torch device for ``preference`` (``auto``, ``cpu``, ``cuda`` or ``cuda:N``).
+
+    ``auto`` is the first CUDA device when one is visible, else the CPU; an
+    explicit CUDA request without CUDA falls back to the CPU too, so a GPU
+    worker that lost its GPU still produces (slower) results.
+    """
+    if preference == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda" if preference == "auto" else preference)
+
+
+def _build_architecture(config: ModelConfig) -> torch.nn.Module:
+    """The MONAI network a ``.pt`` state dict belongs to."""
+    from monai.networks.nets import DenseNet121, UNet
+
+    if config.architecture == "densenet121":
+        return DenseNet121(
+            spatial_dims=config.input.spatial_dims,
+            in_channels=config.input.channels,
+            out_channels=config.output_channels,
+        )
+    if config.architecture == "unet":
+        return UNet(
+            spatial_dims=config.input.spatial_dims,
+            in_channels=config.input.channels,
+            out_channels=config.output_channels,
+            channels=(16, 32, 64, 128),
+            strides=(2, 2, 2),
+            num_res_units=2,
+        )
+    raise ConfigurationError(
+        f"{config.name}: a .pt state dict needs 'architecture' (densenet121 or unet)"
+    )
+
+
+def load_network(path: Path, config: ModelConfig, device: torch.device) -> torch.nn.Module:
+    """Load TorchScript (``.ts``) or a state dict (``.pt``) onto ``device``, in eval mode.
+
+    Raises
+    ------
+    ConfigurationError
+        The file is not loadable as TorchScript / a matching state dict.
+    """
+    try:
+        if path.suffix == ".pt":
+            network = _build_architecture(config)
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            network.load_state_dict(state)
+        else:
+            with warnings.catch_warnings():  # TorchScript is what operators bring; not an issue
+                warnings.simplefilter("ignore", DeprecationWarning)
+                network = torch.jit.load(str(path), map_location="cpu")
+    except ConfigurationError:
+        raise
+    except Exception as exc:  # torch raises RuntimeError, pickle and zip errors
+        raise ConfigurationError(f"{config.name}: cannot load {path.name}: {exc}") from exc
+    return network.to(device).eval()
+
+
+@contextlib.contextmanager
+def _inference_context(device: torch.device) -> Iterator[None]:
+    """``torch.inference_mode`` plus float16 autocast on CUDA."""
+    with torch.inference_mode():
+        if device.type == "cuda":
+            with torch.autocast(device_type="cuda", dtype=torch.float16):
+                yield
+        else:
+            yield
+
+
+def normalise(array: np.ndarray, window: tuple[float, float] | None) -> np.ndarray:
+    """Clip to ``window`` and scale to ``[0, 1]`` (float32).
+
+    Without a window each channel (first axis) is scaled between its 0.5th
+    and 99.5th percentiles, for intensities without a fixed scale (MR).
+    """
+    if window is not None:
+        low, high = window
+        return ((np.clip(array, low, high) - low) / (high - low)).astype(np.float32)
+    out = np.empty(array.shape, np.float32)
+    for index, channel in enumerate(array):
+        low, high = np.percentile(channel, (0.5, 99.5))
+        out[index] = (np.clip(channel, low, high) - low) / max(float(high - low), 1e-6)
+    return out
+
+
+def _activate(logits: torch.Tensor, activation: str) -> torch.Tensor:
+    """Softmax over channels, sigmoid per channel, or the raw output (float32)."""
+    logits = logits.float()
+    if activation == "softmax":
+        return torch.softmax(logits, dim=1)
+    if activation == "sigmoid":
+        return torch.sigmoid(logits)
+    return logits
+
+
+def _interpolation(spatial_dims: int) -> str:
+    return "trilinear" if spatial_dims == 3 else "bilinear"
+
+
+def _check_channels(output: torch.Tensor, expected: int, name: str) -> None:
+    """A PipelineError when the network did not produce the configured channels."""
+    if output.ndim < 2 or output.shape[1] != expected:
+        raise PipelineError(
+            f"{name}: network output has shape {tuple(output.shape)}, "
+            f"expected {expected} channels in dimension 1"
+        )
+
+
+def predict_dense(
+    network: torch.nn.Module,
+    channels: np.ndarray,
+    spacing: tuple[float, ...],
+    config: ModelConfig,
+    device: torch.device,
+) -> np.ndarray:
+    """Per-voxel outputs of ``network`` on the original grid.
+
+    Parameters
+    ----------
+    channels:
+        Input in real-world units, ``(channels, *spatial)``.
+    spacing:
+        Spacing of the spatial axes (mm).
+    config:
+        The model's input handling, activation and output channels.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(output channels, *spatial)`` float32 after the activation,
+        resampled back to the input grid when the model has a spacing.
+    """
+    settings: InputConfig = config.input
+    spatial = channels.shape[1:]
+    x = torch.from_numpy(normalise(channels, settings.window))[None].to(device)
+    mode = _interpolation(settings.spatial_dims)
+    if settings.spacing is not None:
+        size = [
+            max(1, round(n * s / t))
+            for n, s, t in zip(spatial, spacing, settings.spacing, strict=True)
+        ]
+        x = F.interpolate(x, size=size, mode=mode, align_corners=False)
+    with _inference_context(device):
+        if settings.roi_size is not None:
+            logits = sliding_window_inference(
+                x,
+                roi_size=settings.roi_size,
+                sw_batch_size=settings.sw_batch_size,
+                predictor=network,
+                overlap=settings.overlap,
+                mode="gaussian",
+            )
+        else:
+            logits = network(x)
+    _check_channels(logits, config.output_channels, config.name)
+    probabilities = _activate(logits, config.activation)
+    if tuple(probabilities.shape[2:]) != tuple(spatial):
+        probabilities = F.interpolate(probabilities, size=spatial, mode=mode, align_corners=False)
+    return probabilities[0].cpu().numpy()
+
+
+def predict_global(
+    network: torch.nn.Module, channels: np.ndarray, config: ModelConfig, device: torch.device
+) -> np.ndarray:
+    """One output vector for a whole image (classification).
+
+    Parameters
+    ----------
+    channels:
+        ``(channels, *spatial)`` in real-world units; resized to
+        ``config.input.size`` when set.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(output channels,)`` after the activation.
+    """
+    x = torch.from_numpy(normalise(channels, config.input.window))[None].to(device)
+    if config.input.size is not None:
+        mode = _interpolation(config.input.spatial_dims)
+        x = F.interpolate(x, size=config.input.size, mode=mode, align_corners=False)
+    with _inference_context(device):
+        logits = network(x)
+    _check_channels(logits, config.output_channels, config.name)
+    return _activate(logits, config.activation)[0].cpu().numpy()

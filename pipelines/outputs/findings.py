@@ -1,0 +1,253 @@
+"""TID 1500 reports of classification and detection results (no SEG).
+
+Classification
+--------------
+One TID 1501 measurement group per class: finding type = the class's coded
+finding, a qualitative evaluation naming that finding with the decision at
+the pipeline's threshold (SCT Present / Absent), and the probability as a
+numeric measurement ``(DCM Probability)`` in UCUM ``1`` (no units).  A
+single source image is referenced from every group.
+
+Detection
+---------
+One TID 1410 planar ROI group per finding: its location is a closed
+rectangle (SCOORD POLYLINE, image pixel coordinates) on the source image
+through the finding's centre, which the region references; its size
+(SCT Diameter, mm; SCT Volume, mL for volumes) and its score
+(SCT Score, no units).  A finding kind with no detection gets a TID 1501
+group whose qualitative evaluation says it is absent, so "nothing found"
+is stated rather than implied.
+"""
+
+from __future__ import annotations
+
+import highdicom as hd
+import numpy as np
+from pydicom import Dataset
+from pydicom.sr.codedict import codes
+from pydicom.sr.coding import Code
+
+from core.uids import derived_uid
+from pipelines.base import ClassificationResult, DetectedFinding, DetectionResult, PipelineInput
+from pipelines.outputs.provenance import ResultProvenance
+from pipelines.outputs.report import algorithm_id, domain_evaluations, measurement_report_document
+from pipelines.outputs.sr import MILLILITER
+
+__all__ = ["NO_UNITS", "build_classification_report", "build_detection_report", "source_image"]
+
+NO_UNITS = Code("1", "UCUM", "no units")
+MILLIMETER = Code("mm", "UCUM", "millimeter")
+
+
+def _tracking(sop_instance_uid: str, identifier: str) -> hd.sr.TrackingIdentifier:
+    """Tracking identifier with a UID derived from the report and the identifier."""
+    return hd.sr.TrackingIdentifier(
+        uid=derived_uid(sop_instance_uid, "tracking", identifier), identifier=identifier[:64]
+    )
+
+
+def source_image(data: PipelineInput, slice_index: int) -> Dataset:
+    """The source instance of slice ``slice_index`` of the input volume.
+
+    A projection image is its only dataset; for a series, the instance whose
+    ImagePositionPatient is the position of that slice's first voxel.
+    """
+    if len(data.datasets) == 1:
+        return data.datasets[0]
+    position = np.asarray(data.volume.affine, float) @ np.array([slice_index, 0.0, 0.0, 1.0])
+    distances = [
+        np.linalg.norm(np.asarray(ds.ImagePositionPatient, float) - position[:3])
+        for ds in data.datasets
+    ]
+    return data.datasets[int(np.argmin(distances))]
+
+
+def _decision(finding: Code, present: bool) -> hd.sr.QualitativeEvaluation:
+    """The qualitative evaluation *finding = Present / Absent*."""
+    return hd.sr.QualitativeEvaluation(
+        name=finding, value=codes.SCT.Present if present else codes.SCT.Absent
+    )
+
+
+def build_classification_report(
+    data: PipelineInput,
+    result: ClassificationResult,
+    *,
+    series_instance_uid: str,
+    sop_instance_uid: str,
+    series_number: int,
+    provenance: ResultProvenance,
+    procedure_reported: Code,
+    outside_domain: bool = False,
+    series_description: str | None = None,
+) -> hd.sr.Comprehensive3DSR:
+    """TID 1500 report with one qualitative finding and probability per class.
+
+    Parameters
+    ----------
+    data:
+        The classified input (evidence; its single image is referenced).
+    result:
+        Probabilities and decisions.
+    series_instance_uid, sop_instance_uid, series_number:
+        Identity of the new SR.
+    provenance:
+        Equipment and algorithm (its parameters include the threshold).
+    procedure_reported:
+        Procedure reported (CID 100).
+    outside_domain:
+        Add the "outside validated input domain" evaluation to every group.
+    series_description:
+        Defaults to e.g. ``"AI SR cxr-classify 1.0.0"``.
+
+    Raises
+    ------
+    ValueError
+        If the result has no classes.
+    """
+    if not result.findings:
+        raise ValueError("a classification report needs at least one class")
+    sources = (
+        [hd.sr.SourceImageForMeasurementGroup.from_source_image(data.datasets[0])]
+        if len(data.datasets) == 1
+        else None
+    )
+    algorithm = algorithm_id(provenance)
+    groups = [
+        hd.sr.MeasurementsAndQualitativeEvaluations(
+            tracking_identifier=_tracking(sop_instance_uid, finding.label),
+            finding_type=finding.finding,
+            finding_category=finding.category,
+            algorithm_id=algorithm,
+            source_images=sources,
+            measurements=[
+                hd.sr.Measurement(
+                    name=codes.DCM.Probability, value=finding.probability, unit=NO_UNITS
+                )
+            ],
+            qualitative_evaluations=[
+                _decision(finding.finding, finding.present),
+                *domain_evaluations(outside_domain),
+            ],
+        )
+        for finding in result.findings
+    ]
+    return measurement_report_document(
+        groups,
+        data.datasets,
+        series_instance_uid=series_instance_uid,
+        sop_instance_uid=sop_instance_uid,
+        series_number=series_number,
+        provenance=provenance,
+        procedure_reported=procedure_reported,
+        series_description=series_description,
+    )
+
+
+def _box_region(finding: DetectedFinding, image: Dataset) -> hd.sr.ImageRegion:
+    """Closed rectangle around the finding's pixels; SCOORD (column, row), pixel edges."""
+    row_min, column_min, row_max, column_max = finding.box
+    corners = np.array(
+        [
+            [column_min, row_min],
+            [column_max + 1, row_min],
+            [column_max + 1, row_max + 1],
+            [column_min, row_max + 1],
+            [column_min, row_min],
+        ],
+        dtype=float,
+    )
+    return hd.sr.ImageRegion(
+        graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
+        graphic_data=corners,
+        source_image=hd.sr.SourceImageForRegion.from_source_image(image),
+    )
+
+
+def _finding_group(
+    finding: DetectedFinding,
+    number: int,
+    data: PipelineInput,
+    sop_instance_uid: str,
+    algorithm: hd.sr.AlgorithmIdentification,
+    outside_domain: bool,
+) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
+    """TID 1410 group of one finding: region on its source image, size, score."""
+    measurements = [
+        hd.sr.Measurement(name=codes.SCT.Diameter, value=finding.diameter_mm, unit=MILLIMETER)
+    ]
+    if finding.volume_ml is not None:
+        measurements.append(
+            hd.sr.Measurement(name=codes.SCT.Volume, value=finding.volume_ml, unit=MILLILITER)
+        )
+    measurements.append(hd.sr.Measurement(name=codes.SCT.Score, value=finding.score, unit=NO_UNITS))
+    return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=_tracking(sop_instance_uid, f"{finding.label} {number}"),
+        referenced_region=_box_region(finding, source_image(data, finding.slice_index)),
+        finding_type=finding.finding,
+        finding_category=finding.category,
+        algorithm_id=algorithm,
+        measurements=measurements,
+        qualitative_evaluations=domain_evaluations(outside_domain) or None,
+    )
+
+
+def build_detection_report(
+    data: PipelineInput,
+    result: DetectionResult,
+    *,
+    series_instance_uid: str,
+    sop_instance_uid: str,
+    series_number: int,
+    provenance: ResultProvenance,
+    procedure_reported: Code,
+    outside_domain: bool = False,
+    series_description: str | None = None,
+) -> hd.sr.Comprehensive3DSR:
+    """TID 1500 report with one planar ROI group per detected finding.
+
+    Parameters
+    ----------
+    data:
+        The analysed input; findings reference its images.
+    result:
+        The detections, best first; kinds without a detection are reported
+        absent.
+    series_instance_uid, sop_instance_uid, series_number, provenance,
+    procedure_reported, outside_domain, series_description:
+        As for :func:`build_classification_report`.
+    """
+    algorithm = algorithm_id(provenance)
+    groups: list[
+        hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations
+        | hd.sr.MeasurementsAndQualitativeEvaluations
+    ] = [
+        _finding_group(finding, number, data, sop_instance_uid, algorithm, outside_domain)
+        for number, finding in enumerate(result.findings, 1)
+    ]
+    found = {finding.label for finding in result.findings}
+    for label, finding_code, category in result.kinds:
+        if label in found:
+            continue
+        groups.append(
+            hd.sr.MeasurementsAndQualitativeEvaluations(
+                tracking_identifier=_tracking(sop_instance_uid, f"{label} absent"),
+                finding_type=finding_code,
+                finding_category=category,
+                algorithm_id=algorithm,
+                qualitative_evaluations=[
+                    _decision(finding_code, False),
+                    *domain_evaluations(outside_domain),
+                ],
+            )
+        )
+    return measurement_report_document(
+        groups,
+        data.datasets,
+        series_instance_uid=series_instance_uid,
+        sop_instance_uid=sop_instance_uid,
+        series_number=series_number,
+        provenance=provenance,
+        procedure_reported=procedure_reported,
+        series_description=series_description,
+    )

@@ -1,0 +1,130 @@
+"""Parts every TID 1500 report of the node shares, whatever the result kind.
+
+The observer (the node as a device), the algorithm identification (name,
+version, parameters such as the weights' SHA-256 and the device), the
+optional "outside validated input domain" evaluation and the Comprehensive
+3D SR document wrapper are built here once, so segmentation, classification
+and detection reports can never disagree about who made them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import highdicom as hd
+from pydicom import Dataset
+from pydicom.sr.codedict import codes
+from pydicom.sr.coding import Code
+from pydicom.uid import generate_uid
+
+from pipelines.outputs.provenance import ResultProvenance
+
+__all__ = [
+    "INPUT_DOMAIN",
+    "OUTSIDE_DOMAIN",
+    "algorithm_id",
+    "domain_evaluations",
+    "measurement_report_document",
+    "observation_context",
+]
+
+#: Concept name of the input-domain evaluation (private scheme: DICOM has no code for it).
+INPUT_DOMAIN = Code("INPUT-DOMAIN", "99PACSAI", "Validated input domain")
+#: Its value when the input lies outside the domain the pipeline was validated on.
+OUTSIDE_DOMAIN = Code("OUTSIDE", "99PACSAI", "Outside validated input domain")
+
+
+def observation_context(provenance: ResultProvenance) -> hd.sr.ObservationContext:
+    """Device observer context: the node (AE title) running the pipeline."""
+    device_uid = generate_uid(
+        entropy_srcs=["device-observer", provenance.manufacturer, provenance.device_serial_number]
+    )
+    device = hd.sr.DeviceObserverIdentifyingAttributes(
+        uid=str(device_uid),
+        name=provenance.device_serial_number,
+        manufacturer_name=provenance.manufacturer,
+        model_name=provenance.manufacturer_model_name,
+        serial_number=provenance.device_serial_number,
+    )
+    return hd.sr.ObservationContext(
+        observer_device_context=hd.sr.ObserverContext(
+            observer_type=codes.DCM.Device, observer_identifying_attributes=device
+        )
+    )
+
+
+def algorithm_id(provenance: ResultProvenance) -> hd.sr.AlgorithmIdentification:
+    """TID 4019 algorithm identification: name, version, parameters, family, manufacturer."""
+    return hd.sr.AlgorithmIdentification(
+        name=provenance.algorithm_name,
+        version=provenance.pipeline_version,
+        parameters=provenance.algorithm_parameters or None,
+        family=provenance.algorithm_family,
+        manufacturer=provenance.manufacturer,
+    )
+
+
+def domain_evaluations(outside_domain: bool) -> list[hd.sr.QualitativeEvaluation]:
+    """The "outside validated input domain" evaluation, or nothing when inside."""
+    if not outside_domain:
+        return []
+    return [hd.sr.QualitativeEvaluation(name=INPUT_DOMAIN, value=OUTSIDE_DOMAIN)]
+
+
+def measurement_report_document(
+    groups: Sequence[
+        hd.sr.MeasurementsAndQualitativeEvaluations
+        | hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations
+        | hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations
+    ],
+    evidence: Sequence[Dataset],
+    *,
+    series_instance_uid: str,
+    sop_instance_uid: str,
+    series_number: int,
+    provenance: ResultProvenance,
+    procedure_reported: Code,
+    series_description: str | None = None,
+) -> hd.sr.Comprehensive3DSR:
+    """Wrap measurement groups in a TID 1500 Measurement Report (Comprehensive 3D SR).
+
+    Parameters
+    ----------
+    groups:
+        The report's imaging measurement groups.
+    evidence:
+        Every object the groups reference (source images, the SEG).
+    series_instance_uid, sop_instance_uid, series_number:
+        Identity of the new SR series and instance.
+    provenance:
+        Equipment recorded in the document.
+    procedure_reported:
+        Procedure reported (CID 100).
+    series_description:
+        Defaults to e.g. ``"AI SR ct-lungs 1.0.0"``.
+
+    Returns
+    -------
+    highdicom.sr.Comprehensive3DSR
+        COMPLETE, PRELIMINARY and UNVERIFIED (no human review).
+    """
+    report = hd.sr.MeasurementReport(
+        observation_context=observation_context(provenance),
+        procedure_reported=procedure_reported,
+        imaging_measurements=list(groups),
+    )
+    return hd.sr.Comprehensive3DSR(
+        evidence=list(evidence),
+        content=report[0],
+        series_instance_uid=series_instance_uid,
+        series_number=series_number,
+        sop_instance_uid=sop_instance_uid,
+        instance_number=1,
+        manufacturer=provenance.manufacturer,
+        manufacturer_model_name=provenance.manufacturer_model_name,
+        # a list: pydicom warns when a multi-valued LO is given as a tuple
+        software_versions=list(provenance.software_versions),
+        device_serial_number=provenance.device_serial_number,
+        series_description=series_description or provenance.default_series_description("SR"),
+        is_complete=True,
+    )
