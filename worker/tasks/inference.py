@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,9 @@ if TYPE_CHECKING:
     from worker.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
+
+#: Exit status of a worker process that ended itself because a job hung (EX_TEMPFAIL).
+WORKER_HUNG_EXIT_CODE = 75
 
 
 class JobOutcome(enum.StrEnum):
@@ -301,6 +305,17 @@ def _record_results(
     return delivery_ids
 
 
+def _abandon_hung_job(runtime: WorkerRuntime, job_id: int) -> None:
+    """Record a job past its time limit as failed, then end this stuck worker process.
+
+    The supervisor (``ainode run``, systemd) starts a fresh worker; the
+    job's message is not acknowledged, and its redelivery finds it failed.
+    """
+    limit = runtime.settings.job_time_limit_seconds
+    fail_job(runtime, job_id, f"exceeded the time limit of {limit} s (worker restarted)")
+    os._exit(WORKER_HUNG_EXIT_CODE)
+
+
 def execute_job(runtime: WorkerRuntime, job_id: int, app: Celery | None = None) -> JobOutcome:
     """Run job ``job_id`` to success or a recorded failure; enqueue its deliveries."""
     claimed = _claim(runtime, job_id)
@@ -311,7 +326,13 @@ def execute_job(runtime: WorkerRuntime, job_id: int, app: Celery | None = None) 
     timings = JobTimings()
     settings = runtime.settings
     try:
-        with Heartbeat(runtime.session_factory, job_id, settings.job_heartbeat_seconds):
+        with Heartbeat(
+            runtime.session_factory,
+            job_id,
+            settings.job_heartbeat_seconds,
+            time_limit=settings.job_time_limit_seconds,
+            on_timeout=lambda: _abandon_hung_job(runtime, job_id),
+        ):
             if settings.test_pipeline_delay_seconds:
                 time.sleep(settings.test_pipeline_delay_seconds)
             produced = _produce(runtime, claimed, timings, _upcoming(runtime, job_id))
