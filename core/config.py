@@ -119,6 +119,8 @@ class Settings(BaseSettings):
     delivery_backoff_max_seconds: float = Field(default=300.0, gt=0)
     recovery_interval_seconds: float = Field(default=60.0, gt=0)
     log_level: str = "INFO"
+    # Performance (issue 4): appended here so that other branches' settings merge cleanly.
+    receiver_processes: int = Field(default=1, ge=1, le=64)
 
     _check_ae = field_validator("ae_title")(_validate_ae_title)
 

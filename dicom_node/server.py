@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 from pydicom import uid
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, evt
 from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.config import Settings
+from dicom_node import fastpath
 from dicom_node.handlers import bound_handlers
 from dicom_node.recorder import InstanceRecorder
 from dicom_node.spool import InstanceSpool
@@ -32,6 +34,7 @@ def configure_pynetdicom() -> None:
     _config.LOG_REQUEST_IDENTIFIERS = False
     _config.LOG_RESPONSE_IDENTIFIERS = False
     _config.LOG_HANDLER_LEVEL = "none"
+    fastpath.apply()
 
 
 def preferred_transfer_syntaxes() -> list[str]:
@@ -88,6 +91,12 @@ class StorageSCP:
     on_recorded:
         Called with the study id after each instance is recorded (the
         stability monitor uses it to wake up).
+    reuse_port:
+        Bind with ``SO_REUSEPORT`` so that other receiver processes can
+        listen on the same port (see :mod:`dicom_node.receivers`).
+    clean_spool:
+        Remove partial files left by an earlier run at start-up; false for
+        extra receiver processes, which start while the main one is receiving.
     """
 
     def __init__(
@@ -95,12 +104,17 @@ class StorageSCP:
         settings: Settings,
         session_factory: sessionmaker[Session],
         on_recorded: Callable[[int], None] = lambda _study_id: None,
+        *,
+        reuse_port: bool = False,
+        clean_spool: bool = True,
     ) -> None:
         self.settings = settings
         self.spool = InstanceSpool(settings.incoming_dir)
         self.recorder = InstanceRecorder(session_factory)
         self._on_recorded = on_recorded
         self._server: ThreadedAssociationServer | None = None
+        self._reuse_port = reuse_port
+        self._clean_spool = clean_spool
 
     @property
     def port(self) -> int:
@@ -117,18 +131,31 @@ class StorageSCP:
         # Chunked receive writes to tempfile's folder: keep it on the spool's
         # file system so that the durable store is a rename, not a copy.
         tempfile.tempdir = str(receive_dir)
-        removed = self.spool.remove_partials()
-        for leftover in Path(receive_dir).glob("*.dcm"):
-            leftover.unlink(missing_ok=True)
-        if removed:
-            log.info("removed %d partial files left by an earlier run", removed)
+        if self._clean_spool:
+            removed = self.spool.remove_partials()
+            for leftover in Path(receive_dir).glob("*.dcm"):
+                leftover.unlink(missing_ok=True)
+            if removed:
+                log.info("removed %d partial files left by an earlier run", removed)
         ae = build_ae(self.settings)
         handlers = bound_handlers(
             self.spool, self.recorder, self.settings.allowed_callers, self._on_recorded
         )
-        self._server = ae.start_server(
-            (self.settings.host, self.settings.port), block=False, evt_handlers=handlers
-        )
+        handlers.append((evt.EVT_CONN_OPEN, fastpath.set_nodelay))
+        address = (self.settings.host, self.settings.port)
+        if self._reuse_port:
+            from dicom_node.receivers import ReusePortAssociationServer
+
+            server = ae.make_server(
+                address, evt_handlers=handlers, server_class=ReusePortAssociationServer
+            )
+            threading.Thread(
+                target=server.serve_forever, name="AcceptorServer-reuseport", daemon=True
+            ).start()
+            ae._servers.append(server)  # what start_server does: shutdown() removes it
+            self._server = server
+        else:
+            self._server = ae.start_server(address, block=False, evt_handlers=handlers)
         log.info(
             "Storage SCP %s listening on %s:%d",
             self.settings.ae_title,

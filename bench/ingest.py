@@ -1,0 +1,152 @@
+"""Ingest throughput and memory: the node's SCP vs dcmtk ``storescp`` and Orthanc.
+
+Every receiver gets the same study from dcmtk ``storescu`` (``TCP_NODELAY=1``),
+over 1 and 4 associations; the clock runs from starting storescu to the last
+C-STORE response.  Receivers are started fresh (empty storage) for every run.
+The node runs as ``ainode serve`` (SCP + scheduler; stability long enough that
+no job starts during the measurement) with its durable writes (fsync + rename +
+database row before the response).  Peers: dcmtk writes without fsync; Orthanc
+with ``SyncStorageArea: false`` (the harness default), so they do less per instance.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from bench.common import (
+    QUICK,
+    RUNS,
+    RssSampler,
+    median,
+    scratch,
+    send_parallel,
+    study_dir,
+    study_files,
+    total_bytes,
+)
+from tests.support.dcmtk import StoreSCP
+from tests.support.node import NodeProcesses
+from tests.support.orthanc import OrthancServer
+
+Receiver = Callable[[], Any]
+
+
+@contextmanager
+def dcmtk_receiver(associations: int) -> Iterator[tuple[int, str, int]]:
+    # storescp serves one association at a time unless it forks one child per association
+    extra = ["--fork"] if associations > 1 else []
+    with StoreSCP(aet="STORESCP", output_dir=scratch("storescp"), extra_args=extra) as scp:
+        yield scp.port, "STORESCP", scp.pid or 0
+
+
+@contextmanager
+def orthanc_receiver(associations: int) -> Iterator[tuple[int, str, int]]:
+    with OrthancServer(workdir=scratch("orthanc")) as orthanc:
+        yield orthanc.dicom_port, "ORTHANC", orthanc.pid or 0
+
+
+def node_env(**extra: str) -> dict[str, str]:
+    env = {"AINODE_STABILITY_SECONDS": "3600", "AINODE_LOG_LEVEL": "WARNING"}
+    env.update(extra)
+    return env
+
+
+@contextmanager
+def node_receiver(associations: int, **env: str) -> Iterator[tuple[int, str, int]]:
+    workdir = scratch("node")
+    with NodeProcesses(workdir, env=node_env(**env)) as node:
+        node.cli("db", "upgrade")
+        process = node.start("serve")
+        node.wait_listening()
+        yield node.port, "AINODE", process.pid or 0
+
+
+RECEIVERS: dict[str, Callable[..., Any]] = {
+    "dcmtk": dcmtk_receiver,
+    "orthanc": orthanc_receiver,
+    "node": node_receiver,
+}
+
+
+def measure(
+    receiver: str, files: list[Path], associations: int, runs: int, **env: str
+) -> dict[str, Any]:
+    seconds = []
+    for _ in range(runs):
+        with RECEIVERS[receiver](associations, **env) as (port, aet, _pid):
+            seconds.append(send_parallel(port, aet, files, associations))
+    mb = total_bytes(files) / 1e6
+    sec = median(seconds)
+    return {
+        "receiver": receiver,
+        "associations": associations,
+        "instances": len(files),
+        "megabytes": round(mb, 1),
+        "seconds_runs": [round(s, 3) for s in seconds],
+        "seconds": round(sec, 3),
+        "instances_per_s": round(len(files) / sec, 1),
+        "mb_per_s": round(mb / sec, 1),
+    }
+
+
+def node_memory(studies: int = 8, slices: int = 300) -> dict[str, Any]:
+    """Peak RSS of the node's SCP process tree while ``studies`` studies arrive at once."""
+    folders = [study_dir(slices, seed=100 + i) for i in range(studies)]
+    import subprocess
+    import threading
+
+    from bench.common import NETWORK_ENV
+
+    with node_receiver(studies) as (port, aet, pid), RssSampler(pid) as sampler:
+        errors: list[str] = []
+
+        def send(folder: Path) -> None:
+            try:
+                send_parallel(port, aet, study_files(folder), 1)
+            except (RuntimeError, subprocess.SubprocessError) as exc:
+                errors.append(str(exc))
+
+        threads = [threading.Thread(target=send, args=(f,)) for f in folders]
+        _ = NETWORK_ENV
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise RuntimeError(errors[0])
+    return {
+        "studies": studies,
+        "slices": slices,
+        "megabytes_received": round(sum(total_bytes(study_files(f)) for f in folders) / 1e6),
+        "peak_rss_mb": round(sampler.peak / 1e6, 1),
+    }
+
+
+def run(runs: int = RUNS) -> dict[str, Any]:
+    slices = 100 if QUICK else 300
+    files = study_files(study_dir(slices))
+    rows = []
+    for associations in (1, 4):
+        for receiver in ("dcmtk", "orthanc", "node"):
+            rows.append(measure(receiver, files, associations, runs))
+    j2k = study_files(study_dir(100, syntax="j2k"))
+    for receiver in ("dcmtk", "orthanc", "node"):
+        row = measure(receiver, j2k, 1, runs)
+        row["syntax"] = "jpeg2000-lossless"
+        rows.append(row)
+    memory = node_memory(studies=4 if QUICK else 8, slices=100 if QUICK else 300)
+    return {"slices": slices, "throughput": rows, "memory": memory}
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    receiver = sys.argv[1] if len(sys.argv) > 1 else "node"
+    associations = int(sys.argv[2]) if len(sys.argv) > 2 else 1
+    slices = int(os.environ.get("BENCH_SLICES", "300"))
+    print(json.dumps(measure(receiver, study_files(study_dir(slices)), associations, RUNS)))
