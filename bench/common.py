@@ -6,6 +6,7 @@ The real-peer harness of the tests (``tests/support``) is reused: Orthanc, dcmtk
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import statistics
@@ -88,7 +89,7 @@ def send_parallel(
     logs = []
     start = time.perf_counter()
     for chunk in split(files, associations):
-        log = tempfile.TemporaryFile()
+        log = tempfile.TemporaryFile()  # noqa: SIM115 (closed below)
         logs.append(log)
         argv = ["storescu", "-aec", called_ae, "-aet", "BENCHSCU", *extra, LOOPBACK, str(port)]
         procs.append(
@@ -124,10 +125,8 @@ class RssSampler:
         except psutil.Error:
             return 0
         for proc in procs:
-            try:
+            with contextlib.suppress(psutil.Error):
                 total += proc.memory_info().rss
-            except psutil.Error:
-                pass
         return total
 
     def _loop(self) -> None:

@@ -92,4 +92,3 @@ def test_receiver_processes_share_the_port_and_store_every_instance_once(
         scp.stop()
         engine.dispose()
     assert pool.pids == []
-
