@@ -85,7 +85,11 @@ def _mask_volume(data: PipelineInput, result: SegmentationResult) -> hd.Volume:
                 f"mask of segment {segment.label!r} has shape {mask.shape}, "
                 f"input volume has {shape}"
             )
-    stacked = np.stack([np.asarray(mask, dtype=bool) for mask in result.masks], axis=-1)
+    # Segment-major in memory (each mask contiguous), segment last as a view: highdicom's
+    # overlap check sums over the segment axis, which numpy does ~2-4x faster this way
+    # than over a contiguous innermost axis of length n (same array values, same SEG).
+    stacked = np.stack([np.asarray(mask, dtype=bool) for mask in result.masks], axis=0)
+    stacked = stacked.transpose(1, 2, 3, 0)
     numbers = list(range(1, len(result.segments) + 1))
     return data.volume.with_array(stacked, channels={"SegmentNumber": numbers})
 
