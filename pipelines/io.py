@@ -20,6 +20,7 @@ from highdicom.spatial import get_normal_vector
 
 from core.errors import PipelineError
 from pipelines.base import PipelineInput
+from pipelines.fastload import fast_volume
 
 __all__ = ["MIN_SLICES", "ORIENTATION_TOL", "load_series"]
 
@@ -136,7 +137,7 @@ def load_series(
     datasets = _read(items)
     _check(datasets)
     try:
-        volume = hd.get_volume_from_series(
+        volume = fast_volume(datasets, ORIENTATION_TOL) or hd.get_volume_from_series(
             datasets, dtype=np.float32, orientation_tol=ORIENTATION_TOL
         )
     except ValueError as exc:
