@@ -118,7 +118,7 @@ def time_to_result(slices: int, runs: int = RUNS) -> dict[str, Any]:
     warm = study_dir(24, size=256, seed=990)
     studies = [study_dir(slices, seed=1000 + slices + i) for i in range(runs)]
     samples = []
-    with NodeProcesses(workdir, env=env) as node:
+    with NodeProcesses(workdir, env=env) as node:  # noqa: SIM117 (Orthanc needs node.port)
         with OrthancServer({"ainode": ["AINODE", "127.0.0.1", node.port]}) as orthanc:
             node.env["AINODE_DESTINATIONS"] = f"ORTHANC@127.0.0.1:{orthanc.dicom_port}"
             node.cli("db", "upgrade")
