@@ -44,8 +44,11 @@ def dcmtk_receiver(associations: int) -> Iterator[tuple[int, str, int]]:
 
 
 @contextmanager
-def orthanc_receiver(associations: int) -> Iterator[tuple[int, str, int]]:
-    with OrthancServer(workdir=scratch("orthanc")) as orthanc:
+def orthanc_receiver(associations: int, sync: str = "") -> Iterator[tuple[int, str, int]]:
+    # Orthanc's DCMTK reads TCP_NODELAY from the environment as storescp does.
+    os.environ["TCP_NODELAY"] = "1"
+    extra = {"SyncStorageArea": True} if sync else {}
+    with OrthancServer(workdir=scratch("orthanc"), extra_config=extra) as orthanc:
         yield orthanc.dicom_port, "ORTHANC", orthanc.pid or 0
 
 
@@ -73,7 +76,12 @@ RECEIVERS: dict[str, Callable[..., Any]] = {
 
 
 def measure(
-    receiver: str, files: list[Path], associations: int, runs: int, **env: str
+    receiver: str,
+    files: list[Path],
+    associations: int,
+    runs: int,
+    label: str | None = None,
+    **env: str,
 ) -> dict[str, Any]:
     seconds = []
     for _ in range(runs):
@@ -82,7 +90,7 @@ def measure(
     mb = total_bytes(files) / 1e6
     sec = median(seconds)
     return {
-        "receiver": receiver,
+        "receiver": label or receiver,
         "associations": associations,
         "instances": len(files),
         "megabytes": round(mb, 1),
@@ -93,15 +101,13 @@ def measure(
     }
 
 
-def node_memory(studies: int = 8, slices: int = 300) -> dict[str, Any]:
+def node_memory(studies: int = 8, slices: int = 300, **env: str) -> dict[str, Any]:
     """Peak RSS of the node's SCP process tree while ``studies`` studies arrive at once."""
     folders = [study_dir(slices, seed=100 + i) for i in range(studies)]
     import subprocess
     import threading
 
-    from bench.common import NETWORK_ENV
-
-    with node_receiver(studies) as (port, aet, pid), RssSampler(pid) as sampler:
+    with node_receiver(studies, **env) as (port, aet, pid), RssSampler(pid) as sampler:
         errors: list[str] = []
 
         def send(folder: Path) -> None:
@@ -111,7 +117,6 @@ def node_memory(studies: int = 8, slices: int = 300) -> dict[str, Any]:
                 errors.append(str(exc))
 
         threads = [threading.Thread(target=send, args=(f,)) for f in folders]
-        _ = NETWORK_ENV
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -119,6 +124,7 @@ def node_memory(studies: int = 8, slices: int = 300) -> dict[str, Any]:
         if errors:
             raise RuntimeError(errors[0])
     return {
+        "receiver_processes": int(env.get("AINODE_RECEIVER_PROCESSES", "1")),
         "studies": studies,
         "slices": slices,
         "megabytes_received": round(sum(total_bytes(study_files(f)) for f in folders) / 1e6),
@@ -131,14 +137,23 @@ def run(runs: int = RUNS) -> dict[str, Any]:
     files = study_files(study_dir(slices))
     rows = []
     for associations in (1, 4):
-        for receiver in ("dcmtk", "orthanc", "node"):
-            rows.append(measure(receiver, files, associations, runs))
+        rows.append(measure("dcmtk", files, associations, runs))
+        rows.append(measure("orthanc", files, associations, runs))
+        rows.append(measure("orthanc", files, associations, runs, "orthanc-sync", sync="1"))
+        rows.append(measure("node", files, associations, runs))
+        rows.append(
+            measure("node", files, associations, runs, "node-2proc", AINODE_RECEIVER_PROCESSES="2")
+        )
     j2k = study_files(study_dir(100, syntax="j2k"))
     for receiver in ("dcmtk", "orthanc", "node"):
         row = measure(receiver, j2k, 1, runs)
         row["syntax"] = "jpeg2000-lossless"
         rows.append(row)
-    memory = node_memory(studies=4 if QUICK else 8, slices=100 if QUICK else 300)
+    count, size = (4, 100) if QUICK else (8, 300)
+    memory = [
+        node_memory(count, size),
+        node_memory(count, size, AINODE_RECEIVER_PROCESSES="2"),
+    ]
     return {"slices": slices, "throughput": rows, "memory": memory}
 
 
