@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.config import Settings
 from dicom_node import fastpath
 from dicom_node.handlers import bound_handlers
-from dicom_node.recorder import InstanceRecorder
+from dicom_node.group_commit import GroupCommitRecorder
 from dicom_node.spool import InstanceSpool
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ class StorageSCP:
     ) -> None:
         self.settings = settings
         self.spool = InstanceSpool(settings.incoming_dir)
-        self.recorder = InstanceRecorder(session_factory)
+        self.recorder = GroupCommitRecorder(session_factory)
         self._on_recorded = on_recorded
         self._server: ThreadedAssociationServer | None = None
         self._reuse_port = reuse_port
