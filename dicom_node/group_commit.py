@@ -52,9 +52,7 @@ class GroupCommitRecorder(InstanceRecorder):
             return
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._loop, name="group-commit", daemon=True
-                )
+                self._thread = threading.Thread(target=self._loop, name="group-commit", daemon=True)
                 self._thread.start()
 
     def _loop(self) -> None:

@@ -21,8 +21,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.config import Settings
 from dicom_node import fastpath
-from dicom_node.handlers import bound_handlers
 from dicom_node.group_commit import GroupCommitRecorder
+from dicom_node.handlers import bound_handlers
 from dicom_node.spool import InstanceSpool
 
 log = logging.getLogger(__name__)
