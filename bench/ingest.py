@@ -133,21 +133,49 @@ def node_memory(studies: int = 8, slices: int = 300, **env: str) -> dict[str, An
     }
 
 
+def _interleaved(
+    configs: list[tuple[str, str, dict[str, str]]],
+    files: list[Path],
+    associations: int,
+    runs: int,
+    extra: tuple[str, ...] = (),
+) -> list[dict[str, Any]]:
+    """Each run measures every receiver in turn, so load from elsewhere hits all alike."""
+    samples: dict[str, list[dict[str, Any]]] = {label: [] for _, label, _ in configs}
+    for _ in range(runs):
+        for receiver, label, env in configs:
+            samples[label].append(measure(receiver, files, associations, 1, label, extra, **env))
+    rows = []
+    for items in samples.values():
+        seconds = [s for item in items for s in item["seconds_runs"]]
+        row = dict(items[0])
+        sec = median(seconds)
+        row.update(
+            seconds_runs=seconds,
+            seconds=round(sec, 3),
+            instances_per_s=round(row["instances"] / sec, 1),
+            mb_per_s=round(row["megabytes"] / sec, 1),
+        )
+        rows.append(row)
+    return rows
+
+
 def run(runs: int = RUNS) -> dict[str, Any]:
     slices = 100 if QUICK else 300
     files = study_files(study_dir(slices))
+    configs = [
+        ("dcmtk", "dcmtk", {}),
+        ("orthanc", "orthanc", {}),
+        ("orthanc", "orthanc-sync", {"sync": "1"}),
+        ("node", "node", {}),
+        ("node", "node-2proc", {"AINODE_RECEIVER_PROCESSES": "2"}),
+    ]
     rows = []
     for associations in (1, 4):
-        rows.append(measure("dcmtk", files, associations, runs))
-        rows.append(measure("orthanc", files, associations, runs))
-        rows.append(measure("orthanc", files, associations, runs, "orthanc-sync", sync="1"))
-        rows.append(measure("node", files, associations, runs))
-        rows.append(
-            measure("node", files, associations, runs, "node-2proc", AINODE_RECEIVER_PROCESSES="2")
-        )
+        rows += _interleaved(configs, files, associations, runs)
     j2k = study_files(study_dir(100, syntax="j2k"))
-    for receiver in ("dcmtk", "orthanc", "node"):
-        row = measure(receiver, j2k, 1, runs, extra=("-xv",))  # propose JPEG 2000 lossless
+    # -xv: storescu proposes JPEG 2000 lossless (the files' own syntax)
+    for row in _interleaved(configs[:2] + configs[3:4], j2k, 1, runs, ("-xv",)):
         row["syntax"] = "jpeg2000-lossless"
         rows.append(row)
     count, size = (4, 100) if QUICK else (8, 300)

@@ -61,7 +61,12 @@ def main() -> int:
             return
         print(f"[bench] {name} ...", flush=True)
         start = time.perf_counter()
+        load_before = os.getloadavg()
         results[name] = fn()
+        results.setdefault("load_average", {})[name] = [
+            round(load_before[0], 2),
+            round(os.getloadavg()[0], 2),
+        ]
         print(f"[bench] {name} done in {time.perf_counter() - start:.0f} s", flush=True)
         RESULTS_DIR.mkdir(parents=True, exist_ok=True)
         previous.write_text(json.dumps(results, indent=2) + "\n")
