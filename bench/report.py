@@ -46,6 +46,15 @@ def markdown(results: dict[str, Any]) -> str:
         + ", ".join(f"{k} {v}" for k, v in results.get("versions", {}).items()),
         "",
     ]
+    loads = results.get("load_average")
+    if loads:
+        out += [
+            "Machine load (1-min load average before → after each section; the machine "
+            "is shared, so figures of one run are compared with peers measured in the same "
+            "run, interleaved): "
+            + ", ".join(f"{k} {v[0]} → {v[1]}" for k, v in loads.items()),
+            "",
+        ]
     checks: list[tuple[str, str, str]] = []
     ingest = results.get("ingest")
     if ingest:
