@@ -59,13 +59,25 @@ def node_env(**extra: str) -> dict[str, str]:
 
 
 @contextmanager
-def node_receiver(associations: int, **env: str) -> Iterator[tuple[int, str, int]]:
+def node_receiver(
+    associations: int, postgres: str = "", **env: str
+) -> Iterator[tuple[int, str, int]]:
+    """``ainode serve`` on SQLite (default) or, with ``postgres``, a fresh PostgreSQL database."""
     workdir = scratch("node")
-    with NodeProcesses(workdir, env=node_env(**env)) as node:
-        node.cli("db", "upgrade")
-        process = node.start("serve")
-        node.wait_listening()
-        yield node.port, "AINODE", process.pid or 0
+    drop = None
+    if postgres:
+        from tests.support.services import fresh_postgres_database
+
+        env["AINODE_DATABASE_URL"], drop = fresh_postgres_database("bench")
+    try:
+        with NodeProcesses(workdir, env=node_env(**env)) as node:
+            node.cli("db", "upgrade")
+            process = node.start("serve")
+            node.wait_listening()
+            yield node.port, "AINODE", process.pid or 0
+    finally:
+        if drop is not None:
+            drop()
 
 
 RECEIVERS: dict[str, Callable[..., Any]] = {
@@ -169,6 +181,8 @@ def run(runs: int = RUNS) -> dict[str, Any]:
         ("orthanc", "orthanc-sync", {"sync": "1"}),
         ("node", "node", {}),
         ("node", "node-2proc", {"AINODE_RECEIVER_PROCESSES": "2"}),
+        ("node", "node-pg", {"postgres": "1"}),
+        ("node", "node-pg-2proc", {"postgres": "1", "AINODE_RECEIVER_PROCESSES": "2"}),
     ]
     rows = []
     for associations in (1, 4):

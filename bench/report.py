@@ -51,8 +51,7 @@ def markdown(results: dict[str, Any]) -> str:
         out += [
             "Machine load (1-min load average before → after each section; the machine "
             "is shared, so figures of one run are compared with peers measured in the same "
-            "run, interleaved): "
-            + ", ".join(f"{k} {v[0]} → {v[1]}" for k, v in loads.items()),
+            "run, interleaved): " + ", ".join(f"{k} {v[0]} → {v[1]}" for k, v in loads.items()),
             "",
         ]
     checks: list[tuple[str, str, str]] = []
