@@ -6,7 +6,8 @@ Orthanc.  dcmtk ``storescu`` sends a study to the node; the clock starts when
 storescu has the last C-STORE response and stops when Orthanc lists both
 result instances in the study.  The phases come from the database the node
 wrote (``studies``, ``jobs``, ``deliveries``); SEG build and SR build are
-split with :mod:`bench.phases` (same functions, in-process).  One warm-up
+timed inside the worker by ``bench/hooks/sitecustomize.py`` (the jobs table
+has no column for them).  One warm-up
 study is processed first so that the worker's one-off imports are not
 counted; every measured run uses a study with its own UIDs (a study sent
 twice is not processed twice).
@@ -108,6 +109,11 @@ def time_to_result(slices: int, runs: int = RUNS) -> dict[str, Any]:
         "AINODE_STABILITY_SECONDS": str(STABILITY_SECONDS),
         "AINODE_LOG_LEVEL": "WARNING",
         "AINODE_RECOVERY_INTERVAL_SECONDS": "3600",
+        # bench/hooks/sitecustomize.py times SEG and SR building inside the worker
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(Path(__file__).parent / "hooks"), os.environ.get("PYTHONPATH")])
+        ),
+        "AINODE_BENCH_TIMINGS": str(workdir / "timings.jsonl"),
     }
     drop_database = None
     if production:
@@ -155,13 +161,13 @@ def time_to_result(slices: int, runs: int = RUNS) -> dict[str, Any]:
                 samples.append(_phases(facts, t_last, t_done))
     if drop_database is not None:
         drop_database()
-    split = _split(studies[0])
+    builds = _worker_builds(workdir / "timings.jsonl")[1:]  # the first job is the warm-up
+    for sample, build in zip(samples, builds, strict=True):
+        sample.update(build)
+        sample["db_writes"] = max(
+            0.0, sample["build_and_db"] - build["seg_build"] - build["sr_build"]
+        )
     out = {key: round(median([s[key] for s in samples]), 3) for key in samples[0]}
-    out["seg_build"] = split["seg_build"]
-    out["sr_build"] = split["sr_build"]
-    out["db_writes"] = round(
-        max(0.0, out["build_and_db"] - split["seg_build"] - split["sr_build"]), 3
-    )
     out["orchestration"] = round(
         out["routing"] + out["queue_wait"] + out["send_scheduling"] + out["db_writes"], 3
     )
@@ -173,10 +179,18 @@ def time_to_result(slices: int, runs: int = RUNS) -> dict[str, Any]:
     return out
 
 
-def _split(folder: Path) -> dict[str, float]:
-    from bench.phases import phases
+def _worker_builds(path: Path) -> list[dict[str, float]]:
+    """SEG and SR build seconds per job, in job order, as the worker hook logged them."""
+    import json
 
-    return phases(study_files(folder), runs=1)
+    jobs: list[dict[str, float]] = []
+    for line in path.read_text().splitlines():
+        entry = json.loads(line)
+        if entry["what"] == "seg_build":
+            jobs.append({"seg_build": entry["seconds"], "sr_build": 0.0})
+        elif jobs:
+            jobs[-1]["sr_build"] = entry["seconds"]
+    return jobs
 
 
 if __name__ == "__main__":
