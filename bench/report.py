@@ -279,9 +279,10 @@ def plots(results: dict[str, Any], folder: Path) -> list[Path]:
         fig, ax = plt.subplots(figsize=(6.4, 3.2))
         labels = [f"{t['slices']}" for t in ttr]
         bottom = [0.0] * len(ttr)
-        for phase in PHASES:
+        colours = plt.get_cmap("tab20").colors
+        for index, phase in enumerate(PHASES):
             values = [max(0.0, t.get(phase, 0.0)) for t in ttr]
-            ax.barh(labels, values, left=bottom, label=phase)
+            ax.barh(labels, values, left=bottom, label=phase, color=colours[index])
             bottom = [b + v for b, v in zip(bottom, values, strict=True)]
         ax.set_xlabel("seconds")
         ax.set_ylabel("slices")
