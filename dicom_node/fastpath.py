@@ -52,7 +52,11 @@ def fast_recv(self: transport.AssociationSocket, nr_bytes: int) -> bytearray:
 
 
 class _ShortSleepTime(types.ModuleType):
-    """``time`` as pynetdicom's reactors see it: sleeps capped at the reactor sleep."""
+    """``time`` as pynetdicom's reactors see it: the 1 ms poll sleeps are shortened.
+
+    Longer, deliberate sleeps (the 0.1 s settle after an abort, 10 ms while
+    a DUL stops) are kept as they are.
+    """
 
     def __init__(self) -> None:
         super().__init__("time")
@@ -62,7 +66,7 @@ class _ShortSleepTime(types.ModuleType):
 
     @staticmethod
     def sleep(seconds: float) -> None:
-        time.sleep(min(seconds, REACTOR_SLEEP_SECONDS))
+        time.sleep(min(seconds, REACTOR_SLEEP_SECONDS) if seconds <= 0.001 else seconds)
 
 
 def apply() -> None:
