@@ -1,10 +1,11 @@
-"""DICOM Segmentation (BINARY) from a pipeline result.
+"""DICOM Segmentation (BINARY by default, or LABELMAP) from a pipeline result.
 
 Geometry
 --------
 Masks live in the geometry of ``data.volume`` (axes ``(slice, row,
 column)``, affine to LPS).  They are stacked into a
-``(slice, row, column, segment)`` array and wrapped with
+``(slice, row, column, segment)`` array (or, for more than 8 disjoint
+segments and for LABELMAP, one label volume) and wrapped with
 ``data.volume.with_array(...)`` so highdicom derives every frame's plane
 position, orientation and pixel spacing from the volume's affine and infers
 the per-frame source image references by matching positions against the
