@@ -142,6 +142,7 @@ class Settings(BaseSettings):
     tls_ca_file: Path | None = None
 
     test_pipeline_delay_seconds: float = Field(default=0.0, ge=0)
+    receiver_processes: int = Field(default=1, ge=1, le=64)
 
     _check_ae = field_validator("ae_title")(_validate_ae_title)
 

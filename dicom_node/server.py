@@ -13,16 +13,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pydicom import uid
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, evt
 from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.config import Settings
 from core.tls import server_context
+from dicom_node import fastpath
+from dicom_node.group_commit import GroupCommitRecorder
 from dicom_node.handlers import bound_handlers
 from dicom_node.receive import receive_into, remove_stale
-from dicom_node.recorder import InstanceRecorder
 from dicom_node.spool import InstanceSpool
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ def configure_pynetdicom() -> None:
     _config.LOG_REQUEST_IDENTIFIERS = False
     _config.LOG_RESPONSE_IDENTIFIERS = False
     _config.LOG_HANDLER_LEVEL = "none"
+    fastpath.apply()
 
 
 def preferred_transfer_syntaxes() -> list[str]:
@@ -119,6 +121,12 @@ class StorageSCP:
     on_recorded:
         Called with the study id after each instance is recorded (the
         stability monitor uses it to wake up).
+    reuse_port:
+        Bind with ``SO_REUSEPORT`` so that other receiver processes can
+        listen on the same port (see :mod:`dicom_node.receivers`).
+    clean_spool:
+        Remove partial files left by an earlier run at start-up; false for
+        extra receiver processes, which start while the main one is receiving.
     """
 
     def __init__(
@@ -126,12 +134,17 @@ class StorageSCP:
         settings: Settings,
         session_factory: sessionmaker[Session],
         on_recorded: Callable[[int], None] = lambda _study_id: None,
+        *,
+        reuse_port: bool = False,
+        clean_spool: bool = True,
     ) -> None:
         self.settings = settings
         self.spool = InstanceSpool(settings.incoming_dir)
-        self.recorder = InstanceRecorder(session_factory)
+        self.recorder = GroupCommitRecorder(session_factory)
         self._on_recorded = on_recorded
         self._server: ThreadedAssociationServer | None = None
+        self._reuse_port = reuse_port
+        self._clean_spool = clean_spool
 
     @property
     def port(self) -> int:
@@ -149,18 +162,26 @@ class StorageSCP:
         """Start listening in background threads."""
         configure_pynetdicom()
         receive_into(self.receive_dir)
-        removed = self.spool.remove_partials() + remove_stale(self.receive_dir, 0)
-        if removed:
-            log.info("removed %d partial files left by an earlier run", removed)
+        if self._clean_spool:
+            removed = self.spool.remove_partials() + remove_stale(self.receive_dir, 0)
+            if removed:
+                log.info("removed %d partial files left by an earlier run", removed)
         ae = build_ae(self.settings)
         handlers = bound_handlers(
             self.spool, self.recorder, self.settings.allowed_callers, self._on_recorded
         )
+        handlers.append((evt.EVT_CONN_OPEN, fastpath.set_nodelay))
+        if self._reuse_port:
+            from dicom_node.receivers import ReusePortAssociationServer
+
+            server_class: type[NodeAssociationServer] = ReusePortAssociationServer
+        else:
+            server_class = NodeAssociationServer
         server = ae.make_server(
             (self.settings.host, self.settings.port),
             evt_handlers=handlers,
             ssl_context=server_context(self.settings),
-            server_class=NodeAssociationServer,
+            server_class=server_class,
         )
         server.allowed_hosts = allowed_hosts(self.settings)
         ae._servers.append(server)  # as AE.start_server does; shutdown() removes it

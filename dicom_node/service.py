@@ -13,6 +13,7 @@ from celery import Celery
 from core.config import Settings
 from core.db.session import make_engine, make_session_factory
 from dicom_node.receive import remove_stale
+from dicom_node.receivers import ReceiverPool
 from dicom_node.server import StorageSCP
 from dicom_node.stability import StabilityMonitor
 from worker.celery_app import create_app
@@ -37,7 +38,13 @@ class NodeService:
             sweep=self.sweep,
             sweep_seconds=settings.recovery_interval_seconds,
         )
-        self.scp = StorageSCP(settings, self.session_factory, on_recorded=self.monitor.notify)
+        self.scp = StorageSCP(
+            settings,
+            self.session_factory,
+            on_recorded=self.monitor.notify,
+            reuse_port=settings.receiver_processes > 1,
+        )
+        self.receivers = ReceiverPool(settings, on_recorded=self.monitor.notify)
 
     @property
     def port(self) -> int:
@@ -53,10 +60,13 @@ class NodeService:
         """Re-enqueue what an earlier run left queued, then start listening and monitoring."""
         self.dispatcher.recover(startup=True)
         self.scp.start()
+        if self.settings.receiver_processes > 1:
+            self.receivers.start(self.scp.port, self.settings.receiver_processes - 1)
         self.monitor.start()
 
     def stop(self) -> None:
         """Stop listening, stop the monitor and close database connections."""
+        self.receivers.stop()
         self.scp.stop()
         self.monitor.stop()
         self.engine.dispose()

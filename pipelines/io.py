@@ -22,6 +22,7 @@ from scipy import ndimage
 
 from core.errors import PipelineError
 from pipelines.base import PipelineInput
+from pipelines.fastload import fast_volume
 
 __all__ = [
     "MIN_SLICES",
@@ -146,7 +147,7 @@ def load_series(
     datasets = _read(items)
     _check(datasets)
     try:
-        volume = hd.get_volume_from_series(
+        volume = fast_volume(datasets, ORIENTATION_TOL) or hd.get_volume_from_series(
             datasets, dtype=np.float32, orientation_tol=ORIENTATION_TOL
         )
     except ValueError as exc:

@@ -33,7 +33,7 @@ def broker_options(settings: Settings) -> tuple[str, dict[str, Any]]:
             "control_folder": str(folder / "control"),
             "processed_folder": str(folder / "processed"),
             "store_processed": False,
-            "polling_interval": 0.2,
+            "polling_interval": 0.05,  # queue wait ~25 ms on average (was 0.2 s)
         }
     url = str(settings.broker_url)
     options: dict[str, Any] = {}

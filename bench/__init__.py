@@ -1,0 +1,1 @@
+"""Benchmarks of the node against real peers (dcmtk, Orthanc); run with ``make bench``."""

@@ -1,0 +1,153 @@
+"""Shared helpers of the benchmarks: phantom studies on disk, peers, timing, RSS sampling.
+
+The real-peer harness of the tests (``tests/support``) is reused: Orthanc, dcmtk
+``storescp``/``storescu`` and the node's own processes, all on loopback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import psutil
+
+from tests.support.dcmtk import NETWORK_ENV
+from tests.support.ports import LOOPBACK
+
+QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
+#: Repetitions per figure (medians are reported).
+RUNS = int(os.environ.get("BENCH_RUNS", "3"))
+#: Where studies and peers' storage go (needs ~2 GB for the 1000-slice study).
+DATA_DIR = Path(os.environ.get("BENCH_DATA_DIR", tempfile.gettempdir())) / "ainode-bench"
+RESULTS_DIR = Path(__file__).parent / "results"
+
+
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values)) if values else float("nan")
+
+
+def study_dir(slices: int, size: int = 512, syntax: str = "explicit", seed: int = 7) -> Path:
+    """A phantom CT study on disk (generated once, cached under :data:`DATA_DIR`)."""
+    from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless
+
+    from pipelines.phantom import generate_ct_phantom, write_phantom
+
+    folder = DATA_DIR / f"ct-{slices}x{size}-{syntax}-{seed}"
+    done = folder / ".complete"
+    if done.exists():
+        return folder
+    shutil.rmtree(folder, ignore_errors=True)
+    transfer = JPEG2000Lossless if syntax == "j2k" else ExplicitVRLittleEndian
+    # 512 x 512 at 0.7 mm covers the phantom's 36 cm field; slices 1 mm apart.
+    spacing = 0.7 * 512 / size
+    study = generate_ct_phantom(
+        slices=slices,
+        rows=size,
+        columns=size,
+        pixel_spacing=spacing,
+        slice_thickness=1.0 if slices >= 300 else 3.0,
+        seed=seed,
+        transfer_syntax_uid=transfer,
+    )
+    write_phantom(study, folder)
+    done.touch()
+    return folder
+
+
+def study_files(folder: Path) -> list[Path]:
+    return sorted(folder.glob("CT*.dcm"))
+
+
+def total_bytes(files: Sequence[Path]) -> int:
+    return sum(path.stat().st_size for path in files)
+
+
+def split(files: Sequence[Path], parts: int) -> list[list[Path]]:
+    """``parts`` contiguous chunks of ``files`` (one association each)."""
+    size = -(-len(files) // parts)
+    return [list(files[i : i + size]) for i in range(0, len(files), size)]
+
+
+def send_parallel(
+    port: int, called_ae: str, files: Sequence[Path], associations: int = 1, extra=()
+) -> float:
+    """Send ``files`` with ``associations`` concurrent dcmtk ``storescu``; wall seconds.
+
+    The clock stops when every storescu has exited, i.e. after the last C-STORE
+    response; each storescu gets ``TCP_NODELAY=1``.  Fails if any file failed.
+    """
+    env = {**os.environ, **NETWORK_ENV}
+    procs = []
+    logs = []
+    start = time.perf_counter()
+    for chunk in split(files, associations):
+        log = tempfile.TemporaryFile()  # noqa: SIM115 (closed below)
+        logs.append(log)
+        argv = ["storescu", "-aec", called_ae, "-aet", "BENCHSCU", *extra, LOOPBACK, str(port)]
+        procs.append(
+            subprocess.Popen(
+                [*argv, *map(str, chunk)], stdout=log, stderr=subprocess.STDOUT, env=env
+            )
+        )
+    codes = [proc.wait(timeout=900) for proc in procs]
+    elapsed = time.perf_counter() - start
+    for code, log in zip(codes, logs, strict=True):
+        log.seek(0)
+        text = log.read().decode(errors="replace")
+        log.close()
+        if code != 0 or "E:" in text:
+            raise RuntimeError(f"storescu failed ({code}): {text[-2000:]}")
+    return elapsed
+
+
+class RssSampler:
+    """Peak RSS of a process tree (the process and its children), sampled every 20 ms."""
+
+    def __init__(self, pid: int, interval: float = 0.02) -> None:
+        self.root = psutil.Process(pid)
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _sample(self) -> int:
+        total = 0
+        try:
+            procs = [self.root, *self.root.children(recursive=True)]
+        except psutil.Error:
+            return 0
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):
+                total += proc.memory_info().rss
+        return total
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._sample())
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> RssSampler:
+        self.peak = self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._sample())
+
+
+def scratch(name: str) -> Path:
+    """A fresh folder under :data:`DATA_DIR` (peers' storage, the node's spool)."""
+    folder = DATA_DIR / "run" / name
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    return folder

@@ -1,0 +1,210 @@
+"""Ingest throughput and memory: the node's SCP vs dcmtk ``storescp`` and Orthanc.
+
+Every receiver gets the same study from dcmtk ``storescu`` (``TCP_NODELAY=1``),
+over 1 and 4 associations; the clock runs from starting storescu to the last
+C-STORE response.  Receivers are started fresh (empty storage) for every run.
+The node runs as ``ainode serve`` (SCP + scheduler; stability long enough that
+no job starts during the measurement) with its durable writes (fsync + rename +
+database row before the response).  Peers: dcmtk writes without fsync; Orthanc
+with ``SyncStorageArea: false`` (the harness default), so they do less per instance.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from bench.common import (
+    QUICK,
+    RUNS,
+    RssSampler,
+    median,
+    scratch,
+    send_parallel,
+    study_dir,
+    study_files,
+    total_bytes,
+)
+from tests.support.dcmtk import StoreSCP
+from tests.support.node import NodeProcesses
+from tests.support.orthanc import OrthancServer
+
+Receiver = Callable[[], Any]
+
+
+@contextmanager
+def dcmtk_receiver(associations: int) -> Iterator[tuple[int, str, int]]:
+    # storescp serves one association at a time unless it forks one child per association
+    extra = ["--fork"] if associations > 1 else []
+    with StoreSCP(aet="STORESCP", output_dir=scratch("storescp"), extra_args=extra) as scp:
+        yield scp.port, "STORESCP", scp.pid or 0
+
+
+@contextmanager
+def orthanc_receiver(associations: int, sync: str = "") -> Iterator[tuple[int, str, int]]:
+    # Orthanc's DCMTK reads TCP_NODELAY from the environment as storescp does.
+    os.environ["TCP_NODELAY"] = "1"
+    extra = {"SyncStorageArea": True} if sync else {}
+    with OrthancServer(workdir=scratch("orthanc"), extra_config=extra) as orthanc:
+        yield orthanc.dicom_port, "ORTHANC", orthanc.pid or 0
+
+
+def node_env(**extra: str) -> dict[str, str]:
+    env = {"AINODE_STABILITY_SECONDS": "3600", "AINODE_LOG_LEVEL": "WARNING"}
+    env.update(extra)
+    return env
+
+
+@contextmanager
+def node_receiver(
+    associations: int, postgres: str = "", **env: str
+) -> Iterator[tuple[int, str, int]]:
+    """``ainode serve`` on SQLite (default) or, with ``postgres``, a fresh PostgreSQL database."""
+    workdir = scratch("node")
+    drop = None
+    if postgres:
+        from tests.support.services import fresh_postgres_database
+
+        env["AINODE_DATABASE_URL"], drop = fresh_postgres_database("bench")
+    try:
+        with NodeProcesses(workdir, env=node_env(**env)) as node:
+            node.cli("db", "upgrade")
+            process = node.start("serve")
+            node.wait_listening()
+            yield node.port, "AINODE", process.pid or 0
+    finally:
+        if drop is not None:
+            drop()
+
+
+RECEIVERS: dict[str, Callable[..., Any]] = {
+    "dcmtk": dcmtk_receiver,
+    "orthanc": orthanc_receiver,
+    "node": node_receiver,
+}
+
+
+def measure(
+    receiver: str,
+    files: list[Path],
+    associations: int,
+    runs: int,
+    label: str | None = None,
+    extra: tuple[str, ...] = (),
+    **env: str,
+) -> dict[str, Any]:
+    seconds = []
+    for _ in range(runs):
+        with RECEIVERS[receiver](associations, **env) as (port, aet, _pid):
+            seconds.append(send_parallel(port, aet, files, associations, extra))
+    mb = total_bytes(files) / 1e6
+    sec = median(seconds)
+    return {
+        "receiver": label or receiver,
+        "associations": associations,
+        "instances": len(files),
+        "megabytes": round(mb, 1),
+        "seconds_runs": [round(s, 3) for s in seconds],
+        "seconds": round(sec, 3),
+        "instances_per_s": round(len(files) / sec, 1),
+        "mb_per_s": round(mb / sec, 1),
+    }
+
+
+def node_memory(studies: int = 8, slices: int = 300, **env: str) -> dict[str, Any]:
+    """Peak RSS of the node's SCP process tree while ``studies`` studies arrive at once."""
+    folders = [study_dir(slices, seed=100 + i) for i in range(studies)]
+    import subprocess
+    import threading
+
+    with node_receiver(studies, **env) as (port, aet, pid), RssSampler(pid) as sampler:
+        errors: list[str] = []
+
+        def send(folder: Path) -> None:
+            try:
+                send_parallel(port, aet, study_files(folder), 1)
+            except (RuntimeError, subprocess.SubprocessError) as exc:
+                errors.append(str(exc))
+
+        threads = [threading.Thread(target=send, args=(f,)) for f in folders]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise RuntimeError(errors[0])
+    return {
+        "receiver_processes": int(env.get("AINODE_RECEIVER_PROCESSES", "1")),
+        "studies": studies,
+        "slices": slices,
+        "megabytes_received": round(sum(total_bytes(study_files(f)) for f in folders) / 1e6),
+        "peak_rss_mb": round(sampler.peak / 1e6, 1),
+    }
+
+
+def _interleaved(
+    configs: list[tuple[str, str, dict[str, str]]],
+    files: list[Path],
+    associations: int,
+    runs: int,
+    extra: tuple[str, ...] = (),
+) -> list[dict[str, Any]]:
+    """Each run measures every receiver in turn, so load from elsewhere hits all alike."""
+    samples: dict[str, list[dict[str, Any]]] = {label: [] for _, label, _ in configs}
+    for _ in range(runs):
+        for receiver, label, env in configs:
+            samples[label].append(measure(receiver, files, associations, 1, label, extra, **env))
+    rows = []
+    for items in samples.values():
+        seconds = [s for item in items for s in item["seconds_runs"]]
+        row = dict(items[0])
+        sec = median(seconds)
+        row.update(
+            seconds_runs=seconds,
+            seconds=round(sec, 3),
+            instances_per_s=round(row["instances"] / sec, 1),
+            mb_per_s=round(row["megabytes"] / sec, 1),
+        )
+        rows.append(row)
+    return rows
+
+
+def run(runs: int = RUNS) -> dict[str, Any]:
+    slices = 100 if QUICK else 300
+    files = study_files(study_dir(slices))
+    configs = [
+        ("dcmtk", "dcmtk", {}),
+        ("orthanc", "orthanc", {}),
+        ("orthanc", "orthanc-sync", {"sync": "1"}),
+        ("node", "node", {}),
+        ("node", "node-2proc", {"AINODE_RECEIVER_PROCESSES": "2"}),
+        ("node", "node-pg", {"postgres": "1"}),
+        ("node", "node-pg-2proc", {"postgres": "1", "AINODE_RECEIVER_PROCESSES": "2"}),
+    ]
+    rows = []
+    for associations in (1, 4):
+        rows += _interleaved(configs, files, associations, runs)
+    j2k = study_files(study_dir(100, syntax="j2k"))
+    # -xv: storescu proposes JPEG 2000 lossless (the files' own syntax)
+    for row in _interleaved(configs[:2] + configs[3:4], j2k, 1, runs, ("-xv",)):
+        row["syntax"] = "jpeg2000-lossless"
+        rows.append(row)
+    count, size = (4, 100) if QUICK else (8, 300)
+    memory = [
+        node_memory(count, size),
+        node_memory(count, size, AINODE_RECEIVER_PROCESSES="2"),
+    ]
+    return {"slices": slices, "throughput": rows, "memory": memory}
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    receiver = sys.argv[1] if len(sys.argv) > 1 else "node"
+    associations = int(sys.argv[2]) if len(sys.argv) > 2 else 1
+    slices = int(os.environ.get("BENCH_SLICES", "300"))
+    print(json.dumps(measure(receiver, study_files(study_dir(slices)), associations, RUNS)))

@@ -1,0 +1,103 @@
+"""The job's compute phases measured in-process on the same files a worker reads.
+
+The ``jobs`` table has load / inference / write seconds; SEG build and SR
+build happen between them and are not recorded separately there.  This runs
+the steps of ``worker.tasks.inference._produce`` one by one with a clock
+around each (same functions, same arguments), so the end-to-end figures from
+the database can be split further.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import RUNS, median
+
+
+def phases_once(paths: list[Path]) -> dict[str, float]:
+    from core import __version__
+    from core.files import write_durably
+    from core.uids import ResultUIDs
+    from pipelines.base import measure_segments
+    from pipelines.io import load_series
+    from pipelines.outputs import build_measurement_report, build_segmentation
+    from pipelines.outputs.provenance import ResultProvenance
+    from pipelines.registry import load_pipeline
+
+    out: dict[str, float] = {}
+    pipeline = load_pipeline("ct-lungs")
+    spec = pipeline.spec
+    t = time.perf_counter()
+    data = load_series(paths)
+    out["load"] = time.perf_counter() - t
+    t = time.perf_counter()
+    result = pipeline.run(data)
+    out["inference"] = time.perf_counter() - t
+    t = time.perf_counter()
+    measurements = measure_segments(data, result)
+    out["measure"] = time.perf_counter() - t
+    ds0 = data.datasets[0]
+    uids = ResultUIDs.for_job(
+        study_uid=ds0.StudyInstanceUID,
+        series_uid=ds0.SeriesInstanceUID,
+        pipeline=spec.name,
+        version=spec.version,
+        key="bench",
+    )
+    provenance = ResultProvenance(
+        node_version=__version__,
+        pipeline_name=spec.name,
+        pipeline_version=spec.version,
+        device_serial_number="BENCH",
+        parameters=dict(pipeline.parameters),
+        algorithm_family=pipeline.algorithm_family,
+    )
+    t = time.perf_counter()
+    seg = build_segmentation(
+        data,
+        result,
+        series_instance_uid=uids.seg_series,
+        sop_instance_uid=uids.seg_instance,
+        series_number=9901,
+        provenance=provenance,
+    )
+    out["seg_build"] = time.perf_counter() - t
+    t = time.perf_counter()
+    sr = build_measurement_report(
+        data,
+        measurements,
+        seg,
+        series_instance_uid=uids.sr_series,
+        sop_instance_uid=uids.sr_instance,
+        series_number=9902,
+        provenance=provenance,
+        intensity_unit=pipeline.intensity_unit,
+    )
+    out["sr_build"] = time.perf_counter() - t
+    with tempfile.TemporaryDirectory() as folder:
+        t = time.perf_counter()
+        for name, dataset in (("seg", seg), ("sr", sr)):
+            write_durably(
+                Path(folder) / f"{name}.dcm",
+                lambda handle, d=dataset: d.save_as(handle, enforce_file_format=True),
+            )
+        out["write"] = time.perf_counter() - t
+    return out
+
+
+def phases(paths: list[Path], runs: int = RUNS) -> dict[str, Any]:
+    samples = [phases_once(paths) for _ in range(runs)]
+    return {key: round(median([s[key] for s in samples]), 3) for key in samples[0]} | {"runs": runs}
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    from bench.common import study_dir, study_files
+
+    slices = int(sys.argv[1]) if len(sys.argv) > 1 else 300
+    print(json.dumps(phases(study_files(study_dir(slices)), runs=1)))

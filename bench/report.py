@@ -1,0 +1,320 @@
+"""Turn ``bench/results/latest.json`` into ``latest.md`` and small PNG plots."""
+# ruff: noqa: RUF001
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+PHASES = [
+    "stability_wait",
+    "routing",
+    "queue_wait",
+    "load",
+    "inference",
+    "seg_build",
+    "sr_build",
+    "db_writes",
+    "write",
+    "send_scheduling",
+    "send",
+]
+
+
+def _mark(ok: bool) -> str:
+    return "met" if ok else "**missed**"
+
+
+def _ingest_rows(ingest: dict[str, Any]) -> list[dict[str, Any]]:
+    return [r for r in ingest.get("throughput", []) if "syntax" not in r]
+
+
+def _find(rows: list[dict[str, Any]], receiver: str, associations: int) -> dict[str, Any] | None:
+    return next(
+        (r for r in rows if r["receiver"] == receiver and r["associations"] == associations), None
+    )
+
+
+def markdown(results: dict[str, Any]) -> str:
+    out = [
+        "# Benchmark results",
+        "",
+        f"Run {results.get('started')} → {results.get('finished')}; medians of "
+        f"{results.get('runs')} runs{' (BENCH_QUICK)' if results.get('quick') else ''}; "
+        + ", ".join(f"{k} {v}" for k, v in results.get("versions", {}).items()),
+        "",
+    ]
+    loads = results.get("load_average")
+    if loads:
+        out += [
+            "Machine load (1-min load average before → after each section; the machine "
+            "is shared, so figures of one run are compared with peers measured in the same "
+            "run, interleaved): " + ", ".join(f"{k} {v[0]} → {v[1]}" for k, v in loads.items()),
+            "",
+        ]
+    checks: list[tuple[str, str, str]] = []
+    ingest = results.get("ingest")
+    if ingest:
+        rows = _ingest_rows(ingest)
+        out += [
+            f"## Ingest: {ingest['slices']} × 512² CT, dcmtk storescu, loopback",
+            "",
+            "| receiver | assoc. | instances/s | MB/s | × dcmtk | × Orthanc | runs (s) |",
+            "|---|---:|---:|---:|---:|---:|---|",
+        ]
+        for row in rows:
+            dcmtk = _find(rows, "dcmtk", row["associations"])
+            orthanc = _find(rows, "orthanc", row["associations"])
+            ratio_d = row["instances_per_s"] / dcmtk["instances_per_s"] if dcmtk else float("nan")
+            ratio_o = (
+                row["instances_per_s"] / orthanc["instances_per_s"] if orthanc else float("nan")
+            )
+            out.append(
+                f"| {row['receiver']} | {row['associations']} | {row['instances_per_s']:.0f} | "
+                f"{row['mb_per_s']:.0f} | {ratio_d:.2f} | {ratio_o:.2f} | "
+                f"{', '.join(f'{s:.2f}' for s in row['seconds_runs'])} |"
+            )
+        j2k = [r for r in ingest.get("throughput", []) if r.get("syntax")]
+        if j2k:
+            out += ["", "JPEG 2000 lossless variant (100 slices, 1 association):", ""]
+            out += ["| receiver | instances/s | MB/s |", "|---|---:|---:|"]
+            out += [
+                f"| {r['receiver']} | {r['instances_per_s']:.0f} | {r['mb_per_s']:.0f} |"
+                for r in j2k
+            ]
+        d1, o1 = _find(rows, "dcmtk", 1), _find(rows, "orthanc", 1)
+        best1 = max(
+            (r for r in rows if r["receiver"].startswith("node") and r["associations"] == 1),
+            key=lambda r: r["instances_per_s"],
+            default=None,
+        )
+        best4 = max(
+            (r for r in rows if r["receiver"].startswith("node") and r["associations"] == 4),
+            key=lambda r: r["instances_per_s"],
+            default=None,
+        )
+        if best1 and d1 and o1:
+            r = best1["instances_per_s"]
+            checks.append(
+                (
+                    "1 assoc ≥ 0.5× dcmtk",
+                    f"{r / d1['instances_per_s']:.2f}×",
+                    _mark(r >= 0.5 * d1["instances_per_s"]),
+                )
+            )
+            checks.append(
+                (
+                    "1 assoc ≥ 1.5× Orthanc",
+                    f"{r / o1['instances_per_s']:.2f}×",
+                    _mark(r >= 1.5 * o1["instances_per_s"]),
+                )
+            )
+        if best1 and best4:
+            ratio = best4["instances_per_s"] / best1["instances_per_s"]
+            checks.append(
+                (
+                    f"4 assoc ≥ 1.7× 1 assoc ({best4['receiver']})",
+                    f"{ratio:.2f}×",
+                    _mark(ratio >= 1.7),
+                )
+            )
+        memory = ingest.get("memory")
+        if isinstance(memory, dict):
+            memory = [memory]
+        if memory:
+            out += ["", "Peak RSS of the SCP (process tree) while studies arrive at once:", ""]
+            out += ["| receiver processes | studies × slices | MB received | peak RSS MB |"]
+            out += ["|---:|---|---:|---:|"]
+            for m in memory:
+                out.append(
+                    f"| {m.get('receiver_processes', 1)} | {m['studies']} × {m['slices']} | "
+                    f"{m['megabytes_received']} | {m['peak_rss_mb']:.0f} |"
+                )
+                checks.append(
+                    (
+                        f"peak RSS ≤ 300 MB ({m.get('receiver_processes', 1)} proc.)",
+                        f"{m['peak_rss_mb']:.0f} MB",
+                        _mark(m["peak_rss_mb"] <= 300),
+                    )
+                )
+        out.append("")
+    ttr = results.get("ttr")
+    if ttr:
+        out += [
+            "## Time to result (last C-STORE response → SEG + SR in Orthanc), `ct-lungs`, CPU",
+            "",
+            "| phase (s) | " + " | ".join(f"{t['slices']} slices" for t in ttr) + " |",
+            "|---|" + "---:|" * len(ttr),
+        ]
+        for phase in [*PHASES, "visible_in_orthanc", "orchestration", "overhead", "total"]:
+            out.append(
+                f"| {phase} | "
+                + " | ".join(f"{t.get(phase, float('nan')):.2f}" for t in ttr)
+                + " |"
+            )
+        out += [
+            "",
+            "`overhead` = total − stability wait − inference (the pipeline's compute); "
+            "`orchestration` = routing + queue wait + send scheduling + DB writes; "
+            "`db_writes` = job run time − load − inference − write − SEG/SR build "
+            "(SEG/SR build timed inside the worker by `bench/hooks/sitecustomize.py`).",
+            "",
+        ]
+        t300 = next((t for t in ttr if t["slices"] == 300), None)
+        if t300:
+            checks += [
+                (
+                    "300: everything but stability + compute ≤ 3 s",
+                    f"{t300['overhead']:.2f} s",
+                    _mark(t300["overhead"] <= 3),
+                ),
+                ("300: volume load ≤ 1.5 s", f"{t300['load']:.2f} s", _mark(t300["load"] <= 1.5)),
+                (
+                    "300: SEG build ≤ 2 s",
+                    f"{t300['seg_build']:.2f} s",
+                    _mark(t300["seg_build"] <= 2),
+                ),
+                (
+                    "300: orchestration ≤ 0.2 s",
+                    f"{t300['orchestration']:.2f} s",
+                    _mark(t300["orchestration"] <= 0.2),
+                ),
+            ]
+    seg = results.get("seg")
+    if seg:
+        out += [
+            f"## SEG writing: 117 segments on 512 × 512 × {seg[0]['slices']}",
+            "",
+            "| writer | build s | build + write s | MB | frames | peak RSS MB |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for row in seg:
+            out.append(
+                f"| {row['config']} | {row['build_seconds']:.2f} | "
+                f"{row['build_write_seconds']:.2f} | {row['megabytes']} | {row['frames']} | "
+                f"{row['peak_rss_mb']:.0f} |"
+            )
+        for row in seg:
+            if row["config"] == "node-labelmap":
+                checks.append(
+                    (
+                        "SEG LABELMAP ≤ 3 s",
+                        f"{row['build_write_seconds']:.2f} s",
+                        _mark(row["build_write_seconds"] <= 3),
+                    )
+                )
+            if row["config"] == "node-binary":
+                checks.append(
+                    (
+                        "SEG BINARY ≤ 15 s",
+                        f"{row['build_write_seconds']:.2f} s",
+                        _mark(row["build_write_seconds"] <= 15),
+                    )
+                )
+            if row["config"].startswith("node"):
+                checks.append(
+                    (
+                        f"{row['config']} peak RSS ≤ 1.5 GB",
+                        f"{row['peak_rss_mb']:.0f} MB",
+                        _mark(row["peak_rss_mb"] <= 1536),
+                    )
+                )
+        out.append("")
+    backlog = results.get("backlog")
+    if backlog:
+        out += [
+            "## Backlog: queued studies cleared by N workers",
+            "",
+            "| workers | studies × slices | wall s | studies/hour | pipeline busy | load share |",
+            "|---:|---|---:|---:|---:|---:|",
+        ]
+        for row in backlog:
+            out.append(
+                f"| {row['workers']} | {row['studies']} × {row['slices']} | "
+                f"{row['wall_seconds']:.1f} | {row['studies_per_hour']:.0f} | "
+                f"{row['pipeline_busy_fraction']:.2f} | {row['load_fraction']:.2f} |"
+            )
+        out.append("")
+    if checks:
+        out += ["## Targets", "", "| target | measured | |", "|---|---:|---|"]
+        out += [f"| {name} | {value} | {mark} |" for name, value, mark in checks]
+        out.append("")
+    return "\n".join(out)
+
+
+def plots(results: dict[str, Any], folder: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    ingest = results.get("ingest")
+    if ingest:
+        rows = _ingest_rows(ingest)
+        receivers = list(dict.fromkeys(r["receiver"] for r in rows))
+        fig, ax = plt.subplots(figsize=(6.4, 3.2))
+        width = 0.38
+        for offset, assoc in ((-width / 2, 1), (width / 2, 4)):
+            values = [
+                (_find(rows, name, assoc) or {"instances_per_s": 0})["instances_per_s"]
+                for name in receivers
+            ]
+            ax.bar(
+                [i + offset for i in range(len(receivers))], values, width, label=f"{assoc} assoc."
+            )
+        ax.set_xticks(range(len(receivers)), receivers)
+        ax.set_ylabel("instances/s")
+        ax.set_title(f"Ingest, {ingest['slices']} × 512² CT")
+        ax.legend()
+        fig.tight_layout()
+        path = folder / "ingest.png"
+        fig.savefig(path, dpi=80)
+        plt.close(fig)
+        written.append(path)
+    ttr = results.get("ttr")
+    if ttr:
+        fig, ax = plt.subplots(figsize=(6.4, 3.2))
+        labels = [f"{t['slices']}" for t in ttr]
+        bottom = [0.0] * len(ttr)
+        colours = plt.get_cmap("tab20").colors
+        for index, phase in enumerate(PHASES):
+            values = [max(0.0, t.get(phase, 0.0)) for t in ttr]
+            ax.barh(labels, values, left=bottom, label=phase, color=colours[index])
+            bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+        ax.set_xlabel("seconds")
+        ax.set_ylabel("slices")
+        ax.set_title("Time to result by phase")
+        ax.legend(fontsize=6, ncol=2, loc="lower right")
+        fig.tight_layout()
+        path = folder / "ttr_phases.png"
+        fig.savefig(path, dpi=80)
+        plt.close(fig)
+        written.append(path)
+        fig, ax = plt.subplots(figsize=(6.4, 3.2))
+        slices = [t["slices"] for t in ttr]
+        for phase in ("load", "inference", "seg_build", "write", "send", "overhead", "total"):
+            ax.plot(slices, [t.get(phase, 0.0) for t in ttr], marker="o", label=phase)
+        ax.set_xlabel("slices (512²)")
+        ax.set_ylabel("seconds")
+        ax.set_title("Scaling with study size")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = folder / "scaling.png"
+        fig.savefig(path, dpi=80)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def write_report(results: dict[str, Any], folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "latest.md").write_text(markdown(results))
+    plots(results, folder)
+
+
+if __name__ == "__main__":
+    folder = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent / "results"
+    write_report(json.loads((folder / "latest.json").read_text()), folder)
