@@ -96,6 +96,7 @@ class ReceiverPool:
         self._context = multiprocessing.get_context("spawn")
         self._children: list[tuple[BaseProcess, Connection]] = []
         self._threads: list[threading.Thread] = []
+        self._stopping = threading.Event()
 
     @property
     def pids(self) -> list[int]:
@@ -117,20 +118,28 @@ class ReceiverPool:
             child_end.close()
             self._children.append((process, parent_end))
             thread = threading.Thread(
-                target=self._relay, args=(parent_end,), name="receiver-relay", daemon=True
+                target=self._relay, args=(process, parent_end), name="receiver-relay", daemon=True
             )
             thread.start()
             self._threads.append(thread)
         log.info("started %d extra receiver processes on port %d", count, port)
 
-    def _relay(self, connection: Connection) -> None:
+    def _relay(self, process: BaseProcess, connection: Connection) -> None:
         with contextlib.suppress(EOFError, OSError):
             while True:
                 study_id: Any = connection.recv()
                 self._on_recorded(int(study_id))
+        if not self._stopping.is_set():
+            process.join(1)
+            log.error(
+                "receiver process %s exited (code %s); the other receivers take its connections",
+                process.pid,
+                process.exitcode,
+            )
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop every child (SIGTERM, then SIGKILL after ``timeout``)."""
+        self._stopping.set()
         for process, _ in self._children:
             if process.is_alive():
                 process.terminate()

@@ -87,6 +87,16 @@ class ResultProvenance:
         """Parameters as ``"name=value"`` strings, sorted for reproducibility."""
         return [f"{key}={value}" for key, value in sorted(self.parameters.items())]
 
+    def equipment(self) -> dict[str, object]:
+        """General Equipment keyword arguments shared by every result constructor."""
+        return {
+            "manufacturer": self.manufacturer,
+            "manufacturer_model_name": self.manufacturer_model_name,
+            # a list: pydicom warns when a multi-valued LO is given as a tuple
+            "software_versions": list(self.software_versions),
+            "device_serial_number": self.device_serial_number,
+        }
+
     def default_series_description(self, kind: str) -> str:
         """Default ``SeriesDescription``, e.g. ``"AI SEG ct-lungs 1.0.0"``.
 

@@ -206,11 +206,7 @@ def build_segmentation(
         series_number=series_number,
         sop_instance_uid=sop_instance_uid,
         instance_number=1,
-        manufacturer=provenance.manufacturer,
-        manufacturer_model_name=provenance.manufacturer_model_name,
-        # a list: pydicom warns when a multi-valued LO is given as a tuple
-        software_versions=list(provenance.software_versions),
-        device_serial_number=provenance.device_serial_number,
+        **provenance.equipment(),
         content_description=f"{provenance.pipeline_name} {provenance.pipeline_version}"[:64],
         series_description=series_description or provenance.default_series_description("SEG"),
         transfer_syntax_uid=ExplicitVRLittleEndian,

@@ -19,6 +19,7 @@ from pathlib import Path
 from types import TracebackType
 
 from .ports import LOOPBACK, free_port, port_is_open
+from .processes import tail
 from .services import ServiceUnavailable
 from .waiting import WaitTimeout, wait_until
 
@@ -163,10 +164,7 @@ class PrivatePostgres:
 
     def log_tail(self, max_bytes: int = 3000) -> str:
         """The end of the server log (for assertion messages)."""
-        try:
-            return self.log_path.read_text(errors="replace")[-max_bytes:]
-        except OSError:
-            return ""
+        return tail(self.log_path, max_bytes)
 
     def __enter__(self) -> PrivatePostgres:
         return self.start()

@@ -157,27 +157,27 @@ def _upcoming(runtime: WorkerRuntime, current: int) -> ClaimedJob | None:
         return _view(runtime, session, job)
 
 
-def fail_job(runtime: WorkerRuntime, job_id: int, reason: str) -> None:
-    """Mark a job failed with ``reason`` (also used for unexpected task errors)."""
+def _finish(runtime: WorkerRuntime, job_id: int, state: JobState, reason: str) -> None:
+    """End a job (not already succeeded) in ``state`` with ``reason``, recorded as an event."""
     with session_scope(runtime.session_factory) as session:
         job = session.get(Job, job_id)
         if job is None or job.state == JobState.SUCCEEDED:
             return
-        job.state = JobState.FAILED
+        job.state = state
         job.error = reason
         job.finished_at = utcnow()
-        _event(session, job, JobState.FAILED, reason)
+        _event(session, job, state, reason)
+
+
+def fail_job(runtime: WorkerRuntime, job_id: int, reason: str) -> None:
+    """Mark a job failed with ``reason`` (also used for unexpected task errors)."""
+    _finish(runtime, job_id, JobState.FAILED, reason)
     log.warning("job %d failed: %s", job_id, reason)
 
 
 def skip_job(runtime: WorkerRuntime, job_id: int, reason: str) -> None:
     """Mark a job skipped with ``reason`` (its input is outside the validated domain)."""
-    with session_scope(runtime.session_factory) as session:
-        job = session.get_one(Job, job_id)
-        job.state = JobState.SKIPPED
-        job.error = reason
-        job.finished_at = utcnow()
-        _event(session, job, JobState.SKIPPED, reason)
+    _finish(runtime, job_id, JobState.SKIPPED, reason)
     log.info("job %d skipped: %s", job_id, reason)
 
 
