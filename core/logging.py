@@ -1,7 +1,7 @@
 """Log set-up shared by every process: one format, UIDs and ids only.
 
-Nothing the node logs carries patient data; pynetdicom is told not to log
-request or response identifiers (see :func:`dicom_node.server.configure_pynetdicom`)
+Nothing the node logs carries patient data; pynetdicom (the node's SCU) is
+told not to log request or response identifiers (see :mod:`dicom_node.scu`)
 and its own chatter is limited to warnings.
 """
 

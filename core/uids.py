@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 from pydicom.uid import generate_uid
 
+from core import __version__
+
 UID_ROOT = "1.2.826.0.1.3680043.8.498."
 
 
@@ -57,3 +59,9 @@ class ResultUIDs:
             sr_series=derived_uid(*base, "sr-series"),
             sr_instance=derived_uid(*base, "sr-instance"),
         )
+
+
+#: The node's Implementation Class UID (association negotiation, file meta), one per version.
+IMPLEMENTATION_CLASS_UID = derived_uid("implementation", __version__)
+#: The node's Implementation Version Name (at most 16 characters).
+IMPLEMENTATION_VERSION_NAME = f"AINODE_{__version__}"[:16]

@@ -30,40 +30,38 @@ MAX_BATCH = 64
 
 
 class GroupCommitRecorder(InstanceRecorder):
-    """An :class:`InstanceRecorder` whose ``record`` joins the next group commit."""
+    """An :class:`InstanceRecorder` whose ``record`` joins the next group commit.
+
+    Leader and followers, without a thread of its own: the caller that gets
+    the commit lock commits every row waiting at that moment (its own
+    included); the others wait for the lock and find their row committed, or
+    lead the next commit.  A lone association therefore commits in its own
+    thread, with no hand-over between threads.
+    """
 
     def __init__(self, session_factory: sessionmaker[Session]) -> None:
         super().__init__(session_factory)
         self._pending: queue.SimpleQueue[tuple[ReceivedInstance, datetime, Future[int]]] = (
             queue.SimpleQueue()
         )
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+        self._leader = threading.Lock()
 
     def record(self, received: ReceivedInstance, now: datetime | None = None) -> int:
         """Record ``received`` (with others arriving meanwhile); returns its study id."""
         future: Future[int] = Future()
         self._pending.put((received, now or utcnow(), future))
-        self._ensure_thread()
-        return future.result()
-
-    def _ensure_thread(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
-            return
-        with self._lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._loop, name="group-commit", daemon=True)
-                self._thread.start()
-
-    def _loop(self) -> None:
-        while True:
-            batch = [self._pending.get()]
-            while len(batch) < MAX_BATCH:
-                try:
-                    batch.append(self._pending.get_nowait())
-                except queue.Empty:
+        while not future.done():
+            with self._leader:
+                if future.done():
                     break
-            self._commit(batch)
+                batch = []
+                while len(batch) < MAX_BATCH:
+                    try:
+                        batch.append(self._pending.get_nowait())
+                    except queue.Empty:
+                        break
+                self._commit(batch)
+        return future.result()
 
     def _commit(self, batch: list[tuple[ReceivedInstance, datetime, Future[int]]]) -> None:
         if len(batch) > 1:
@@ -73,7 +71,8 @@ class GroupCommitRecorder(InstanceRecorder):
             except Exception:
                 log.debug("group commit of %d rows failed; recording them one by one", len(batch))
             else:
-                for (_, _, future), study_id in zip(batch, ids, strict=True):
+                for (item, _, future), (study_id, series_id) in zip(batch, ids, strict=True):
+                    self.remember(item, (study_id, series_id))
                     future.set_result(study_id)
                 return
         for item, now, future in batch:

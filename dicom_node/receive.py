@@ -1,48 +1,101 @@
-"""Where pynetdicom writes a dataset while it is being received.
+"""The file a C-STORE dataset is received into, on the spool's file system.
 
-pynetdicom's chunked receive writes each incoming dataset to a temporary
-file.  Two things matter to the node: the file must lie on the spool's file
-system (so the durable store is a rename, not a copy), and a full disk must
-not crash the association thread (pynetdicom would abort the association and
-leave a partial file behind).  :class:`ReceiveFile` gives both: it swallows
-the write error, frees what it wrote and remembers why, so the C-STORE
-handler can answer 0xA700 (out of resources) and the sender may retry.
+A dataset is never decoded or held in memory while it arrives: its encoded
+bytes go from the socket through one buffer into a Part-10 file (a file meta
+header written from the command, then the dataset exactly as sent), so the
+durable store is an fsync and a rename.  A write error (a full disk) does not
+interrupt the association: the file frees what it wrote and remembers the
+error, the rest of the dataset is read and dropped, and the SCP answers
+0xA700 (out of resources) so that the sender may retry.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import struct
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
-from pynetdicom import dimse_messages
+from core.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 
 RECEIVE_SUFFIX = ".receiving"
+#: Bytes gathered before each write to the file.
+WRITE_BUFFER_BYTES = 1 << 20
+
+
+def _meta_element(tag: int, vr: bytes, value: bytes) -> bytes:
+    """One explicit VR little endian file meta element (every VR used here has a 2-byte length)."""
+    return struct.pack("<HH2sH", 0x0002, tag, vr, len(value)) + value
+
+
+def _even(value: str, pad: bytes) -> bytes:
+    raw = value.encode("ascii")
+    return raw + pad if len(raw) % 2 else raw
+
+
+def part10_header(
+    sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str, source_ae: str
+) -> bytes:
+    """Preamble, ``DICM`` and file meta information of a received instance (PS3.10 7.1).
+
+    Encoded directly (it is built for every instance, and a general dataset
+    writer costs more than the rest of the receive path); the tests read it
+    back with pydicom.
+    """
+    elements = [
+        struct.pack("<HH2sHI", 0x0002, 0x0001, b"OB", 0, 2) + b"\0\1",
+        _meta_element(0x0002, b"UI", _even(sop_class_uid, b"\0")),
+        _meta_element(0x0003, b"UI", _even(sop_instance_uid, b"\0")),
+        _meta_element(0x0010, b"UI", _even(transfer_syntax_uid, b"\0")),
+        _meta_element(0x0012, b"UI", _even(IMPLEMENTATION_CLASS_UID, b"\0")),
+        _meta_element(0x0013, b"SH", _even(IMPLEMENTATION_VERSION_NAME, b" ")),
+    ]
+    if source_ae:
+        elements.append(_meta_element(0x0016, b"AE", _even(source_ae, b" ")))
+    body = b"".join(elements)
+    length = _meta_element(0x0000, b"UL", struct.pack("<I", len(body)))
+    return b"\0" * 128 + b"DICM" + length + body
 
 
 class ReceiveFile:
-    """A write-only temp file that records (instead of raising) write failures.
+    """A write-only temp file that gathers writes in a buffer and records write failures.
 
-    It offers what pynetdicom uses of a ``NamedTemporaryFile``: ``name``,
-    ``write``, ``file.flush`` and ``close``.  Writes go straight to the file
-    descriptor (no buffer that could fail later, at close).
+    Parameters
+    ----------
+    folder:
+        Where the file is created (the spool's receive folder).
+    header:
+        The first bytes of the file (see :func:`part10_header`).
     """
 
-    def __init__(self, folder: Path) -> None:
-        self._fd, self.name = tempfile.mkstemp(suffix=RECEIVE_SUFFIX, dir=folder)
+    def __init__(self, folder: Path, header: bytes) -> None:
+        fd, name = tempfile.mkstemp(suffix=RECEIVE_SUFFIX, dir=folder)
+        self._fd = fd
+        self.path = Path(name)
         self.error: OSError | None = None
+        self._buffer = bytearray(WRITE_BUFFER_BYTES)
+        self._view = memoryview(self._buffer)
+        self._filled = 0
+        self._write(memoryview(header))
 
-    @property
-    def file(self) -> ReceiveFile:
-        """pynetdicom flushes through ``.file``."""
-        return self
+    def free_space(self) -> memoryview:
+        """The unfilled part of the buffer; fill a prefix, then call :meth:`commit`."""
+        if self._filled == len(self._buffer):
+            self.flush()
+        return self._view[self._filled :]
 
-    def write(self, data: bytes) -> int:
-        """Write ``data``; after a failure, discard everything and keep the error."""
-        view = memoryview(data)
+    def commit(self, count: int) -> None:
+        """Mark ``count`` bytes at the start of :meth:`free_space` as filled."""
+        self._filled += count
+
+    def flush(self) -> None:
+        """Write the buffered bytes to the file (after a failure: drop them)."""
+        self._write(self._view[: self._filled])
+        self._filled = 0
+
+    def _write(self, view: memoryview) -> None:
         while self.error is None and view:
             try:
                 view = view[os.write(self._fd, view) :]
@@ -50,36 +103,28 @@ class ReceiveFile:
                 self.error = exc
                 with contextlib.suppress(OSError):
                     os.ftruncate(self._fd, 0)
-        return len(data)
 
-    def flush(self) -> None:
-        """Nothing is buffered: writes are already with the OS."""
+    def sync(self) -> None:
+        """Flush and fsync: the bytes are on disk when this returns (raises OSError if not)."""
+        self.flush()
+        if self.error is not None:
+            raise self.error
+        os.fsync(self._fd)
 
     def close(self) -> None:
-        """Close the descriptor (idempotent)."""
+        """Close the descriptor (idempotent); the file stays where it is."""
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
 
-
-def receive_error(request: Any) -> OSError | None:
-    """The write error met while receiving ``request``'s dataset, if any."""
-    handle = getattr(request, "_dataset_file", None)
-    return getattr(handle, "error", None)
-
-
-def receive_into(folder: Path) -> None:
-    """Make pynetdicom receive every C-STORE dataset into ``folder`` as a ReceiveFile."""
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-
-    def factory(*_args: Any, **_kwargs: Any) -> ReceiveFile:
-        return ReceiveFile(folder)
-
-    dimse_messages.NamedTemporaryFile = factory  # type: ignore[attr-defined,assignment]
+    def discard(self) -> None:
+        """Close and delete the file (an aborted or rejected instance)."""
+        self.close()
+        self.path.unlink(missing_ok=True)
 
 
 def remove_stale(folder: Path, older_than_seconds: float) -> int:
-    """Delete receive files left by aborted associations; returns how many were removed."""
+    """Delete receive files left by a crash; returns how many were removed."""
     cutoff = time.time() - older_than_seconds
     removed = 0
     for path in folder.glob(f"*{RECEIVE_SUFFIX}"):

@@ -1,7 +1,7 @@
 """Several receiver processes sharing the DICOM port (``SO_REUSEPORT``).
 
-pynetdicom serves each association in a thread of one process, so concurrent
-associations share one GIL.  With ``AINODE_RECEIVER_PROCESSES=N`` the node
+The Storage SCP serves each association in a thread of one process, so
+concurrent associations share one GIL.  With ``AINODE_RECEIVER_PROCESSES=N`` the node
 runs the Storage SCP in ``N`` processes: the service's own SCP plus ``N - 1``
 children, each binding the same address with ``SO_REUSEPORT`` so the kernel
 spreads incoming connections over them.  Every child does exactly what the
@@ -24,19 +24,8 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from core.config import Settings
-from dicom_node.server import NodeAssociationServer
 
 log = logging.getLogger(__name__)
-
-
-class ReusePortAssociationServer(NodeAssociationServer):
-    """The node's association server, binding with ``SO_REUSEPORT`` (Linux, BSD)."""
-
-    def server_bind(self) -> None:
-        sock = self.socket
-        assert sock is not None
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        super().server_bind()
 
 
 def reuse_port_supported() -> bool:
@@ -72,6 +61,7 @@ def _child_main(settings_json: str, port: int, notify: Connection) -> None:
         clean_spool=False,
     )
     scp.start()
+    notify.send(READY)
     # Exit with the parent: a closed pipe ends the wait as well as SIGTERM.
     watcher = threading.Thread(target=_wait_parent, args=(notify, stop), daemon=True)
     watcher.start()
@@ -85,6 +75,12 @@ def _wait_parent(connection: Connection, stop: threading.Event) -> None:
         while not stop.is_set():
             connection.recv()  # the parent never sends; EOF means it is gone
     stop.set()
+
+
+#: What a child sends once it listens.
+READY = "ready"
+#: Seconds a child may take to start listening.
+START_TIMEOUT_SECONDS = 60.0
 
 
 class ReceiverPool:
@@ -104,7 +100,10 @@ class ReceiverPool:
         return [process.pid for process, _ in self._children if process.pid is not None]
 
     def start(self, port: int, count: int) -> None:
-        """Start ``count`` children listening on ``port`` (already bound by the parent)."""
+        """Start ``count`` children listening on ``port`` (already bound by the parent).
+
+        Returns once every child listens (or failed to start, which is logged).
+        """
         settings_json = self.settings.model_dump_json()
         for _ in range(count):
             parent_end, child_end = self._context.Pipe(duplex=True)
@@ -116,6 +115,7 @@ class ReceiverPool:
             )
             process.start()
             child_end.close()
+            self._await_ready(process, parent_end)
             self._children.append((process, parent_end))
             thread = threading.Thread(
                 target=self._relay, args=(process, parent_end), name="receiver-relay", daemon=True
@@ -123,6 +123,14 @@ class ReceiverPool:
             thread.start()
             self._threads.append(thread)
         log.info("started %d extra receiver processes on port %d", count, port)
+
+    @staticmethod
+    def _await_ready(process: BaseProcess, connection: Connection) -> None:
+        """Wait until a child listens, so that the port is served once ``start`` returns."""
+        with contextlib.suppress(EOFError, OSError):
+            if connection.poll(START_TIMEOUT_SECONDS) and connection.recv() == READY:
+                return
+        log.error("receiver process %s did not start listening", process.pid)
 
     def _relay(self, process: BaseProcess, connection: Connection) -> None:
         with contextlib.suppress(EOFError, OSError):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -34,11 +34,61 @@ class ReceivedInstance:
     size_bytes: int
 
 
+_instances, _series, _studies = Instance.__table__, Series.__table__, Study.__table__
+# Built once: executing a prepared statement skips building and keying it per instance.
+_UPDATE_INSTANCE = (
+    update(_instances)
+    .where(_instances.c.series_id == bindparam("series"))
+    .where(_instances.c.sop_instance_uid == bindparam("sop"))
+    .values(
+        transfer_syntax_uid=bindparam("syntax"),
+        size_bytes=bindparam("size"),
+        path=bindparam("path"),
+        received_at=bindparam("now"),
+        times_received=_instances.c.times_received + 1,
+    )
+)
+_INSERT_INSTANCE = insert(_instances).values(
+    series_id=bindparam("series"),
+    sop_instance_uid=bindparam("sop"),
+    sop_class_uid=bindparam("sop_class"),
+    transfer_syntax_uid=bindparam("syntax"),
+    path=bindparam("path"),
+    size_bytes=bindparam("size"),
+    calling_ae=bindparam("ae"),
+    received_at=bindparam("now"),
+    times_received=1,
+)
+_TOUCH_SERIES = (
+    update(_series)
+    .where(_series.c.id == bindparam("series"))
+    .values(
+        last_received_at=bindparam("now"),
+        instance_count=_series.c.instance_count + bindparam("added"),
+    )
+)
+_TOUCH_STUDY = (
+    update(_studies)
+    .where(_studies.c.id == bindparam("study"))
+    .values(state=bindparam("state"), last_received_at=bindparam("now"))
+)
+
+#: Series whose row ids are kept in memory (the cache starts over when full).
+MAX_REMEMBERED_SERIES = 10_000
+
+
 class InstanceRecorder:
-    """Writes each received instance's row, creating its study and series on first sight."""
+    """Writes each received instance's row, creating its study and series on first sight.
+
+    The ids of studies and series already seen are kept (they never change),
+    so recording the next instance of a series is three short statements
+    (update the instance or insert it, then touch the series and the study)
+    and one commit, without loading ORM objects.
+    """
 
     def __init__(self, session_factory: sessionmaker[Session]) -> None:
         self._session_factory = session_factory
+        self._ids: dict[tuple[str, str], tuple[int, int]] = {}
 
     def record(self, received: ReceivedInstance, now: datetime | None = None) -> int:
         """Record ``received`` and mark its study as receiving; returns the study id.
@@ -50,32 +100,69 @@ class InstanceRecorder:
         for attempt in range(3):
             try:
                 with session_scope(self._session_factory) as session:
-                    return self._record(session, received, now)
+                    ids = self._record(session, received, now)
             except IntegrityError:
                 if attempt == 2:
                     raise
+                continue  # another process created the row first: look it up again
+            self.remember(received, ids)
+            return ids[0]
         raise AssertionError("unreachable")
 
+    def remember(self, item: ReceivedInstance, ids: tuple[int, int]) -> None:
+        """Keep the (study id, series id) of a committed instance for the next ones."""
+        if len(self._ids) >= MAX_REMEMBERED_SERIES:
+            self._ids.clear()
+        self._ids[(item.study_uid, item.series_uid)] = ids
+
+    def _record(self, session: Session, item: ReceivedInstance, now: datetime) -> tuple[int, int]:
+        """Write the rows of one instance; returns its (study id, series id), uncommitted."""
+        ids = self._ids.get((item.study_uid, item.series_uid))
+        if ids is None:
+            ids = self._study_and_series(session, item, now)
+        study_id, series_id = ids
+        connection = session.connection()
+        row = {
+            "series": series_id,
+            "sop": item.sop_instance_uid,
+            "sop_class": item.sop_class_uid,
+            "syntax": item.transfer_syntax_uid,
+            "size": item.size_bytes,
+            "path": item.path,
+            "ae": item.calling_ae,
+            "now": now,
+        }
+        added = 0
+        if not connection.execute(_UPDATE_INSTANCE, row).rowcount:
+            connection.execute(_INSERT_INSTANCE, row)
+            added = 1
+        connection.execute(_TOUCH_SERIES, {"series": series_id, "now": now, "added": added})
+        connection.execute(
+            _TOUCH_STUDY, {"study": study_id, "now": now, "state": StudyState.RECEIVING}
+        )
+        return ids
+
     @staticmethod
-    def _record(session: Session, item: ReceivedInstance, now: datetime) -> int:
-        study = session.scalars(
-            select(Study).where(Study.study_instance_uid == item.study_uid)
-        ).one_or_none()
-        if study is None:
+    def _study_and_series(
+        session: Session, item: ReceivedInstance, now: datetime
+    ) -> tuple[int, int]:
+        """The ids of the instance's study and series rows, created when missing."""
+        study_id = session.scalar(
+            select(Study.id).where(Study.study_instance_uid == item.study_uid)
+        )
+        if study_id is None:
             study = Study(study_instance_uid=item.study_uid, first_received_at=now)
             session.add(study)
             session.flush()
-        study.state = StudyState.RECEIVING
-        study.last_received_at = now
-
-        series = session.scalars(
-            select(Series).where(
-                Series.study_id == study.id, Series.series_instance_uid == item.series_uid
+            study_id = study.id
+        series_id = session.scalar(
+            select(Series.id).where(
+                Series.study_id == study_id, Series.series_instance_uid == item.series_uid
             )
-        ).one_or_none()
-        if series is None:
+        )
+        if series_id is None:
             series = Series(
-                study_id=study.id,
+                study_id=study_id,
                 series_instance_uid=item.series_uid,
                 modality=item.modality,
                 sop_class_uid=item.sop_class_uid,
@@ -83,35 +170,9 @@ class InstanceRecorder:
                 series_description=item.series_description,
                 calling_ae=item.calling_ae,
                 instance_count=0,
+                last_received_at=now,
             )
             session.add(series)
             session.flush()
-        series.last_received_at = now
-
-        instance = session.scalars(
-            select(Instance).where(
-                Instance.series_id == series.id,
-                Instance.sop_instance_uid == item.sop_instance_uid,
-            )
-        ).one_or_none()
-        if instance is None:
-            session.add(
-                Instance(
-                    series_id=series.id,
-                    sop_instance_uid=item.sop_instance_uid,
-                    sop_class_uid=item.sop_class_uid,
-                    transfer_syntax_uid=item.transfer_syntax_uid,
-                    path=item.path,
-                    size_bytes=item.size_bytes,
-                    calling_ae=item.calling_ae,
-                    received_at=now,
-                )
-            )
-            series.instance_count = series.instance_count + 1
-        else:
-            instance.transfer_syntax_uid = item.transfer_syntax_uid
-            instance.size_bytes = item.size_bytes
-            instance.path = item.path
-            instance.received_at = now
-            instance.times_received = instance.times_received + 1
-        return study.id
+            series_id = series.id
+        return study_id, series_id

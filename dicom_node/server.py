@@ -1,104 +1,38 @@
-"""The Storage SCP: an AE built from the settings, started and stopped as one object.
+"""The Storage SCP: a listening socket and a thread per association, as one object.
 
-It accepts Verification and every Storage SOP class in any transfer syntax;
-datasets are received straight to a file on the spool's file system
-(pynetdicom's chunked receive) and never decoded in the association thread.
+It accepts Verification and every Storage SOP class in any transfer syntax.
+Each connection is served by a :class:`dicom_node.association.StorageAssociation`
+(the node's own acceptor: datasets go straight from the socket to a file on
+the spool's file system and are never decoded in the association thread).
+Connections from hosts off the allow-list are closed at accept, before any
+byte is read; DICOM TLS wraps the connection before negotiation.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
+import ssl
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from pydicom import uid
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, evt
-from pynetdicom.sop_class import Verification
-from pynetdicom.transport import ThreadedAssociationServer
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.config import Settings
 from core.tls import server_context
-from dicom_node import fastpath
+from dicom_node.association import StorageAssociation
 from dicom_node.group_commit import GroupCommitRecorder
-from dicom_node.handlers import bound_handlers
-from dicom_node.receive import receive_into, remove_stale
+from dicom_node.negotiation import AssociationPolicy
+from dicom_node.receive import remove_stale
 from dicom_node.spool import InstanceSpool
+from dicom_node.storage import InstanceStore
 
 log = logging.getLogger(__name__)
 
-
-def configure_pynetdicom() -> None:
-    """Process-wide pynetdicom options: stream to disk, log no identifiers (no PHI)."""
-    _config.STORE_RECV_CHUNKED_DATASET = True
-    _config.LOG_REQUEST_IDENTIFIERS = False
-    _config.LOG_RESPONSE_IDENTIFIERS = False
-    _config.LOG_HANDLER_LEVEL = "none"
-    fastpath.apply()
-
-
-def preferred_transfer_syntaxes() -> list[str]:
-    """Every transfer syntax, in the order the SCP prefers them when a sender offers several.
-
-    Lossless compression first (a sender offering it already holds the
-    compressed bytes; accepting them avoids transcoding and is bit-exact),
-    then uncompressed, then everything else (lossy syntaxes last, so the
-    node never asks a sender to compress lossily what it holds uncompressed).
-    """
-    lossless = [
-        uid.JPEGLosslessSV1,
-        uid.JPEGLossless,
-        uid.JPEGLSLossless,
-        uid.JPEG2000Lossless,
-        uid.RLELossless,
-    ]
-    uncompressed = [
-        uid.ExplicitVRLittleEndian,
-        uid.ImplicitVRLittleEndian,
-        uid.DeflatedExplicitVRLittleEndian,
-        uid.ExplicitVRBigEndian,
-    ]
-    first = [*lossless, *uncompressed]
-    return first + [syntax for syntax in ALL_TRANSFER_SYNTAXES if syntax not in first]
-
-
-def build_ae(settings: Settings) -> AE:
-    """An AE that accepts C-ECHO and C-STORE of every storage class and transfer syntax."""
-    ae = AE(ae_title=settings.ae_title)
-    ae.maximum_pdu_size = settings.max_pdu_size
-    ae.network_timeout = settings.network_timeout_seconds
-    ae.dimse_timeout = settings.network_timeout_seconds
-    ae.acse_timeout = settings.acse_timeout_seconds
-    ae.maximum_associations = settings.max_associations
-    ae.require_called_aet = True
-    ae.require_calling_aet = [caller.ae_title for caller in settings.allowed_callers]
-    syntaxes = preferred_transfer_syntaxes()
-    ae.add_supported_context(Verification, syntaxes)
-    for context in AllStoragePresentationContexts:
-        ae.add_supported_context(context.abstract_syntax, syntaxes)
-    return ae
-
-
-class NodeAssociationServer(ThreadedAssociationServer):
-    """pynetdicom's threaded server, refusing TCP connections from hosts not on the allow-list.
-
-    When every allow-list entry names a host, a connection from any other
-    address is closed before association negotiation; the AE title check
-    (A-ASSOCIATE-RJ) and the per-entry host check follow for the rest.
-    """
-
-    allowed_hosts: frozenset[str] | None = None
-
-    def verify_request(self, request: object, client_address: object) -> bool:
-        """Whether to serve a new TCP connection from ``client_address``."""
-        if self.allowed_hosts is None:
-            return True
-        host = client_address[0] if isinstance(client_address, tuple) else ""
-        if host in self.allowed_hosts:
-            return True
-        log.warning("refused connection from %s: host not allowed", host)
-        return False
+#: Connections waiting to be accepted before the kernel refuses more.
+LISTEN_BACKLOG = 128
 
 
 def allowed_hosts(settings: Settings) -> frozenset[str] | None:
@@ -141,17 +75,23 @@ class StorageSCP:
         self.settings = settings
         self.spool = InstanceSpool(settings.incoming_dir)
         self.recorder = GroupCommitRecorder(session_factory)
-        self._on_recorded = on_recorded
-        self._server: ThreadedAssociationServer | None = None
+        self.store = InstanceStore(self.spool, self.recorder, on_recorded)
+        self._policy = AssociationPolicy(settings)
+        self._tls: ssl.SSLContext | None = None
+        self._allowed_hosts = allowed_hosts(settings)
+        self._listener: socket.socket | None = None
+        self._connections: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
         self._reuse_port = reuse_port
         self._clean_spool = clean_spool
 
     @property
     def port(self) -> int:
         """The TCP port actually listened on (useful when the settings ask for port 0)."""
-        if self._server is None:
+        if self._listener is None:
             raise RuntimeError("the SCP is not running")
-        return int(self._server.server_address[1])
+        return int(self._listener.getsockname()[1])
 
     @property
     def receive_dir(self) -> Path:
@@ -160,43 +100,93 @@ class StorageSCP:
 
     def start(self) -> None:
         """Start listening in background threads."""
-        configure_pynetdicom()
-        receive_into(self.receive_dir)
+        self.receive_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         if self._clean_spool:
             removed = self.spool.remove_partials() + remove_stale(self.receive_dir, 0)
             if removed:
                 log.info("removed %d partial files left by an earlier run", removed)
-        ae = build_ae(self.settings)
-        handlers = bound_handlers(
-            self.spool, self.recorder, self.settings.allowed_callers, self._on_recorded
-        )
-        handlers.append((evt.EVT_CONN_OPEN, fastpath.set_nodelay))
-        if self._reuse_port:
-            from dicom_node.receivers import ReusePortAssociationServer
-
-            server_class: type[NodeAssociationServer] = ReusePortAssociationServer
-        else:
-            server_class = NodeAssociationServer
-        server = ae.make_server(
+        self._tls = server_context(self.settings)
+        self._listener = socket.create_server(
             (self.settings.host, self.settings.port),
-            evt_handlers=handlers,
-            ssl_context=server_context(self.settings),
-            server_class=server_class,
+            backlog=LISTEN_BACKLOG,
+            reuse_port=self._reuse_port,
         )
-        server.allowed_hosts = allowed_hosts(self.settings)
-        ae._servers.append(server)  # as AE.start_server does; shutdown() removes it
-        threading.Thread(target=server.serve_forever, name="scp-acceptor", daemon=True).start()
-        self._server = server
+        acceptor = threading.Thread(target=self._accept_loop, name="scp-acceptor", daemon=True)
+        acceptor.start()
+        self._threads.append(acceptor)
         log.info(
             "Storage SCP %s listening on %s:%d (TLS %s)",
             self.settings.ae_title,
             self.settings.host,
             self.port,
-            "on" if self.settings.tls_enabled else "off",
+            "on" if self._tls is not None else "off",
         )
 
-    def stop(self) -> None:
-        """Stop accepting associations and close the listening socket."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server = None
+    def _accept_loop(self) -> None:
+        listener = self._listener
+        assert listener is not None
+        while True:
+            try:
+                connection, address = listener.accept()
+            except OSError:
+                return  # the listener was shut down
+            host = str(address[0])
+            if self._allowed_hosts is not None and host not in self._allowed_hosts:
+                log.warning("refused connection from %s: host not allowed", host)
+                connection.close()
+                continue
+            connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with self._lock:
+                self._connections.add(connection)
+                self._threads = [thread for thread in self._threads if thread.is_alive()]
+                thread = threading.Thread(
+                    target=self._serve, args=(connection, host), name="scp-association", daemon=True
+                )
+                self._threads.append(thread)
+            thread.start()
+
+    def _active_besides_one(self) -> int:
+        with self._lock:
+            return len(self._connections) - 1
+
+    def _serve(self, connection: socket.socket, host: str) -> None:
+        sock = connection
+        try:
+            if self._tls is not None:
+                connection.settimeout(self.settings.acse_timeout_seconds)
+                sock = self._tls.wrap_socket(connection, server_side=True)
+            StorageAssociation(
+                sock,
+                host,
+                self._policy,
+                self.store,
+                self.receive_dir,
+                acse_timeout=self.settings.acse_timeout_seconds,
+                network_timeout=self.settings.network_timeout_seconds,
+                active_count=self._active_besides_one,
+            ).run()
+        except (OSError, ssl.SSLError) as exc:
+            log.warning("connection from %s failed: %s", host, type(exc).__name__)
+        finally:
+            with self._lock:
+                self._connections.discard(connection)
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop accepting, end the open associations and wait for their threads."""
+        listener, self._listener = self._listener, None
+        if listener is None:
+            return
+        with contextlib.suppress(OSError):
+            listener.shutdown(socket.SHUT_RDWR)
+        listener.close()
+        with self._lock:
+            connections = list(self._connections)
+            threads = list(self._threads)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+        for thread in threads:
+            thread.join(timeout)
+        self._threads.clear()

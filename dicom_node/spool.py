@@ -1,4 +1,4 @@
-"""Durable storage of received instances: temp file, fsync, rename.
+"""Durable storage of received instances: receive file, fsync, rename, fsync the folder.
 
 An instance is only answered with success once its bytes are on disk under
 their final name; a crash or a full disk leaves either the previous file or
@@ -16,7 +16,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from core.files import PARTIAL_SUFFIX, commit_file, partial_path
+from core.files import PARTIAL_SUFFIX, commit_file, fsync_dir, partial_path
+from dicom_node.receive import ReceiveFile
 
 _PLAIN_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 
@@ -53,8 +54,12 @@ class InstanceSpool:
         """The absolute path of a spool-relative path."""
         return self.root / relative
 
-    def store(self, received: Path, relative: PurePosixPath) -> SpooledFile:
-        """Move (or copy) a received Part-10 file durably to its place in the spool.
+    def store(self, received: ReceiveFile, relative: PurePosixPath) -> SpooledFile:
+        """Make a received Part-10 file durable at its place in the spool.
+
+        The file is fsynced, renamed into place (copied when the receive
+        folder is on another file system) and the folder fsynced; a folder
+        created for a new study or series is made durable in its parent too.
 
         Raises
         ------
@@ -63,31 +68,41 @@ class InstanceSpool:
             partial file is left behind.
         """
         final = self.absolute(relative)
-        final.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        partial = partial_path(final)
+        self._make_folders(final.parent)
+        received.sync()
         try:
-            self._place(received, partial)
-            size = commit_file(partial, final)
-        except BaseException:
-            partial.unlink(missing_ok=True)
-            raise
-        return SpooledFile(relative_path=relative, size_bytes=size)
-
-    @staticmethod
-    def _place(received: Path, partial: Path) -> None:
-        """Rename when on the same file system (no copy), else copy; fsync the data."""
-        try:
-            os.rename(received, partial)
+            os.replace(received.path, final)
         except OSError as exc:
             if exc.errno != errno.EXDEV:
                 raise
+            self._copy(received.path, final)
+        fsync_dir(final.parent)
+        return SpooledFile(relative_path=relative, size_bytes=final.stat().st_size)
+
+    @staticmethod
+    def _make_folders(folder: Path) -> None:
+        """Create ``folder`` (and missing parents) durably: each new entry's parent is fsynced."""
+        missing = []
+        path = folder
+        while not path.exists():
+            missing.append(path)
+            path = path.parent
+        for path in reversed(missing):
+            path.mkdir(mode=0o700, exist_ok=True)
+            fsync_dir(path.parent)
+
+    @staticmethod
+    def _copy(received: Path, final: Path) -> None:
+        partial = partial_path(final)
+        try:
             with received.open("rb") as src, partial.open("wb") as dst:
                 shutil.copyfileobj(src, dst, 1 << 20)
                 dst.flush()
                 os.fsync(dst.fileno())
-            return
-        with partial.open("rb+") as handle:
-            os.fsync(handle.fileno())
+            commit_file(partial, final)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
 
     def remove_partials(self) -> int:
         """Delete partial files a crash left behind; returns how many were removed."""

@@ -79,12 +79,12 @@ def test_a_failing_row_fails_alone(factory, monkeypatch: pytest.MonkeyPatch) -> 
     recorder = GroupCommitRecorder(sessions)
     original = InstanceRecorder._record
 
-    def picky(session, item, now):
+    def picky(self, session, item, now):
         if item.sop_instance_uid.endswith(".13"):
             raise RuntimeError("bad row")
-        return original(session, item, now)
+        return original(self, session, item, now)
 
-    monkeypatch.setattr(InstanceRecorder, "_record", staticmethod(picky))
+    monkeypatch.setattr(InstanceRecorder, "_record", picky)
     items = [_item(3, sop) for sop in range(30)]
     with ThreadPoolExecutor(8) as pool:
         futures = [pool.submit(recorder.record, item) for item in items]

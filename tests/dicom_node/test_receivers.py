@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from pynetdicom import _config
 from sqlalchemy import func, select
 
 from core.config import Settings
@@ -24,19 +22,12 @@ from tests.support.waiting import wait_until
 pytestmark = pytest.mark.skipif(not reuse_port_supported(), reason="no SO_REUSEPORT")
 
 
-@pytest.fixture
-def restore_process_state(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(tempfile, "tempdir", tempfile.tempdir)
-    for name in ("STORE_RECV_CHUNKED_DATASET", "LOG_HANDLER_LEVEL"):
-        monkeypatch.setattr(_config, name, getattr(_config, name))
-
-
 def _split(paths: list[Path], parts: int) -> list[list[Path]]:
     return [paths[i::parts] for i in range(parts)]
 
 
 def test_receiver_processes_share_the_port_and_store_every_instance_once(
-    make_settings: Callable[..., Settings], tmp_path: Path, restore_process_state: None
+    make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
     settings = make_settings(receiver_processes=3)
     settings.spool_path.mkdir(parents=True, exist_ok=True)

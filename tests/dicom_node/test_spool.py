@@ -9,6 +9,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from core.files import PARTIAL_SUFFIX
+from dicom_node.receive import ReceiveFile
 from dicom_node.spool import InstanceSpool, safe_component
 
 STUDY = "1.2.826.0.1.3680043.8.498.10"
@@ -21,20 +22,35 @@ def spool(tmp_path: Path) -> InstanceSpool:
     return InstanceSpool(tmp_path / "spool" / "incoming")
 
 
+def receive_file(tmp_path: Path, content: bytes) -> ReceiveFile:
+    folder = tmp_path / "spool" / "tmp"
+    folder.mkdir(parents=True, exist_ok=True)
+    return ReceiveFile(folder, content)
+
+
 @pytest.fixture
-def received(tmp_path: Path) -> Path:
-    path = tmp_path / "spool" / "tmp" / "received.dcm"
-    path.parent.mkdir(parents=True)
-    path.write_bytes(b"\0" * 128 + b"DICM" + b"payload")
-    return path
+def received(tmp_path: Path) -> ReceiveFile:
+    return receive_file(tmp_path, b"\0" * 128 + b"DICM" + b"payload")
+
+
+def only_from(received: ReceiveFile, error: int) -> object:
+    """An ``os.replace`` that fails with ``error`` when moving the received file."""
+    real_replace = os.replace
+
+    def replace(src: os.PathLike[str], dst: os.PathLike[str]) -> None:
+        if Path(src) == received.path:
+            raise OSError(error, os.strerror(error))
+        real_replace(src, dst)
+
+    return replace
 
 
 def all_files(root: Path) -> list[Path]:
     return sorted(path for path in root.rglob("*") if path.is_file())
 
 
-def test_store_renames_into_study_series_sop(spool: InstanceSpool, received: Path) -> None:
-    content = received.read_bytes()
+def test_store_renames_into_study_series_sop(spool: InstanceSpool, received: ReceiveFile) -> None:
+    content = b"\0" * 128 + b"DICM" + b"payload"
     relative = spool.relative_path(STUDY, SERIES, SOP)
 
     stored = spool.store(received, relative)
@@ -45,22 +61,15 @@ def test_store_renames_into_study_series_sop(spool: InstanceSpool, received: Pat
     assert stored.size_bytes == len(content)
     assert final.read_bytes() == content
     assert oct(final.stat().st_mode & 0o777) == oct(0o600)
-    assert not received.exists()  # moved, not copied
+    assert not received.path.exists()  # moved, not copied
     assert all_files(spool.root) == [final]
 
 
 def test_store_copies_across_file_systems(
-    spool: InstanceSpool, received: Path, monkeypatch: pytest.MonkeyPatch
+    spool: InstanceSpool, received: ReceiveFile, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    content = received.read_bytes()
-    real_rename = os.rename
-
-    def cross_device(src: os.PathLike[str], dst: os.PathLike[str]) -> None:
-        if Path(src) == received:
-            raise OSError(errno.EXDEV, "Invalid cross-device link")
-        real_rename(src, dst)
-
-    monkeypatch.setattr(os, "rename", cross_device)
+    content = b"\0" * 128 + b"DICM" + b"payload"
+    monkeypatch.setattr(os, "replace", only_from(received, errno.EXDEV))
 
     stored = spool.store(received, spool.relative_path(STUDY, SERIES, SOP))
 
@@ -72,9 +81,7 @@ def test_store_copies_across_file_systems(
 def test_store_replaces_an_earlier_copy(spool: InstanceSpool, tmp_path: Path) -> None:
     relative = spool.relative_path(STUDY, SERIES, SOP)
     for payload in (b"first", b"second, longer"):
-        received = tmp_path / "r.dcm"
-        received.write_bytes(payload)
-        stored = spool.store(received, relative)
+        stored = spool.store(receive_file(tmp_path, payload), relative)
 
     assert spool.absolute(relative).read_bytes() == b"second, longer"
     assert stored.size_bytes == len(b"second, longer")
@@ -95,7 +102,7 @@ def test_store_replaces_an_earlier_copy(spool: InstanceSpool, tmp_path: Path) ->
     ],
 )
 def test_hostile_uids_become_hashed_names_inside_the_spool(
-    spool: InstanceSpool, received: Path, hostile: str
+    spool: InstanceSpool, received: ReceiveFile, hostile: str
 ) -> None:
     relative = spool.relative_path(hostile, hostile, hostile)
 
@@ -121,13 +128,10 @@ def test_safe_component() -> None:
     assert safe_component("1.2.3.") != "1.2.3."  # not a plain UID
 
 
-def test_failing_commit_leaves_no_partial_file(
-    spool: InstanceSpool, received: Path, monkeypatch: pytest.MonkeyPatch
+def test_failing_rename_leaves_nothing_in_the_spool(
+    spool: InstanceSpool, received: ReceiveFile, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def disk_full(*_args: object, **_kwargs: object) -> None:
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(os, "replace", disk_full)
+    monkeypatch.setattr(os, "replace", only_from(received, errno.ENOSPC))
     relative = spool.relative_path(STUDY, SERIES, SOP)
 
     with pytest.raises(OSError) as raised:
@@ -139,15 +143,12 @@ def test_failing_commit_leaves_no_partial_file(
 
 
 def test_failing_copy_leaves_no_partial_file(
-    spool: InstanceSpool, received: Path, monkeypatch: pytest.MonkeyPatch
+    spool: InstanceSpool, received: ReceiveFile, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def cross_device(*_args: object) -> None:
-        raise OSError(errno.EXDEV, "Invalid cross-device link")
-
     def disk_full(*_args: object, **_kwargs: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(os, "rename", cross_device)
+    monkeypatch.setattr(os, "replace", only_from(received, errno.EXDEV))
     monkeypatch.setattr("shutil.copyfileobj", disk_full)
     relative = spool.relative_path(STUDY, SERIES, SOP)
 
@@ -155,7 +156,7 @@ def test_failing_copy_leaves_no_partial_file(
         spool.store(received, relative)
 
     assert all_files(spool.root) == []
-    assert received.exists()  # the received file is untouched; the caller may retry
+    assert received.path.exists()  # the received file is untouched; the caller may retry
 
 
 def test_remove_partials(spool: InstanceSpool) -> None:

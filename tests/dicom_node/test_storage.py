@@ -8,7 +8,7 @@ import pytest
 from pydicom.dataelem import DataElement
 
 from core.errors import InputRejected, StoreStatus
-from dicom_node.handlers import read_received
+from dicom_node.storage import read_received
 from pipelines.phantom import generate_ct_phantom
 
 

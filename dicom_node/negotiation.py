@@ -1,0 +1,203 @@
+"""Association negotiation of the Storage SCP: who may associate, and on what terms.
+
+The A-ASSOCIATE-RQ is decoded and the A-ASSOCIATE-AC encoded by pynetdicom's
+PDU classes, and presentation contexts are negotiated by pynetdicom's
+``negotiate_as_acceptor`` (the node's preferred transfer syntax order wins).
+What is the node's own is the policy: the called AE title must be the
+node's, the calling AE title (and, per entry, the host) must be on the
+allow-list when one is set, and an association over the limit is rejected
+as transient so that the sender retries later.  A caller that is refused is
+told why by the A-ASSOCIATE-RJ reason, never silently dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pydicom import uid
+from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
+from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RQ
+from pynetdicom.pdu_primitives import (
+    A_ASSOCIATE,
+    ImplementationClassUIDNotification,
+    ImplementationVersionNameNotification,
+    MaximumLengthNotification,
+    SCP_SCU_RoleSelectionNegotiation,
+)
+from pynetdicom.presentation import PresentationContext, build_context, negotiate_as_acceptor
+from pynetdicom.sop_class import Verification
+
+from core.config import AllowedCaller, Settings
+from core.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from dicom_node import pdu
+
+APPLICATION_CONTEXT_NAME = "1.2.840.10008.3.1.1.1"
+
+# A-ASSOCIATE-RJ (result, source, diagnostic), PS3.8 Table 9-21.
+_REJECT_CALLING_AE = (0x01, 0x01, 0x03)
+_REJECT_CALLED_AE = (0x01, 0x01, 0x07)
+_REJECT_APPLICATION_CONTEXT = (0x01, 0x01, 0x02)
+_REJECT_PROTOCOL_VERSION = (0x01, 0x02, 0x02)
+_REJECT_LIMIT = (0x02, 0x03, 0x02)
+
+
+def preferred_transfer_syntaxes() -> list[str]:
+    """Every transfer syntax, in the order the SCP prefers them when a sender offers several.
+
+    Lossless compression first (a sender offering it already holds the
+    compressed bytes; accepting them avoids transcoding and is bit-exact),
+    then uncompressed, then everything else (lossy syntaxes last, so the
+    node never asks a sender to compress lossily what it holds uncompressed).
+    """
+    lossless = [
+        uid.JPEGLosslessSV1,
+        uid.JPEGLossless,
+        uid.JPEGLSLossless,
+        uid.JPEG2000Lossless,
+        uid.RLELossless,
+    ]
+    uncompressed = [
+        uid.ExplicitVRLittleEndian,
+        uid.ImplicitVRLittleEndian,
+        uid.DeflatedExplicitVRLittleEndian,
+        uid.ExplicitVRBigEndian,
+    ]
+    first = [*lossless, *uncompressed]
+    return first + [syntax for syntax in ALL_TRANSFER_SYNTAXES if syntax not in first]
+
+
+def supported_contexts() -> list[PresentationContext]:
+    """Verification and every Storage SOP class, each in every transfer syntax."""
+    syntaxes = preferred_transfer_syntaxes()
+    abstract = [Verification, *(cx.abstract_syntax for cx in AllStoragePresentationContexts)]
+    return [build_context(sop_class, syntaxes) for sop_class in abstract]
+
+
+@dataclass(frozen=True)
+class AcceptedContext:
+    """A presentation context of an established association."""
+
+    abstract_syntax: str
+    transfer_syntax: str
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """The association is accepted: the A-ASSOCIATE-AC to send and the agreed terms."""
+
+    response: bytes
+    calling_ae: str
+    contexts: dict[int, AcceptedContext]
+    peer_max_pdu: int
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """The association is refused: the A-ASSOCIATE-RJ to send and why (for the log)."""
+
+    response: bytes
+    calling_ae: str
+    reason: str
+
+
+class AssociationPolicy:
+    """Decides on association requests for one Storage SCP.
+
+    Parameters
+    ----------
+    settings:
+        The node's AE title, allow-list, association limit and maximum PDU.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.ae_title = settings.ae_title
+        self.allowed: Sequence[AllowedCaller] = list(settings.allowed_callers)
+        self.max_associations = settings.max_associations
+        self.max_pdu = settings.max_pdu_size
+        self._contexts = supported_contexts()
+
+    def negotiate(self, request_pdu: bytes, peer_host: str, active: int) -> Accepted | Rejected:
+        """Answer an A-ASSOCIATE-RQ PDU (header included) from ``peer_host``.
+
+        ``active`` counts the associations already open, this one excluded.
+
+        Raises
+        ------
+        pdu.ProtocolViolation
+            If the PDU cannot be decoded (the connection is then aborted).
+        """
+        try:
+            request = A_ASSOCIATE_RQ()
+            request.decode(request_pdu)
+            primitive = request.to_primitive()
+        except Exception as exc:
+            raise pdu.ProtocolViolation(
+                f"undecodable A-ASSOCIATE-RQ ({type(exc).__name__})"
+            ) from exc
+        calling = str(primitive.calling_ae_title).strip()
+        refusal = self._refusal(request_pdu, primitive, calling, peer_host, active)
+        if refusal is not None:
+            reason, (result, source, diagnostic) = refusal
+            return Rejected(pdu.associate_reject(result, source, diagnostic), calling, reason)
+        return self._accept(primitive, calling)
+
+    def _refusal(
+        self, request_pdu: bytes, primitive: A_ASSOCIATE, calling: str, host: str, active: int
+    ) -> tuple[str, tuple[int, int, int]] | None:
+        protocol_version = int.from_bytes(request_pdu[6:8], "big")
+        if not protocol_version & 0x0001:
+            return "protocol version not supported", _REJECT_PROTOCOL_VERSION
+        if str(primitive.application_context_name) != APPLICATION_CONTEXT_NAME:
+            return "application context not supported", _REJECT_APPLICATION_CONTEXT
+        if str(primitive.called_ae_title).strip() != self.ae_title:
+            return "called AE title is not the node's", _REJECT_CALLED_AE
+        if self.allowed and not any(entry.admits(calling, host) for entry in self.allowed):
+            return "calling AE title not allowed from this host", _REJECT_CALLING_AE
+        if active >= self.max_associations:
+            return "too many associations", _REJECT_LIMIT
+        return None
+
+    def _accept(self, primitive: A_ASSOCIATE, calling: str) -> Accepted:
+        user_items = primitive.user_information
+        peer_max_pdu = next(
+            (
+                int(item.maximum_length_received or 0)
+                for item in user_items
+                if isinstance(item, MaximumLengthNotification)
+            ),
+            0,
+        )
+        roles = {
+            item.sop_class_uid: (item.scu_role, item.scp_role)
+            for item in user_items
+            if isinstance(item, SCP_SCU_RoleSelectionNegotiation)
+        }
+        results, reply_roles = negotiate_as_acceptor(
+            primitive.presentation_context_definition_list, self._contexts, roles or None
+        )
+        response = A_ASSOCIATE()
+        response.application_context_name = APPLICATION_CONTEXT_NAME
+        response.calling_ae_title = primitive.calling_ae_title
+        response.called_ae_title = primitive.called_ae_title
+        response.result = 0x00
+        response.result_source = 0x01
+        response.presentation_context_definition_results_list = results
+        response.user_information = [*self._user_information(), *reply_roles]
+        accept = A_ASSOCIATE_AC()
+        accept.from_primitive(response)
+        contexts = {
+            int(cx.context_id): AcceptedContext(str(cx.abstract_syntax), str(cx.transfer_syntax[0]))
+            for cx in results
+            if cx.result == 0x00 and cx.context_id is not None
+        }
+        return Accepted(accept.encode(), calling, contexts, peer_max_pdu)
+
+    def _user_information(self) -> list[object]:
+        max_length = MaximumLengthNotification()
+        max_length.maximum_length_received = self.max_pdu
+        class_uid = ImplementationClassUIDNotification()
+        class_uid.implementation_class_uid = IMPLEMENTATION_CLASS_UID
+        version = ImplementationVersionNameNotification()
+        version.implementation_version_name = IMPLEMENTATION_VERSION_NAME
+        return [max_length, class_uid, version]
