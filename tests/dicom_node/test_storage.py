@@ -97,3 +97,31 @@ def test_implicit_vr_short_pixel_data_is_rejected(tmp_path: Path) -> None:
     dataset.Rows = 4000
     with pytest.raises(InputRejected, match="pixel data shorter than declared"):
         read_received(_saved(tmp_path, dataset))
+
+
+def test_part10_header_matches_pydicom(tmp_path: Path) -> None:
+    from io import BytesIO
+
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.filewriter import write_file_meta_info
+
+    from core.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+    from dicom_node.receive import part10_header
+
+    for source_ae in ("SCU", "MODALITY1", ""):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+        meta.MediaStorageSOPInstanceUID = "1.2.3.45"
+        meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.90"
+        meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+        meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
+        if source_ae:
+            meta.SourceApplicationEntityTitle = source_ae
+        expected = BytesIO()
+        write_file_meta_info(expected, meta, enforce_standard=True)  # type: ignore[arg-type]
+
+        header = part10_header(
+            "1.2.840.10008.5.1.4.1.1.2", "1.2.3.45", "1.2.840.10008.1.2.4.90", source_ae
+        )
+
+        assert header == b"\0" * 128 + b"DICM" + expected.getvalue()
