@@ -258,7 +258,10 @@ class StorageAssociation:
             status = int(VerificationStatus.SUCCESS)
         elif request.command_field == CommandField.C_STORE_RQ and isinstance(dataset, ReceiveFile):
             outcome = self._store.store(
-                dataset, request.affected_sop_instance_uid, self._calling_ae
+                dataset,
+                request.affected_sop_instance_uid,
+                self._calling_ae,
+                self._context(context_id).transfer_syntax,
             )
             status, reason = int(outcome.status), outcome.reason
         else:

@@ -78,6 +78,8 @@ class ReceiveFile:
         self._buffer = bytearray(WRITE_BUFFER_BYTES)
         self._view = memoryview(self._buffer)
         self._filled = 0
+        #: Where the dataset begins in the file (after the header).
+        self.dataset_offset = len(header)
         self._write(memoryview(header))
 
     def free_space(self) -> memoryview:

@@ -17,10 +17,11 @@ from pathlib import Path
 
 from pydicom import dcmread
 from pydicom.dataelem import RawDataElement
-from pydicom.dataset import Dataset
+from pydicom.uid import UID
 from sqlalchemy.exc import SQLAlchemyError
 
 from core.errors import InputRejected, StoreStatus
+from dicom_node.header import PIXEL_DATA, UNDEFINED, WANTED, ScannedHeader, scan_header
 from dicom_node.receive import ReceiveFile
 from dicom_node.recorder import InstanceRecorder, ReceivedInstance
 from dicom_node.spool import InstanceSpool
@@ -29,33 +30,82 @@ log = logging.getLogger(__name__)
 
 MAX_UID_LENGTH = 64
 DEFER_BYTES = 4096
-PIXEL_DATA = 0x7FE00010
-UNDEFINED_LENGTH = 0xFFFFFFFF
+#: Bytes of a received file scanned for its header (a larger header is read by pydicom).
+HEAD_BYTES = 1 << 16
 _REQUIRED_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
 
 
-def _text(dataset: Dataset, keyword: str) -> str | None:
-    value = dataset.get(keyword)
+def _text(value: object) -> str | None:
     return str(value).strip() or None if value is not None else None
 
 
-def read_received(path: Path) -> tuple[Dataset, dict[str, str]]:
-    """Read the header of a received file and the UIDs it is filed under.
+@dataclass(frozen=True)
+class InstanceHeader:
+    """What an instance is filed and recorded under, read from its header."""
+
+    uids: dict[str, str]
+    transfer_syntax_uid: str
+    modality: str | None
+    body_part: str | None
+    series_description: str | None
+
+
+def read_received(
+    path: Path, dataset_offset: int | None = None, transfer_syntax: str | None = None
+) -> InstanceHeader:
+    """Read and check the header of a received Part-10 file.
+
+    With ``dataset_offset`` and ``transfer_syntax`` (known to the SCP, which
+    wrote the file meta itself) the header is scanned directly; otherwise, or
+    when the scan is unsure, pydicom reads it.  Both give the same answers.
 
     Raises
     ------
     InputRejected
-        If the file is not a readable dataset or lacks a required UID.
+        If the file is not a readable dataset, lacks a required UID, or its
+        pixel data is cut short.
     """
+    scanned = None
+    if dataset_offset is not None and transfer_syntax is not None:
+        with path.open("rb") as handle:
+            head = handle.read(HEAD_BYTES)
+        scanned = scan_header(head, dataset_offset, transfer_syntax, len(head) < HEAD_BYTES)
+    if scanned is None or transfer_syntax is None:
+        scanned, transfer_syntax = _read_with_pydicom(path)
+    return _checked(scanned, transfer_syntax, path.stat().st_size)
+
+
+def _read_with_pydicom(path: Path) -> tuple[ScannedHeader, str]:
+    """The same facts as :func:`scan_header`, read by pydicom (any transfer syntax)."""
     try:
         dataset = dcmread(path, defer_size=DEFER_BYTES)
-        uids = {keyword: _text(dataset, keyword) for keyword in _REQUIRED_UIDS}
+        values = {
+            keyword: dataset.get(keyword) for keyword in WANTED.values() if keyword in dataset
+        }
         transfer_syntax = dataset.file_meta.TransferSyntaxUID
         transfer_syntax.is_compressed  # noqa: B018 - an unknown syntax raises here
+        has_pixel_data = PIXEL_DATA in dataset
+        length = end = None
+        if has_pixel_data:
+            element = dataset.get_item(PIXEL_DATA, keep_deferred=True)
+            if isinstance(element, RawDataElement):
+                if element.length != UNDEFINED:
+                    length = element.length
+                    if element.value_tell is not None:
+                        end = element.value_tell + element.length
+            elif isinstance(element.value, bytes):
+                # Already decoded by pydicom (implicit VR resolves OB/OW on read).
+                length = len(element.value)
     except Exception as exc:
         raise InputRejected(
             f"unreadable dataset ({type(exc).__name__})", StoreStatus.CANNOT_UNDERSTAND
         ) from exc
+    return ScannedHeader(values, has_pixel_data, length, end), str(transfer_syntax)
+
+
+def _checked(scanned: ScannedHeader, transfer_syntax: str, file_size: int) -> InstanceHeader:
+    values = scanned.values
+    uids = {keyword: _text(values.get(keyword)) for keyword in _REQUIRED_UIDS}
     missing = [keyword for keyword, value in uids.items() if not value]
     if missing:
         raise InputRejected(f"missing {', '.join(missing)}", StoreStatus.MISSING_UIDS)
@@ -64,51 +114,49 @@ def read_received(path: Path) -> tuple[Dataset, dict[str, str]]:
         raise InputRejected(
             f"UID longer than 64 characters: {', '.join(too_long)}", StoreStatus.INVALID_UID
         )
-    check_pixel_data_size(dataset, path.stat().st_size)
-    return dataset, {keyword: str(value) for keyword, value in uids.items()}
+    check_pixel_data_size(scanned, UID(transfer_syntax).is_compressed, file_size)
+    return InstanceHeader(
+        uids={keyword: str(value) for keyword, value in uids.items()},
+        transfer_syntax_uid=transfer_syntax,
+        modality=_text(values.get("Modality")),
+        body_part=_text(values.get("BodyPartExamined")),
+        series_description=_text(values.get("SeriesDescription")),
+    )
 
 
-def check_pixel_data_size(dataset: Dataset, file_size: int) -> None:
+def check_pixel_data_size(scanned: ScannedHeader, compressed: bool, file_size: int) -> None:
     """Reject an image whose pixel data is cut short or smaller than its header declares.
 
     Catches truncated files and absurd dimensions at receive time, so the
-    sender learns of them now instead of a job failing later.  ``dataset``
-    must have been read with its pixel data deferred (not loaded).
+    sender learns of them now instead of a job failing later.
 
     Raises
     ------
     InputRejected
         If the image attributes are unreadable or the pixel data is short.
     """
-    if "Rows" not in dataset:
+    values = scanned.values
+    if "Rows" not in values:
         return
-    if PIXEL_DATA not in dataset:
+    if not scanned.has_pixel_data:
         raise InputRejected("image without pixel data", StoreStatus.CANNOT_UNDERSTAND)
-    element = dataset.get_item(PIXEL_DATA, keep_deferred=True)
-    if isinstance(element, RawDataElement):
-        if element.length == UNDEFINED_LENGTH:
-            return
-        if element.value_tell is not None and element.value_tell + element.length > file_size:
-            raise InputRejected("pixel data cut short", StoreStatus.CANNOT_UNDERSTAND)
-        length = element.length
-    else:
-        # Already decoded by pydicom (implicit VR resolves OB/OW on read).
-        value = element.value
-        if not isinstance(value, bytes):
-            return
-        length = len(value)
-    if dataset.file_meta.TransferSyntaxUID.is_compressed:
+    length = scanned.pixel_data_length
+    if length is None:
+        return
+    if scanned.pixel_data_end is not None and scanned.pixel_data_end > file_size:
+        raise InputRejected("pixel data cut short", StoreStatus.CANNOT_UNDERSTAND)
+    if compressed:
         return
     try:
         expected = (
-            int(dataset.Rows)
-            * int(dataset.Columns)
-            * int(dataset.get("SamplesPerPixel", 1))
-            * int(dataset.get("NumberOfFrames", 1) or 1)
-            * int(dataset.BitsAllocated)
+            int(values["Rows"])  # type: ignore[arg-type]
+            * int(values["Columns"])  # type: ignore[arg-type]
+            * int(values.get("SamplesPerPixel", 1))  # type: ignore[arg-type]
+            * int(values.get("NumberOfFrames", 1) or 1)  # type: ignore[arg-type]
+            * int(values["BitsAllocated"])  # type: ignore[arg-type]
             // 8
         )
-    except (AttributeError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:
         raise InputRejected(
             f"unreadable image attributes ({type(exc).__name__})", StoreStatus.CANNOT_UNDERSTAND
         ) from exc
@@ -151,24 +199,31 @@ class InstanceStore:
         self.recorder = recorder
         self._on_recorded = on_recorded
 
-    def store(self, received: ReceiveFile, request_uid: str, calling_ae: str) -> StoreOutcome:
+    def store(
+        self, received: ReceiveFile, request_uid: str, calling_ae: str, transfer_syntax: str
+    ) -> StoreOutcome:
         """Check, spool and record one received dataset; the receive file is consumed."""
         try:
-            return self._store(received, request_uid, calling_ae or None)
+            return self._store(received, request_uid, calling_ae or None, transfer_syntax)
         finally:
             received.discard()
 
     def _store(
-        self, received: ReceiveFile, request_uid: str, calling_ae: str | None
+        self,
+        received: ReceiveFile,
+        request_uid: str,
+        calling_ae: str | None,
+        transfer_syntax: str,
     ) -> StoreOutcome:
         if received.error is not None:
             return self._out_of_resources(request_uid, "cannot receive", received.error)
         received.flush()
         try:
-            dataset, uids = read_received(received.path)
+            header = read_received(received.path, received.dataset_offset, transfer_syntax)
         except InputRejected as exc:
             log.warning("rejected instance %s from %s: %s", request_uid, calling_ae, exc)
             return StoreOutcome(exc.status, str(exc))
+        uids = header.uids
         if uids["SOPInstanceUID"] != request_uid:
             log.warning(
                 "rejected instance %s: dataset says %s", request_uid, uids["SOPInstanceUID"]
@@ -190,10 +245,10 @@ class InstanceStore:
             series_uid=uids["SeriesInstanceUID"],
             sop_instance_uid=uids["SOPInstanceUID"],
             sop_class_uid=uids["SOPClassUID"],
-            transfer_syntax_uid=str(dataset.file_meta.TransferSyntaxUID),
-            modality=_text(dataset, "Modality"),
-            body_part=_text(dataset, "BodyPartExamined"),
-            series_description=_text(dataset, "SeriesDescription"),
+            transfer_syntax_uid=header.transfer_syntax_uid,
+            modality=header.modality,
+            body_part=header.body_part,
+            series_description=header.series_description,
             calling_ae=calling_ae,
             path=str(stored.relative_path),
             size_bytes=stored.size_bytes,

@@ -1,15 +1,40 @@
-"""Reading received files: unreadable data and missing UIDs get their own statuses."""
+"""Reading received files: unreadable data and missing UIDs get their own statuses.
+
+Every check runs twice: through the SCP's header scan (``scan``) and through
+pydicom (``pydicom``, what the scan falls back to); both must agree.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+from pydicom.filereader import _read_file_meta_info
+from pydicom.sequence import Sequence
 
 from core.errors import InputRejected, StoreStatus
-from dicom_node.storage import read_received
+from dicom_node.header import scan_header
+from dicom_node.storage import InstanceHeader, read_received
 from pipelines.phantom import generate_ct_phantom
+
+
+def _dataset_start(path: Path) -> tuple[int, str]:
+    """Where the dataset begins in a Part-10 file, and its transfer syntax."""
+    with path.open("rb") as handle:
+        handle.seek(132)
+        meta = _read_file_meta_info(handle)
+        return handle.tell(), str(meta.TransferSyntaxUID)
+
+
+@pytest.fixture(params=["scan", "pydicom"])
+def read(request: pytest.FixtureRequest) -> Callable[[Path], InstanceHeader]:
+    """``read(path)`` by one of the two readers."""
+    if request.param == "pydicom":
+        return read_received
+    return lambda path: read_received(path, *_dataset_start(path))
 
 
 def test_unreadable_file_cannot_be_understood(tmp_path: Path) -> None:
@@ -23,7 +48,7 @@ def test_unreadable_file_cannot_be_understood(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("keyword", ["StudyInstanceUID", "SeriesInstanceUID", "SOPClassUID"])
-def test_missing_uid(tmp_path: Path, keyword: str) -> None:
+def test_missing_uid(tmp_path: Path, keyword: str, read: Callable[[Path], InstanceHeader]) -> None:
     dataset = generate_ct_phantom(slices=1, rows=8, columns=8).datasets[0]
     delattr(dataset, keyword)
     dataset.preamble = b"\0" * 128
@@ -31,19 +56,23 @@ def test_missing_uid(tmp_path: Path, keyword: str) -> None:
     dataset.save_as(path, enforce_file_format=False)
 
     with pytest.raises(InputRejected, match=f"missing {keyword}") as raised:
-        read_received(path)
+        read(path)
 
     assert raised.value.status == StoreStatus.MISSING_UIDS
 
 
-def test_uids_read_from_the_dataset(tmp_path: Path) -> None:
+def test_uids_read_from_the_dataset(tmp_path: Path, read: Callable[[Path], InstanceHeader]) -> None:
     dataset = generate_ct_phantom(slices=1, rows=8, columns=8).datasets[0]
     path = tmp_path / "instance.dcm"
     dataset.save_as(path, enforce_file_format=True)
 
-    _, uids = read_received(path)
+    header = read(path)
 
-    assert uids == {
+    assert header.modality == "CT"
+    assert header.body_part == "CHEST"
+    assert header.series_description == "Chest phantom"
+    assert header.transfer_syntax_uid == dataset.file_meta.TransferSyntaxUID
+    assert header.uids == {
         "StudyInstanceUID": dataset.StudyInstanceUID,
         "SeriesInstanceUID": dataset.SeriesInstanceUID,
         "SOPInstanceUID": dataset.SOPInstanceUID,
@@ -60,43 +89,53 @@ def _saved(tmp_path: Path, dataset, truncate_by: int = 0) -> Path:
     return path
 
 
-def test_truncated_pixel_data_is_rejected_at_receive(tmp_path: Path) -> None:
+def test_truncated_pixel_data_is_rejected_at_receive(
+    tmp_path: Path, read: Callable[[Path], InstanceHeader]
+) -> None:
     dataset = generate_ct_phantom(slices=1, rows=16, columns=16).datasets[0]
     with pytest.raises(InputRejected, match="pixel data cut short") as raised:
-        read_received(_saved(tmp_path, dataset, truncate_by=100))
+        read(_saved(tmp_path, dataset, truncate_by=100))
     assert raised.value.status == StoreStatus.CANNOT_UNDERSTAND
 
 
-def test_absurd_dimensions_are_rejected_at_receive(tmp_path: Path) -> None:
+def test_absurd_dimensions_are_rejected_at_receive(
+    tmp_path: Path, read: Callable[[Path], InstanceHeader]
+) -> None:
     dataset = generate_ct_phantom(slices=1, rows=16, columns=16).datasets[0]
     dataset.Rows = dataset.Columns = 65535
     with pytest.raises(InputRejected, match="pixel data shorter than declared"):
-        read_received(_saved(tmp_path, dataset))
+        read(_saved(tmp_path, dataset))
 
 
-def test_unreadable_image_attributes_are_rejected(tmp_path: Path) -> None:
+def test_unreadable_image_attributes_are_rejected(
+    tmp_path: Path, read: Callable[[Path], InstanceHeader]
+) -> None:
     dataset = generate_ct_phantom(slices=1, rows=16, columns=16).datasets[0]
     dataset["Rows"] = DataElement(0x00280010, "LO", "abc")
     with pytest.raises(InputRejected, match="unreadable image attributes"):
-        read_received(_saved(tmp_path, dataset))
+        read(_saved(tmp_path, dataset))
 
 
 @pytest.mark.parametrize("syntax", ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1"])
-def test_complete_images_pass_the_check(tmp_path: Path, syntax: str) -> None:
+def test_complete_images_pass_the_check(
+    tmp_path: Path, syntax: str, read: Callable[[Path], InstanceHeader]
+) -> None:
     dataset = generate_ct_phantom(
         slices=1, rows=64, columns=64, transfer_syntax_uid=syntax
     ).datasets[0]
-    _, uids = read_received(_saved(tmp_path, dataset))
-    assert uids["SOPInstanceUID"] == dataset.SOPInstanceUID
+    header = read(_saved(tmp_path, dataset))
+    assert header.uids["SOPInstanceUID"] == dataset.SOPInstanceUID
 
 
-def test_implicit_vr_short_pixel_data_is_rejected(tmp_path: Path) -> None:
+def test_implicit_vr_short_pixel_data_is_rejected(
+    tmp_path: Path, read: Callable[[Path], InstanceHeader]
+) -> None:
     dataset = generate_ct_phantom(
         slices=1, rows=64, columns=64, transfer_syntax_uid="1.2.840.10008.1.2"
     ).datasets[0]
     dataset.Rows = 4000
     with pytest.raises(InputRejected, match="pixel data shorter than declared"):
-        read_received(_saved(tmp_path, dataset))
+        read(_saved(tmp_path, dataset))
 
 
 def test_part10_header_matches_pydicom(tmp_path: Path) -> None:
@@ -125,3 +164,45 @@ def test_part10_header_matches_pydicom(tmp_path: Path) -> None:
         )
 
         assert header == b"\0" * 128 + b"DICM" + expected.getvalue()
+
+
+@pytest.mark.parametrize("syntax", ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1"])
+def test_scan_reads_phantoms_and_nested_sequences_as_pydicom_does(
+    tmp_path: Path, syntax: str
+) -> None:
+    dataset = generate_ct_phantom(
+        slices=1, rows=32, columns=32, transfer_syntax_uid=syntax
+    ).datasets[0]
+    inner = Dataset()
+    inner.CodeValue = "T-D3000"
+    inner.CodeMeaning = "Chest"
+    item = Dataset()
+    item.ReferencedSOPInstanceUID = "1.2.3.4"
+    item.PurposeOfReferenceCodeSequence = Sequence([inner])
+    dataset.ReferencedImageSequence = Sequence([item, Dataset()])
+    dataset.add_new(0x00091010, "LO", "private")
+    path = _saved(tmp_path, dataset)
+    start, transfer_syntax = _dataset_start(path)
+
+    scanned = scan_header(path.read_bytes(), start, transfer_syntax, complete=True)
+
+    assert scanned is not None, "the scan fell back to pydicom on an ordinary image"
+    assert read_received(path, start, transfer_syntax) == read_received(path)
+    assert scanned.values["Rows"] == 32 and scanned.has_pixel_data
+    assert scanned.pixel_data_end == path.stat().st_size
+
+
+@pytest.mark.parametrize(
+    "syntax",
+    ["1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"],  # big endian, deflated
+)
+def test_scan_leaves_big_endian_and_deflate_to_pydicom(syntax: str) -> None:
+    assert scan_header(b"\0" * 64, 0, syntax, complete=True) is None
+
+
+def test_scan_is_unsure_of_a_header_cut_off(tmp_path: Path) -> None:
+    path = _saved(tmp_path, generate_ct_phantom(slices=1, rows=8, columns=8).datasets[0])
+    start, syntax = _dataset_start(path)
+    head = path.read_bytes()[: start + 200]
+
+    assert scan_header(head, start, syntax, complete=False) is None
