@@ -114,16 +114,23 @@ class StorageAssociation:
                 self._serve()
         except pdu.ProtocolViolation as exc:
             log.warning("aborting association from %s: %s", self._peer(), exc)
+            self._discard_partial()
             self._send(pdu.abort(exc.reason))
         except (pdu.ConnectionClosed, TimeoutError, OSError) as exc:
             log.warning("association from %s ended: %s", self._peer(), type(exc).__name__)
         except Exception:
             log.exception("association from %s failed", self._peer())
+            self._discard_partial()
             self._send(pdu.abort(pdu.AbortReason.NOT_SPECIFIED))
         finally:
-            if isinstance(self._dataset, ReceiveFile):
-                self._dataset.discard()
+            self._discard_partial()
             self._reader.close()
+
+    def _discard_partial(self) -> None:
+        """Delete the receive file of an instance that will not be completed."""
+        if isinstance(self._dataset, ReceiveFile):
+            self._dataset.discard()
+        self._dataset = None
 
     def _peer(self) -> str:
         return f"{self._calling_ae or '?'}@{self.peer_host}"

@@ -20,7 +20,6 @@ from datetime import datetime
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.db.models import utcnow
-from core.db.session import session_scope
 from dicom_node.recorder import InstanceRecorder, ReceivedInstance
 
 log = logging.getLogger(__name__)
@@ -66,8 +65,8 @@ class GroupCommitRecorder(InstanceRecorder):
     def _commit(self, batch: list[tuple[ReceivedInstance, datetime, Future[int]]]) -> None:
         if len(batch) > 1:
             try:
-                with session_scope(self._session_factory) as session:
-                    ids = [self._record(session, item, now) for item, now, _ in batch]
+                with self._engine.begin() as connection:
+                    ids = [self._record(connection, item, now) for item, now, _ in batch]
             except Exception:
                 log.debug("group commit of %d rows failed; recording them one by one", len(batch))
             else:

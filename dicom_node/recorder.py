@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.db.models import Instance, Series, Study, StudyState, utcnow
-from core.db.session import session_scope
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ class InstanceRecorder:
     """
 
     def __init__(self, session_factory: sessionmaker[Session]) -> None:
-        self._session_factory = session_factory
+        self._engine: Engine = session_factory.kw["bind"]
         self._ids: dict[tuple[str, str], tuple[int, int]] = {}
 
     def record(self, received: ReceivedInstance, now: datetime | None = None) -> int:
@@ -99,8 +99,8 @@ class InstanceRecorder:
         now = now or utcnow()
         for attempt in range(3):
             try:
-                with session_scope(self._session_factory) as session:
-                    ids = self._record(session, received, now)
+                with self._engine.begin() as connection:
+                    ids = self._record(connection, received, now)
             except IntegrityError:
                 if attempt == 2:
                     raise
@@ -115,13 +115,14 @@ class InstanceRecorder:
             self._ids.clear()
         self._ids[(item.study_uid, item.series_uid)] = ids
 
-    def _record(self, session: Session, item: ReceivedInstance, now: datetime) -> tuple[int, int]:
+    def _record(
+        self, connection: Connection, item: ReceivedInstance, now: datetime
+    ) -> tuple[int, int]:
         """Write the rows of one instance; returns its (study id, series id), uncommitted."""
         ids = self._ids.get((item.study_uid, item.series_uid))
         if ids is None:
-            ids = self._study_and_series(session, item, now)
+            ids = self._study_and_series(connection, item, now)
         study_id, series_id = ids
-        connection = session.connection()
         row = {
             "series": series_id,
             "sop": item.sop_instance_uid,
@@ -144,35 +145,38 @@ class InstanceRecorder:
 
     @staticmethod
     def _study_and_series(
-        session: Session, item: ReceivedInstance, now: datetime
+        connection: Connection, item: ReceivedInstance, now: datetime
     ) -> tuple[int, int]:
         """The ids of the instance's study and series rows, created when missing."""
-        study_id = session.scalar(
-            select(Study.id).where(Study.study_instance_uid == item.study_uid)
+        study_id = connection.scalar(
+            select(_studies.c.id).where(_studies.c.study_instance_uid == item.study_uid)
         )
         if study_id is None:
-            study = Study(study_instance_uid=item.study_uid, first_received_at=now)
-            session.add(study)
-            session.flush()
-            study_id = study.id
-        series_id = session.scalar(
-            select(Series.id).where(
-                Series.study_id == study_id, Series.series_instance_uid == item.series_uid
+            study_id = connection.execute(
+                insert(_studies).values(
+                    study_instance_uid=item.study_uid,
+                    state=StudyState.RECEIVING,
+                    first_received_at=now,
+                    last_received_at=now,
+                )
+            ).inserted_primary_key[0]
+        series_id = connection.scalar(
+            select(_series.c.id).where(
+                _series.c.study_id == study_id, _series.c.series_instance_uid == item.series_uid
             )
         )
         if series_id is None:
-            series = Series(
-                study_id=study_id,
-                series_instance_uid=item.series_uid,
-                modality=item.modality,
-                sop_class_uid=item.sop_class_uid,
-                body_part=item.body_part,
-                series_description=item.series_description,
-                calling_ae=item.calling_ae,
-                instance_count=0,
-                last_received_at=now,
-            )
-            session.add(series)
-            session.flush()
-            series_id = series.id
-        return study_id, series_id
+            series_id = connection.execute(
+                insert(_series).values(
+                    study_id=study_id,
+                    series_instance_uid=item.series_uid,
+                    modality=item.modality,
+                    sop_class_uid=item.sop_class_uid,
+                    body_part=item.body_part,
+                    series_description=item.series_description,
+                    calling_ae=item.calling_ae,
+                    instance_count=0,
+                    last_received_at=now,
+                )
+            ).inserted_primary_key[0]
+        return int(study_id), int(series_id)
