@@ -1,7 +1,7 @@
 """Ingest throughput and memory: the node's SCP vs dcmtk ``storescp`` and Orthanc.
 
 Every receiver gets the same study from dcmtk ``storescu`` (``TCP_NODELAY=1``),
-over 1 and 4 associations; the clock runs from starting storescu to the last
+over 1, 4 and 8 associations; the clock runs from starting storescu to the last
 C-STORE response.  Receivers are started fresh (empty storage) for every run.
 The node runs as ``ainode serve`` (SCP + scheduler; stability long enough that
 no job starts during the measurement) with its durable writes (fsync + rename +
@@ -185,7 +185,7 @@ def run(runs: int = RUNS) -> dict[str, Any]:
         ("node", "node-pg-2proc", {"postgres": "1", "AINODE_RECEIVER_PROCESSES": "2"}),
     ]
     rows = []
-    for associations in (1, 4):
+    for associations in (1, 4, 8):
         rows += _interleaved(configs, files, associations, runs)
     j2k = study_files(study_dir(100, syntax="j2k"))
     # -xv: storescu proposes JPEG 2000 lossless (the files' own syntax)
