@@ -12,6 +12,7 @@ with ``SyncStorageArea: false`` (the harness default), so they do less per insta
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -80,6 +81,35 @@ def node_receiver(
             drop()
 
 
+def durable_writes(files: list[Path]) -> float:
+    """Seconds this disk takes to store ``files`` as the node does, without network or database.
+
+    Each file's bytes (read beforehand) are written to a temp file, fsynced,
+    renamed into a series folder, and the folder fsynced: the node's durable
+    write alone, the ceiling of any receiver that answers only after it.
+    """
+    folder = scratch("disk")
+    incoming = folder / "incoming"
+    incoming.mkdir()
+    payloads = [path.read_bytes() for path in files]
+    start = time.perf_counter()
+    folder_fd = os.open(incoming, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for number, payload in enumerate(payloads):
+            temp = folder / f"{number}.receiving"
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                os.write(fd, payload)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(temp, incoming / f"{number}.dcm")
+            os.fsync(folder_fd)
+    finally:
+        os.close(folder_fd)
+    return time.perf_counter() - start
+
+
 RECEIVERS: dict[str, Callable[..., Any]] = {
     "dcmtk": dcmtk_receiver,
     "orthanc": orthanc_receiver,
@@ -98,6 +128,9 @@ def measure(
 ) -> dict[str, Any]:
     seconds = []
     for _ in range(runs):
+        if receiver == "disk":
+            seconds.append(durable_writes(files))
+            continue
         with RECEIVERS[receiver](associations, **env) as (port, aet, _pid):
             seconds.append(send_parallel(port, aet, files, associations, extra))
     mb = total_bytes(files) / 1e6
@@ -186,7 +219,9 @@ def run(runs: int = RUNS) -> dict[str, Any]:
     ]
     rows = []
     for associations in (1, 4, 8):
-        rows += _interleaved(configs, files, associations, runs)
+        # The disk's own durable-write rate, measured between the receivers (no network).
+        extra_configs = [("disk", "disk-durable-writes", {})] if associations == 1 else []
+        rows += _interleaved(configs + extra_configs, files, associations, runs)
     j2k = study_files(study_dir(100, syntax="j2k"))
     # -xv: storescu proposes JPEG 2000 lossless (the files' own syntax)
     for row in _interleaved(configs[:2] + configs[3:4], j2k, 1, runs, ("-xv",)):
