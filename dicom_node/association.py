@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 #: Status for a request the SCP does not perform (PS3.7 C.4.2 "Unrecognized Operation").
 UNRECOGNIZED_OPERATION = 0x0211
+#: C-STORE status "Refused: SOP Class not supported" (PS3.4 Table B.2-1).
+SOP_CLASS_NOT_SUPPORTED = 0x0122
 #: Largest command set accepted (a C-STORE-RQ is a few hundred bytes).
 MAX_COMMAND_BYTES = 1 << 16
 #: Largest association request PDU accepted.
@@ -226,11 +228,14 @@ class StorageAssociation:
             self._answer(request, context_id)
 
     def _open_dataset(self, request: Command, context_id: int) -> ReceiveFile | _Discard:
-        if request.command_field != CommandField.C_STORE_RQ:
-            return _Discard()
         context = self._context(context_id)
+        if (
+            request.command_field != CommandField.C_STORE_RQ
+            or request.affected_sop_class_uid != context.abstract_syntax
+        ):
+            return _Discard()
         header = part10_header(
-            request.affected_sop_class_uid or context.abstract_syntax,
+            request.affected_sop_class_uid,
             request.affected_sop_instance_uid,
             context.transfer_syntax,
             self._calling_ae,
@@ -271,6 +276,8 @@ class StorageAssociation:
                 self._context(context_id).transfer_syntax,
             )
             status, reason = int(outcome.status), outcome.reason
+        elif request.command_field == CommandField.C_STORE_RQ:
+            status, reason = SOP_CLASS_NOT_SUPPORTED, "SOP class differs from the context's"
         else:
             status, reason = UNRECOGNIZED_OPERATION, "operation not supported by this node"
         assert self._accepted is not None

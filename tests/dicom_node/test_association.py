@@ -18,7 +18,7 @@ from pynetdicom.dsutils import encode as encode_dataset
 from pynetdicom.pdu import A_ASSOCIATE_RQ
 from pynetdicom.pdu_primitives import A_ASSOCIATE, MaximumLengthNotification
 from pynetdicom.presentation import build_context
-from pynetdicom.sop_class import Verification
+from pynetdicom.sop_class import CTImageStorage, Verification
 from sqlalchemy import select
 
 from core.db.models import Instance
@@ -69,15 +69,32 @@ def _associate(node: Node) -> socket.socket:
     return sock
 
 
-def _command(command_field: int, message_id: int = 5) -> bytes:
+def _command(
+    command_field: int, message_id: int = 5, sop_class: str = Verification, **more: object
+) -> bytes:
+    """An encoded command set (group length first); ``more`` adds elements by keyword."""
     dataset = Dataset()
-    dataset.AffectedSOPClassUID = Verification
+    dataset.AffectedSOPClassUID = sop_class
     dataset.CommandField = command_field
     dataset.MessageID = message_id
     dataset.CommandDataSetType = 0x0101
+    for keyword, value in more.items():
+        setattr(dataset, keyword, value)
     body = encode_dataset(dataset, True, True)
     assert body is not None
     return struct.pack("<HHII", 0, 0, 4, len(body)) + body
+
+
+def _store_command(sop_class: str) -> bytes:
+    """A C-STORE-RQ command announcing a dataset."""
+    return _command(
+        0x0001,
+        1,
+        sop_class,
+        AffectedSOPInstanceUID="1.2.3.4",
+        Priority=0,
+        CommandDataSetType=0x0000,
+    )
 
 
 def _response(sock: socket.socket) -> Dataset:
@@ -153,17 +170,7 @@ def test_data_on_a_context_that_was_not_accepted_is_aborted(node: Node) -> None:
 
 def test_release_in_the_middle_of_an_instance_is_aborted_and_nothing_kept(node: Node) -> None:
     with _associate(node) as sock:
-        store = Dataset()
-        store.AffectedSOPClassUID = Verification
-        store.AffectedSOPInstanceUID = "1.2.3.4"
-        store.CommandField = 0x0001
-        store.MessageID = 1
-        store.Priority = 0
-        store.CommandDataSetType = 0x0000
-        body = encode_dataset(store, True, True)
-        assert body is not None
-        command = struct.pack("<HHII", 0, 0, 4, len(body)) + body
-        sock.sendall(pdu.command_pdus(1, command, 16384)[0])
+        sock.sendall(pdu.command_pdus(1, _store_command(Verification), 16384)[0])
         data = struct.pack(">IBB", 2 + 100, 1, 0x00) + b"\0" * 100  # not the last fragment
         sock.sendall(struct.pack(">BxI", 0x04, len(data)) + data)
         sock.sendall(b"\x05\x00\x00\x00\x00\x04\x00\x00\x00\x00")
@@ -184,3 +191,15 @@ def test_associations_over_the_limit_are_rejected_as_transient(start_node: NodeF
         assert assoc.acceptor.primitive.diagnostic == 0x02  # local limit exceeded
         ae.shutdown()
     assert _echo_works(node)
+
+
+def test_a_store_whose_sop_class_differs_from_its_context_is_refused(node: Node) -> None:
+    with _associate(node) as sock:  # context 1 is Verification
+        sock.sendall(pdu.command_pdus(1, _store_command(CTImageStorage), 0)[0])
+        data = struct.pack(">IBB", 2 + 100, 1, 0x02) + b"\0" * 100  # the last fragment
+        sock.sendall(struct.pack(">BxI", 0x04, len(data)) + data)
+        response = _response(sock)
+        assert response.CommandField == 0x8001
+        assert response.Status == 0x0122
+    assert node.receive_leftovers() == []
+    assert node.spooled_files() == []
