@@ -26,16 +26,7 @@ def _command_bytes(message: object) -> bytes:
 
 
 def test_decodes_a_c_store_request_from_pynetdicom() -> None:
-    primitive = C_STORE()
-    primitive.MessageID = 7
-    primitive.AffectedSOPClassUID = CTImageStorage
-    primitive.AffectedSOPInstanceUID = SOP_INSTANCE
-    primitive.Priority = 0
-    primitive.DataSet = BytesIO(b"\0" * 10)
-    message = C_STORE_RQ()
-    message.primitive_to_message(primitive)
-
-    command = decode_command(_command_bytes(message))
+    command = decode_command(_store_request_bytes(message_id=7))
 
     assert command.command_field == CommandField.C_STORE_RQ
     assert command.message_id == 7
@@ -96,9 +87,10 @@ def test_malformed_commands_are_refused(data: bytes) -> None:
         decode_command(data)
 
 
-def _store_request_bytes() -> bytes:
+def _store_request_bytes(message_id: int = 9) -> bytes:
+    """A C-STORE-RQ command set as pynetdicom encodes it."""
     primitive = C_STORE()
-    primitive.MessageID = 9
+    primitive.MessageID = message_id
     primitive.AffectedSOPClassUID = CTImageStorage
     primitive.AffectedSOPInstanceUID = SOP_INSTANCE
     primitive.Priority = 0
