@@ -13,7 +13,7 @@ import os
 import re
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import (
@@ -29,7 +29,9 @@ from core.routing import RoutingRule, default_rules
 CONFIG_FILE_ENV = "AINODE_CONFIG"
 
 _AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")
-_DESTINATION = re.compile(r"^(?P<ae>[^@]{1,16})@(?P<host>[^:@/]+):(?P<port>\d{1,5})(?P<tls>/tls)?$")
+_DESTINATION = re.compile(
+    r"^(?P<ae>[^@]{1,16})@(?P<host>[^:@/]+):(?P<port>\d{1,5})(?P<options>(/[^/]*)*)$"
+)
 _CALLER = re.compile(r"^(?P<ae>[^@]{1,16})(?:@(?P<host>[^:@]+))?$")
 
 
@@ -40,31 +42,69 @@ def _validate_ae_title(value: str) -> str:
     return value
 
 
+#: How a SEG encodes its segments: one bit plane per segment, or one label per pixel.
+SegType = Literal["BINARY", "LABELMAP"]
+SEG_TYPES: tuple[SegType, ...] = get_args(SegType)
+
+#: Suffixes of the ``AE@host:port`` form: what each one sets on a :class:`Destination`.
+_DESTINATION_OPTIONS: dict[str, tuple[str, bool | str]] = {
+    "tls": ("tls", True),
+    "binary": ("seg_type", "BINARY"),
+    "labelmap": ("seg_type", "LABELMAP"),
+}
+
+
 class Destination(BaseModel):
-    """A DICOM peer that receives the node's results (C-STORE SCP)."""
+    """A DICOM peer that receives the node's results (C-STORE SCP).
+
+    ``seg_type`` is the kind of DICOM SEG this peer gets: ``BINARY`` (the
+    default; what most viewers display) or ``LABELMAP`` (Label Map
+    Segmentation Storage, DICOM 2024: smaller, for peers known to support it).
+    ``str()`` gives the canonical ``AE@host:port[/tls][/labelmap]`` form, which
+    deliveries store: the SEG type is part of a destination's identity.
+    """
 
     ae_title: str
     host: str
     port: int = Field(ge=1, le=65535)
     tls: bool = False
+    seg_type: SegType = "BINARY"
 
     _check_ae = field_validator("ae_title")(_validate_ae_title)
 
+    @field_validator("seg_type", mode="before")
+    @classmethod
+    def _upper_seg_type(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
+
     @classmethod
     def parse(cls, text: str) -> Destination:
-        """Parse ``AE@host:port`` (``AE@host:port/tls`` for DICOM TLS), as in the environment."""
+        """Parse ``AE@host:port`` with optional suffixes, as in the environment.
+
+        Suffixes (any order, case-insensitive): ``/tls`` for DICOM TLS,
+        ``/labelmap`` or ``/binary`` for the SEG type (default BINARY), e.g.
+        ``PACS@pacs:104/tls/labelmap``.
+        """
         match = _DESTINATION.match(text.strip())
         if not match:
-            raise ValueError(f"destination must look like AE@host:port[/tls], got {text!r}")
-        return cls(
-            ae_title=match["ae"],
-            host=match["host"],
-            port=int(match["port"]),
-            tls=bool(match["tls"]),
-        )
+            raise ValueError(
+                f"destination must look like AE@host:port[/tls][/labelmap], got {text!r}"
+            )
+        values: dict[str, Any] = {}
+        for option in match["options"].split("/")[1:]:
+            if option.lower() not in _DESTINATION_OPTIONS:
+                known = ", ".join(f"/{name}" for name in _DESTINATION_OPTIONS)
+                raise ValueError(f"unknown destination option /{option} in {text!r} ({known})")
+            field, value = _DESTINATION_OPTIONS[option.lower()]
+            if field in values:
+                raise ValueError(f"destination {text!r} sets {field} twice")
+            values[field] = value
+        return cls(ae_title=match["ae"], host=match["host"], port=int(match["port"]), **values)
 
     def __str__(self) -> str:
-        return f"{self.ae_title}@{self.host}:{self.port}{'/tls' if self.tls else ''}"
+        tls = "/tls" if self.tls else ""
+        labelmap = "/labelmap" if self.seg_type == "LABELMAP" else ""
+        return f"{self.ae_title}@{self.host}:{self.port}{tls}{labelmap}"
 
 
 class AllowedCaller(BaseModel):
@@ -212,6 +252,17 @@ class Settings(BaseSettings):
     def locks_dir(self) -> Path:
         """Lock files that limit concurrent GPU jobs per device across worker processes."""
         return self.spool_path / "locks"
+
+    @property
+    def seg_types(self) -> list[SegType]:
+        """The SEG types a segmentation job builds: those its destinations take.
+
+        Only BINARY unless a destination asks for LABELMAP, so the default
+        costs nothing extra; BINARY too when no destination is configured
+        (the results stay in the spool for a later replay).
+        """
+        wanted = {destination.seg_type for destination in self.destinations} or {"BINARY"}
+        return [seg_type for seg_type in SEG_TYPES if seg_type in wanted]
 
     @property
     def effective_database_url(self) -> str:

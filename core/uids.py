@@ -11,10 +11,14 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pydicom.uid import generate_uid
 
 from core import __version__
+
+if TYPE_CHECKING:
+    from core.config import SegType
 
 UID_ROOT = "1.2.826.0.1.3680043.8.498."
 
@@ -58,6 +62,23 @@ class ResultUIDs:
             seg_instance=derived_uid(*base, "seg-instance"),
             sr_series=derived_uid(*base, "sr-series"),
             sr_instance=derived_uid(*base, "sr-instance"),
+        )
+
+    def for_seg_type(self, seg_type: SegType) -> ResultUIDs:
+        """The UIDs of the job's SEG of ``seg_type`` and of the SR that references it.
+
+        BINARY keeps these UIDs (those of every result made before LABELMAP
+        existed); a LABELMAP SEG and its SR are other objects in other series,
+        so their four UIDs are derived from these: as deterministic, never equal.
+        """
+        if seg_type == "BINARY":
+            return self
+        variant = seg_type.lower()
+        return ResultUIDs(
+            seg_series=derived_uid(self.seg_series, variant),
+            seg_instance=derived_uid(self.seg_instance, variant),
+            sr_series=derived_uid(self.sr_series, variant),
+            sr_instance=derived_uid(self.sr_instance, variant),
         )
 
 

@@ -9,6 +9,7 @@ is the source of truth, the queue only carries work.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -16,7 +17,7 @@ from celery import Celery
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
-from core.config import Settings
+from core.config import Destination, Settings
 from core.db.models import (
     Delivery,
     DeliveryState,
@@ -77,25 +78,51 @@ def reset_delivery(delivery: Delivery) -> None:
 
 
 def plan_deliveries(
-    session: Session, result: Result, destinations: list[str], *, resend: bool = False
+    session: Session,
+    results: Sequence[Result],
+    destinations: Sequence[Destination],
+    *,
+    resend: bool = False,
 ) -> list[int]:
-    """Delivery ids of ``result`` to ``destinations`` that should be sent now.
+    """Delivery ids of one job's ``results`` to ``destinations`` that should be sent now.
 
-    Missing deliveries are created ``pending``; with ``resend`` existing ones
-    are reset to ``pending`` with a fresh attempt budget (an operator's replay).
+    Each destination gets the results of its SEG type (a SEG and the SR that
+    references it) and those of none (an SR of findings), so it holds one
+    consistent SEG + SR pair.  A destination whose SEG type the job made
+    nothing of gets the BINARY pair: a LABELMAP cannot hold overlapping
+    segments, and a LABELMAP destination configured after the job ran gets
+    what the job made (re-run the job to make its LABELMAP).  Missing
+    deliveries are created ``pending``; with ``resend`` existing ones are
+    reset to ``pending`` with a fresh attempt budget (an operator's replay).
+
+    Raises
+    ------
+    ConfigurationError
+        If a destination would get no SEG of a job that made SEGs: a BINARY
+        destination configured after a job that made only a LABELMAP.
     """
-    existing = {delivery.destination: delivery for delivery in result.deliveries}
+    made = {result.seg_type for result in results if result.seg_type}
     planned = []
     for destination in destinations:
-        delivery = existing.get(destination)
-        if delivery is None:
-            delivery = Delivery(result_id=result.id, destination=destination)
-            session.add(delivery)
-        elif not resend:
-            continue
-        reset_delivery(delivery)
-        session.flush()
-        planned.append(delivery.id)
+        seg_type = destination.seg_type if destination.seg_type in made else "BINARY"
+        if made and seg_type not in made:
+            raise ConfigurationError(
+                f"no {destination.seg_type} SEG was made for {destination}; "
+                "run the job again (ainode replay JOB --rerun)"
+            )
+        name = str(destination)
+        for result in results:
+            if result.seg_type not in (None, seg_type):
+                continue
+            delivery = next((d for d in result.deliveries if d.destination == name), None)
+            if delivery is None:
+                delivery = Delivery(result_id=result.id, destination=name)
+                session.add(delivery)
+            elif not resend:
+                continue
+            reset_delivery(delivery)
+            session.flush()
+            planned.append(delivery.id)
     return planned
 
 
@@ -283,9 +310,10 @@ class Dispatcher:
         ------
         ConfigurationError
             If the job does not exist, is still queued or running, or (without
-            ``rerun``) has no results to send.
+            ``rerun``) has no results to send or none of a SEG type a
+            destination takes (see :func:`plan_deliveries`).
         """
-        destinations = [str(destination) for destination in self.settings.destinations]
+        destinations = self.settings.destinations
         with session_scope(self.session_factory) as session:
             job = session.get(Job, job_id)
             if job is None or job.state in (JobState.QUEUED, JobState.RUNNING):
@@ -299,11 +327,10 @@ class Dispatcher:
             elif not job.results:
                 raise ConfigurationError(f"job {job_id} has no results to send")
             else:
-                planned = [
-                    delivery_id
-                    for result in job.results
-                    for delivery_id in plan_deliveries(session, result, destinations, resend=True)
-                ]
+                try:
+                    planned = plan_deliveries(session, job.results, destinations, resend=True)
+                except ConfigurationError as exc:
+                    raise ConfigurationError(f"job {job_id}: {exc}") from exc
         for item_id in planned:
             if rerun:
                 self.enqueue_job(item_id)

@@ -2,18 +2,23 @@
 
 One function per job, whatever the result kind, so the task code does not
 care which kind a pipeline produces: segmentation gives a SEG and a TID 1500
-SR of its segments; classification and detection give a TID 1500 SR.
+SR of its segments, once per SEG type the destinations take (BINARY, and
+LABELMAP where asked for); classification and detection give a TID 1500 SR.
 UIDs come from :class:`core.uids.ResultUIDs`, derived from the job's input,
 so a re-run rebuilds identical objects.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from dataclasses import dataclass
+
 from pydicom import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
 from core import __version__
+from core.config import SEG_TYPES, SegType
 from core.uids import ResultUIDs
 from pipelines.base import (
     ClassificationResult,
@@ -26,8 +31,15 @@ from pipelines.base import (
 from pipelines.outputs import build_measurement_report, build_segmentation
 from pipelines.outputs.findings import build_classification_report, build_detection_report
 from pipelines.outputs.provenance import ResultProvenance
+from pipelines.outputs.seg import OverlappingSegmentsError
 
-__all__ = ["SEG_SERIES_NUMBER", "SR_SERIES_NUMBER", "build_result_objects"]
+__all__ = [
+    "SEG_SERIES_NUMBER",
+    "SR_SERIES_NUMBER",
+    "BuiltResults",
+    "ResultObject",
+    "build_result_objects",
+]
 
 SEG_SERIES_NUMBER = 9901
 SR_SERIES_NUMBER = 9902
@@ -38,6 +50,34 @@ _PROCEDURES: dict[str, Code] = {
     "PT": codes.cid100.PETUnspecifiedBodyRegion,
     "NM": codes.cid100.NMUnspecifiedBodyRegion,
 }
+
+
+@dataclass(frozen=True)
+class ResultObject:
+    """One DICOM object of a job and the SEG type of the destinations it is for.
+
+    ``seg_type`` is None for an SR that references no SEG (classification,
+    detection): it goes to every destination.
+    """
+
+    kind: str
+    dataset: Dataset
+    seg_type: SegType | None = None
+
+    @property
+    def file_name(self) -> str:
+        """File name in the job's results folder: ``seg.dcm``, ``sr-labelmap.dcm``, ..."""
+        if self.seg_type is None or self.seg_type == "BINARY":
+            return f"{self.kind}.dcm"
+        return f"{self.kind}-{self.seg_type.lower()}.dcm"
+
+
+@dataclass
+class BuiltResults:
+    """A job's result objects, and why a SEG type that was asked for is missing (if so)."""
+
+    objects: list[ResultObject]
+    note: str | None = None
 
 
 def procedure_reported(data: PipelineInput) -> Code:
@@ -71,8 +111,17 @@ def build_result_objects(
     *,
     ae_title: str,
     outside_domain: bool,
-) -> list[tuple[str, Dataset]]:
-    """The result objects of one job as ``(kind, dataset)``: ``seg`` and/or ``sr``.
+    seg_types: Collection[SegType] = ("BINARY",),
+) -> BuiltResults:
+    """The result objects of one job: SEG + SR per SEG type, or one SR.
+
+    A segmentation gives, for each of ``seg_types``, a SEG of that type and a
+    TID 1500 SR that references *that* SEG, so every destination holds a
+    consistent pair (the LABELMAP pair has UIDs of its own,
+    :meth:`ResultUIDs.for_seg_type`).  A LABELMAP cannot hold overlapping
+    segments (a body outline around the lungs): then no LABELMAP is built, the
+    BINARY pair is (even if not asked for) and the note says why; LABELMAP
+    destinations receive the BINARY pair (see :func:`worker.dispatch.plan_deliveries`).
 
     Parameters
     ----------
@@ -83,38 +132,59 @@ def build_result_objects(
     result:
         Segmentation, classification or detection result.
     uids:
-        UIDs derived from the job.
+        UIDs derived from the job (those of the BINARY SEG and its SR).
     ae_title:
         The node's AE title (device serial number, observer).
     outside_domain:
         The input was outside the pipeline's validated domain (flag policy).
+    seg_types:
+        The SEG types the job's destinations take (ignored for an SR-only result).
     """
     provenance = provenance_of(pipeline, ae_title)
     common = {
-        "series_instance_uid": uids.sr_series,
-        "sop_instance_uid": uids.sr_instance,
         "series_number": SR_SERIES_NUMBER,
         "provenance": provenance,
         "procedure_reported": procedure_reported(data),
         "outside_domain": outside_domain,
     }
+    sr_uids = {"series_instance_uid": uids.sr_series, "sop_instance_uid": uids.sr_instance}
     if isinstance(result, ClassificationResult):
-        return [("sr", build_classification_report(data, result, **common))]
+        sr = build_classification_report(data, result, **sr_uids, **common)
+        return BuiltResults([ResultObject("sr", sr)])
     if isinstance(result, DetectionResult):
-        return [("sr", build_detection_report(data, result, **common))]
-    seg = build_segmentation(
-        data,
-        result,
-        series_instance_uid=uids.seg_series,
-        sop_instance_uid=uids.seg_instance,
-        series_number=SEG_SERIES_NUMBER,
-        provenance=provenance,
-    )
-    sr = build_measurement_report(
-        data,
-        measure_segments(data, result),
-        seg,
-        intensity_unit=pipeline.intensity_unit,
-        **common,
-    )
-    return [("seg", seg), ("sr", sr)]
+        sr = build_detection_report(data, result, **sr_uids, **common)
+        return BuiltResults([ResultObject("sr", sr)])
+    measurements = measure_segments(data, result)
+    wanted = set(seg_types) or {"BINARY"}
+    objects: list[ResultObject] = []
+    note = None
+    for seg_type in ("LABELMAP", "BINARY"):  # LABELMAP first: if it cannot be, BINARY stands in
+        if seg_type not in wanted:
+            continue
+        typed = uids.for_seg_type(seg_type)
+        try:
+            seg = build_segmentation(
+                data,
+                result,
+                series_instance_uid=typed.seg_series,
+                sop_instance_uid=typed.seg_instance,
+                series_number=SEG_SERIES_NUMBER,
+                provenance=provenance,
+                segmentation_type=seg_type.lower(),
+            )
+        except OverlappingSegmentsError:
+            note = "segments overlap: no LABELMAP SEG, LABELMAP destinations get the BINARY SEG"
+            wanted.add("BINARY")
+            continue
+        sr = build_measurement_report(
+            data,
+            measurements,
+            seg,
+            intensity_unit=pipeline.intensity_unit,
+            series_instance_uid=typed.sr_series,
+            sop_instance_uid=typed.sr_instance,
+            **common,
+        )
+        objects += [ResultObject("seg", seg, seg_type), ResultObject("sr", sr, seg_type)]
+    objects.sort(key=lambda item: SEG_TYPES.index(item.seg_type or "BINARY"))  # BINARY first
+    return BuiltResults(objects, note)

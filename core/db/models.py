@@ -225,13 +225,20 @@ class JobEvent(Base):
 
 
 class Result(Base):
-    """A DICOM object a job produced (SEG or SR), written to the results folder."""
+    """A DICOM object a job produced (SEG or SR), written to the results folder.
+
+    ``seg_type`` says which destinations take it: a segmentation job's SEG and
+    the SR referencing it carry the SEG's type (``BINARY`` or ``LABELMAP``) and
+    go to the destinations of that type; NULL (the SR of a classification or
+    detection) goes to every destination.
+    """
 
     __tablename__ = "results"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
     kind: Mapped[str] = mapped_column(String(8))
+    seg_type: Mapped[str | None] = mapped_column(String(16))
     sop_class_uid: Mapped[str] = mapped_column(UID)
     sop_instance_uid: Mapped[str] = mapped_column(UID, unique=True)
     series_instance_uid: Mapped[str] = mapped_column(UID)

@@ -29,7 +29,16 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pipelines.base import PipelineInput, SegmentationResult
 from pipelines.outputs.provenance import ResultProvenance
 
-__all__ = ["algorithm_identification", "build_segmentation", "segment_tracking_uid"]
+__all__ = [
+    "OverlappingSegmentsError",
+    "algorithm_identification",
+    "build_segmentation",
+    "segment_tracking_uid",
+]
+
+
+class OverlappingSegmentsError(ValueError):
+    """A LABELMAP was asked for segments that overlap: one label per pixel cannot hold them."""
 
 
 def segment_tracking_uid(seg_sop_instance_uid: str, tracking_id: str) -> str:
@@ -116,7 +125,7 @@ def _mask_volume(data: PipelineInput, result: SegmentationResult, labelmap: bool
     if labels is not None:
         return data.volume.with_array(labels)
     if labelmap:
-        raise ValueError("a LABELMAP Segmentation needs non-overlapping segments")
+        raise OverlappingSegmentsError("a LABELMAP Segmentation needs non-overlapping segments")
     # Segment-major in memory (each mask contiguous), segment last as a view: highdicom's
     # overlap check sums over the segment axis, which numpy does ~2-4x faster this way
     # than over a contiguous innermost axis of length n (same array values, same SEG).
@@ -137,7 +146,7 @@ def build_segmentation(
     series_description: str | None = None,
     segmentation_type: str = "binary",
 ) -> hd.seg.Segmentation:
-    """Build a BINARY DICOM Segmentation of a pipeline result.
+    """Build a BINARY (or LABELMAP) DICOM Segmentation of a pipeline result.
 
     Segment ``i + 1`` describes ``result.segments[i]`` (coded category and
     property type, algorithm type AUTOMATIC, the pipeline's algorithm
@@ -171,6 +180,9 @@ def build_segmentation(
 
     Raises
     ------
+    OverlappingSegmentsError
+        If a LABELMAP is asked for segments that overlap (checked before any
+        frame is encoded, so trying costs one pass over the masks).
     ValueError
         If there are no segments or a mask does not match the volume shape.
     """

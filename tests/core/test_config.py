@@ -132,6 +132,52 @@ def test_destination_parse_direct() -> None:
         Destination.parse("PACS@pacs.example:")
 
 
+@pytest.mark.parametrize(
+    ("text", "tls", "seg_type", "canonical"),
+    [
+        ("PACS@h:104", False, "BINARY", "PACS@h:104"),
+        ("PACS@h:104/tls", True, "BINARY", "PACS@h:104/tls"),
+        ("PACS@h:104/labelmap", False, "LABELMAP", "PACS@h:104/labelmap"),
+        ("PACS@h:104/tls/labelmap", True, "LABELMAP", "PACS@h:104/tls/labelmap"),
+        ("PACS@h:104/LabelMap/TLS", True, "LABELMAP", "PACS@h:104/tls/labelmap"),
+        ("PACS@h:104/binary", False, "BINARY", "PACS@h:104"),
+        ("PACS@h:104/tls/binary", True, "BINARY", "PACS@h:104/tls"),
+    ],
+)
+def test_destination_options_and_round_trip(
+    text: str, tls: bool, seg_type: str, canonical: str
+) -> None:
+    destination = Destination.parse(text)
+
+    assert (destination.tls, destination.seg_type) == (tls, seg_type)
+    assert str(destination) == canonical  # what deliveries store
+    assert Destination.parse(str(destination)) == destination
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("PACS@h:104/jpeg", "unknown destination option /jpeg"),
+        ("PACS@h:104/", "unknown destination option /"),
+        ("PACS@h:104/tls/tls", "sets tls twice"),
+        ("PACS@h:104/binary/labelmap", "sets seg_type twice"),
+    ],
+)
+def test_bad_destination_options_are_rejected(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Destination.parse(text)
+
+
+def test_seg_types_follow_the_destinations(clean_env: pytest.MonkeyPatch) -> None:
+    assert load_settings().seg_types == ["BINARY"]  # no destination: results stay BINARY
+    clean_env.setenv("AINODE_DESTINATIONS", "A@h:104,B@h:105")
+    assert load_settings().seg_types == ["BINARY"]
+    clean_env.setenv("AINODE_DESTINATIONS", "A@h:104/labelmap")
+    assert load_settings().seg_types == ["LABELMAP"]
+    clean_env.setenv("AINODE_DESTINATIONS", "A@h:104/tls/labelmap, B@h:105")
+    assert load_settings().seg_types == ["BINARY", "LABELMAP"]
+
+
 # --------------------------------------------------------------------- TOML file
 def test_toml_file(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
     config = write_toml(
@@ -155,6 +201,40 @@ allowed_callers = ["CT1", "CT2@10.1.1.1"]
         AllowedCaller(ae_title="CT1"),
         AllowedCaller(ae_title="CT2", host="10.1.1.1"),
     ]
+
+
+def test_toml_destinations_with_seg_type(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    config = write_toml(
+        tmp_path / "node.toml",
+        """
+destinations = [
+    "OLD@10.0.0.1:104",
+    "NEW@10.0.0.2:104/tls/labelmap",
+    { ae_title = "VIEWER", host = "10.0.0.3", port = 11112, seg_type = "labelmap" },
+]
+""",
+    )
+
+    settings = load_settings(config)
+
+    assert [str(d) for d in settings.destinations] == [
+        "OLD@10.0.0.1:104",
+        "NEW@10.0.0.2:104/tls/labelmap",
+        "VIEWER@10.0.0.3:11112/labelmap",
+    ]
+    assert [d.seg_type for d in settings.destinations] == ["BINARY", "LABELMAP", "LABELMAP"]
+
+
+def test_unknown_seg_type_in_toml_is_rejected(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    config = write_toml(
+        tmp_path / "node.toml",
+        'destinations = [{ ae_title = "V", host = "h", port = 104, seg_type = "fractional" }]\n',
+    )
+
+    with pytest.raises(ValidationError, match="'BINARY' or 'LABELMAP'"):
+        load_settings(config)
 
 
 def test_config_env_variable_and_env_wins_over_file(

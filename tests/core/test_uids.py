@@ -83,3 +83,15 @@ def test_result_uids_are_valid_dicom_uids() -> None:
         assert len(uid) <= 64
         assert UID(uid).is_valid, uid
         assert uid.startswith(UID_ROOT)
+
+
+def test_labelmap_uids_are_deterministic_and_their_own() -> None:
+    binary = uids_for()
+    labelmap = binary.for_seg_type("LABELMAP")
+
+    assert binary.for_seg_type("BINARY") == binary  # results made before LABELMAP keep theirs
+    assert labelmap == uids_for().for_seg_type("LABELMAP")  # a re-run gives the same
+    assert len(set(all_of(binary) + all_of(labelmap))) == 8
+    assert labelmap != uids_for(key=input_key(SOPS[:-1])).for_seg_type("LABELMAP")
+    for uid in all_of(labelmap):
+        assert UID(uid).is_valid and uid.startswith(UID_ROOT)

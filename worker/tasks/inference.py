@@ -2,12 +2,12 @@
 
 ``execute_job`` asserts the state of the world first: a job that already
 succeeded, failed or was skipped is left alone, so a redelivered message
-does nothing.  Results (SEG + SR for segmentation, an SR for classification
-and detection) carry UIDs derived from the job's input, so a re-run
-overwrites the same files and the PACS receives the same objects, never
-duplicates.  A series outside the pipeline's validated input domain is
-skipped with the reasons recorded, or processed with the SR saying so,
-per the pipeline's ``domain_policy``.
+does nothing.  Results (SEG + SR for segmentation, once per SEG type the
+destinations take; an SR for classification and detection) carry UIDs
+derived from the job's input, so a re-run overwrites the same files and the
+PACS receives the same objects, never duplicates.  A series outside the
+pipeline's validated input domain is skipped with the reasons recorded, or
+processed with the SR saying so, per the pipeline's ``domain_policy``.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from worker.heartbeat import Heartbeat
 if TYPE_CHECKING:
     from celery import Celery
 
+    from worker.results import ResultObject
     from worker.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ class JobTimings:
 class Produced:
     """What ``_produce`` made: result objects and the facts recorded on the job."""
 
-    objects: list[tuple[str, Dataset]]
+    objects: list[ResultObject]
     device: str
     weights_sha256: str | None
     note: str | None = None
@@ -247,15 +248,23 @@ def _produce(
         version=pipeline.spec.version,
         key=claimed.input_key,
     )
-    objects = build_result_objects(
-        pipeline, data, result, uids, ae_title=settings.ae_title, outside_domain=bool(violations)
+    built = build_result_objects(
+        pipeline,
+        data,
+        result,
+        uids,
+        ae_title=settings.ae_title,
+        outside_domain=bool(violations),
+        seg_types=settings.seg_types,
     )
     timings.write = time.perf_counter() - start  # building the objects; writing them adds to it
+    if built.note:
+        log.info("job %d: %s", claimed.id, built.note)
     return Produced(
-        objects=objects,
+        objects=built.objects,
         device=pipeline.device,
         weights_sha256=pipeline.weights_sha256,
-        note=note,
+        note="; ".join(part for part in (note, built.note) if part) or None,
     )
 
 
@@ -266,28 +275,31 @@ def _record_results(
     start = time.perf_counter()
     folder = runtime.results_dir / str(claimed.id)
     written = []
-    for kind, dataset in produced.objects:
-        path = folder / f"{kind}.dcm"
-        written.append((kind, dataset, path, _write(dataset, path)))
+    for item in produced.objects:
+        path = folder / item.file_name
+        written.append((item, path, _write(item.dataset, path)))
     timings.write += time.perf_counter() - start
 
-    destinations = [str(destination) for destination in runtime.settings.destinations]
     with session_scope(runtime.session_factory) as session:
         job = session.get_one(Job, claimed.id)
-        delivery_ids = []
-        for kind, dataset, path, size in written:
+        results = []
+        for item, path, size in written:
+            dataset = item.dataset
             result = session.scalars(
                 select(Result).where(Result.sop_instance_uid == dataset.SOPInstanceUID)
             ).one_or_none()
             if result is None:
-                result = Result(job_id=job.id, kind=kind, sop_instance_uid=dataset.SOPInstanceUID)
+                result = Result(job_id=job.id, sop_instance_uid=dataset.SOPInstanceUID)
                 session.add(result)
+            result.kind = item.kind
+            result.seg_type = item.seg_type
             result.sop_class_uid = dataset.SOPClassUID
             result.series_instance_uid = dataset.SeriesInstanceUID
             result.path = str(path)
             result.size_bytes = size
             session.flush()
-            delivery_ids += plan_deliveries(session, result, destinations)
+            results.append(result)
+        delivery_ids = plan_deliveries(session, results, runtime.settings.destinations)
         job.state = JobState.SUCCEEDED
         job.finished_at = utcnow()
         job.device = produced.device

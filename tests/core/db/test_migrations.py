@@ -124,3 +124,47 @@ def test_comparison_detects_drift(sqlite_url: str) -> None:
     diffs = schema_diffs(sqlite_url)
 
     assert [diff[0] for diff in diffs] == ["add_index"]  # type: ignore[index]
+
+
+def test_results_made_before_seg_types_are_binary(database_url: str) -> None:
+    """0004: the SEG and SR of a segmentation job become BINARY; a findings SR stays NULL."""
+    upgrade(database_url, "0003")
+    now = "2026-01-01 00:00:00+00:00"
+    engine = make_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            run = connection.exec_driver_sql
+            run(
+                "INSERT INTO studies (id, study_instance_uid, state, first_received_at, "
+                f"last_received_at) VALUES (1, '1.2.3', 'routed', '{now}', '{now}')"
+            )
+            run(
+                "INSERT INTO series (id, study_id, series_instance_uid, instance_count, "
+                f"last_received_at) VALUES (1, 1, '1.2.3.4', 1, '{now}')"
+            )
+            for job_id, kinds in ((1, ("seg", "sr")), (2, ("sr",))):
+                run(
+                    "INSERT INTO jobs (id, study_id, series_id, rule_name, pipeline, queue, "
+                    "input_key, state, attempts, created_at) VALUES "
+                    f"({job_id}, 1, 1, 'r', 'p{job_id}', 'cpu', 'k', 'succeeded', 1, '{now}')"
+                )
+                for number, kind in enumerate(kinds):
+                    run(
+                        "INSERT INTO results (job_id, kind, sop_class_uid, sop_instance_uid, "
+                        "series_instance_uid, path, size_bytes, created_at) VALUES "
+                        f"({job_id}, '{kind}', '1.2', '9.{job_id}.{number}', '9', 'p', 1, "
+                        f"'{now}')"
+                    )
+        upgrade(database_url)
+        with engine.connect() as connection:
+            rows = connection.exec_driver_sql(
+                "SELECT job_id, kind, seg_type FROM results ORDER BY id"
+            ).all()
+    finally:
+        engine.dispose()
+
+    assert [tuple(row) for row in rows] == [
+        (1, "seg", "BINARY"),
+        (1, "sr", "BINARY"),
+        (2, "sr", None),
+    ]

@@ -1,4 +1,12 @@
-"""SEG types and the label-volume path: same objects, bounded memory, LABELMAP round trip."""
+"""SEG types and the label-volume path: same objects, bounded memory, LABELMAP round trip.
+
+Debian's dciodvfy (dicom3tools 2022) predates Label Map Segmentation Storage
+(DICOM 2024, Supplement 243): it reports "Information Object Not found" for
+the SOP class and flags the segment references of an SR pointing at one.  A
+LABELMAP SEG is therefore validated as a copy declared Segmentation Storage
+(the same IOD), less the differences Supplement 243 allows, and by reading it
+back with highdicom (:func:`tests.support.dciodvfy.labelmap_dciodvfy_errors`).
+"""
 
 from __future__ import annotations
 
@@ -9,10 +17,15 @@ import numpy as np
 import pytest
 from pydicom.sr.codedict import codes
 
-from pipelines.base import PipelineInput, SegmentationResult, SegmentDefinition
+from pipelines.base import PipelineInput, SegmentationResult, SegmentDefinition, measure_segments
+from pipelines.outputs import build_measurement_report
 from pipelines.outputs import seg as seg_module
 from pipelines.outputs.provenance import ResultProvenance
-from pipelines.outputs.seg import build_segmentation
+from pipelines.outputs.seg import OverlappingSegmentsError, build_segmentation
+from tests.support.dciodvfy import dciodvfy_available, labelmap_dciodvfy_errors
+from tests.support.sr import referenced_segmentations
+
+LABEL_MAP_SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.7"
 
 
 def _disjoint(data: PipelineInput, count: int) -> SegmentationResult:
@@ -81,7 +94,7 @@ def test_labelmap_round_trip(
 def test_labelmap_refuses_overlapping_segments(
     ct_input: PipelineInput, seg_result: SegmentationResult, provenance: ResultProvenance
 ) -> None:
-    with pytest.raises(ValueError, match="non-overlapping"):
+    with pytest.raises(OverlappingSegmentsError, match="non-overlapping"):
         _build(ct_input, seg_result, provenance, segmentation_type="labelmap")
 
 
@@ -90,3 +103,35 @@ def test_unknown_segmentation_type_is_refused(
 ) -> None:
     with pytest.raises(ValueError, match="binary or labelmap"):
         _build(ct_input, seg_result, provenance, segmentation_type="fractional")
+
+
+@pytest.mark.skipif(not dciodvfy_available(), reason="dciodvfy not installed")
+def test_labelmap_seg_and_its_sr_are_valid_as_far_as_dciodvfy_knows(
+    ct_input: PipelineInput, provenance: ResultProvenance, tmp_path: Path
+) -> None:
+    result = _disjoint(ct_input, 4)
+    seg = _build(ct_input, result, provenance, segmentation_type="labelmap")
+    sr = build_measurement_report(
+        ct_input,
+        measure_segments(ct_input, result),
+        seg,
+        series_instance_uid="1.2.826.0.1.3680043.8.498.3",
+        sop_instance_uid="1.2.826.0.1.3680043.8.498.4",
+        series_number=902,
+        provenance=provenance,
+        intensity_unit=codes.UCUM.HounsfieldUnit,
+    )
+    seg.save_as(tmp_path / "seg.dcm")
+    sr.save_as(tmp_path / "sr.dcm")
+
+    assert seg.SOPClassUID == LABEL_MAP_SEGMENTATION_STORAGE
+    assert referenced_segmentations(tmp_path / "sr.dcm") == {(seg.SOPClassUID, seg.SOPInstanceUID)}
+    assert labelmap_dciodvfy_errors(tmp_path / "seg.dcm") == []
+    assert labelmap_dciodvfy_errors(tmp_path / "sr.dcm") == []
+
+    # The check is not vacuous: a missing Type 1 attribute is still reported.
+    seg.FrameOfReferenceUID = None
+    seg.save_as(tmp_path / "broken.dcm")
+    assert any(
+        "FrameOfReferenceUID" in e for e in labelmap_dciodvfy_errors(tmp_path / "broken.dcm")
+    )
