@@ -12,6 +12,7 @@ from pydicom import Dataset, dcmread
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.config import Settings
+from dicom_node.receive import ReceiveFile
 from dicom_node.recorder import InstanceRecorder, ReceivedInstance
 from dicom_node.spool import InstanceSpool
 from pipelines.phantom import PhantomStudy, generate_ct_phantom, write_phantom
@@ -77,7 +78,7 @@ def spool_study(
                 continue
             ds = dcmread(path, stop_before_pixels=True)
             stored = spool.store(
-                path,
+                ReceiveFile(path.parent, path.read_bytes()),
                 spool.relative_path(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID),
             )
             study_id = recorder.record(
