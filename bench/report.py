@@ -163,8 +163,9 @@ def markdown(results: dict[str, Any]) -> str:
             "",
             "`overhead` = total − stability wait − inference (the pipeline's compute); "
             "`orchestration` = routing + queue wait + send scheduling + DB writes; "
-            "`db_writes` = job run time − load − inference − write − SEG/SR build "
-            "(SEG/SR build timed inside the worker by `bench/hooks/sitecustomize.py`).",
+            "`db_writes` = job run time − load − inference − (SEG/SR build + write); "
+            "`write` = writing the result files (the job's write time less the SEG/SR build, "
+            "timed inside the worker by `bench/hooks/sitecustomize.py`).",
             "",
         ]
         t300 = next((t for t in ttr if t["slices"] == 300), None)
