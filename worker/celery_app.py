@@ -17,6 +17,8 @@ from kombu import Queue
 from core.config import Settings
 
 QUEUES = ("cpu", "gpu", "send")
+#: kombu's file-system transport with atomic message files (see :mod:`worker.embedded_broker`).
+EMBEDDED_TRANSPORT = "worker.embedded_broker:Transport"
 RUN_JOB = "ainode.run_job"
 SEND_DELIVERY = "ainode.send_delivery"
 
@@ -63,6 +65,7 @@ def create_app(settings: Settings) -> NodeCelery:
     broker_url, transport_options = broker_options(settings)
     app.conf.update(
         broker_url=broker_url,
+        broker_transport=EMBEDDED_TRANSPORT if settings.uses_embedded_broker else None,
         broker_transport_options=transport_options,
         broker_connection_retry_on_startup=True,
         result_backend=None,
