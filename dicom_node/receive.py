@@ -75,6 +75,7 @@ class ReceiveFile:
         self._fd = fd
         self.path = Path(name)
         self.error: OSError | None = None
+        self._stored = False
         self._buffer = bytearray(WRITE_BUFFER_BYTES)
         self._view = memoryview(self._buffer)
         self._filled = 0
@@ -119,10 +120,18 @@ class ReceiveFile:
             os.close(self._fd)
             self._fd = -1
 
+    def moved(self) -> None:
+        """The file now lives elsewhere (stored): :meth:`discard` must not delete its old name.
+
+        Another association may already have a new receive file under that name.
+        """
+        self._stored = True
+
     def discard(self) -> None:
-        """Close and delete the file (an aborted or rejected instance)."""
+        """Close and delete the file (an aborted or rejected instance); only close a stored one."""
         self.close()
-        self.path.unlink(missing_ok=True)
+        if not self._stored:
+            self.path.unlink(missing_ok=True)
 
 
 def remove_stale(folder: Path, older_than_seconds: float) -> int:

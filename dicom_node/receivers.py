@@ -18,6 +18,7 @@ import multiprocessing
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -124,19 +125,26 @@ class ReceiverPool:
             self._threads.append(thread)
         log.info("started %d extra receiver processes on port %d", count, port)
 
-    @staticmethod
-    def _await_ready(process: BaseProcess, connection: Connection) -> None:
+    def _await_ready(self, process: BaseProcess, connection: Connection) -> None:
         """Wait until a child listens, so that the port is served once ``start`` returns."""
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
         with contextlib.suppress(EOFError, OSError):
-            if connection.poll(START_TIMEOUT_SECONDS) and connection.recv() == READY:
-                return
+            while connection.poll(max(0.0, deadline - time.monotonic())):
+                if self._deliver(connection.recv()):
+                    return
         log.error("receiver process %s did not start listening", process.pid)
+
+    def _deliver(self, message: Any) -> bool:
+        """Pass a recorded study id on to ``on_recorded``; True for the child's READY."""
+        if message == READY:
+            return True
+        self._on_recorded(int(message))
+        return False
 
     def _relay(self, process: BaseProcess, connection: Connection) -> None:
         with contextlib.suppress(EOFError, OSError):
             while True:
-                study_id: Any = connection.recv()
-                self._on_recorded(int(study_id))
+                self._deliver(connection.recv())
         if not self._stopping.is_set():
             process.join(1)
             log.error(

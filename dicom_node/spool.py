@@ -72,6 +72,7 @@ class InstanceSpool:
         received.sync()
         try:
             os.replace(received.path, final)
+            received.moved()
         except OSError as exc:
             if exc.errno != errno.EXDEV:
                 raise

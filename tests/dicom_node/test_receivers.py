@@ -83,3 +83,21 @@ def test_receiver_processes_share_the_port_and_store_every_instance_once(
         scp.stop()
         engine.dispose()
     assert pool.pids == []
+
+
+def test_a_study_recorded_before_the_child_says_ready_is_not_lost(
+    make_settings: Callable[..., Settings],
+) -> None:
+    import multiprocessing
+
+    recorded: list[int] = []
+    pool = ReceiverPool(make_settings(), recorded.append)
+    parent_end, child_end = multiprocessing.Pipe()
+    child_end.send(5)  # an instance stored between the child's start and its READY
+    child_end.send("ready")
+    child_end.send(6)
+
+    pool._await_ready(multiprocessing.current_process(), parent_end)
+
+    assert recorded == [5]
+    assert parent_end.recv() == 6  # the rest is for the relay

@@ -174,3 +174,27 @@ def test_remove_partials(spool: InstanceSpool) -> None:
     assert spool.remove_partials() == 2
     assert all_files(spool.root) == [keep]
     assert spool.remove_partials() == 0
+
+
+def test_discarding_a_stored_file_leaves_its_old_name_alone(
+    spool: InstanceSpool, received: ReceiveFile
+) -> None:
+    spool.store(received, spool.relative_path(STUDY, SERIES, SOP))
+    # Another association's new receive file may get the freed temp name.
+    received.path.write_bytes(b"someone else's instance")
+
+    received.discard()
+
+    assert received.path.read_bytes() == b"someone else's instance"
+
+
+def test_discarding_after_a_copy_removes_the_received_file(
+    spool: InstanceSpool, received: ReceiveFile, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(os, "replace", only_from(received, errno.EXDEV))
+    spool.store(received, spool.relative_path(STUDY, SERIES, SOP))
+    monkeypatch.undo()
+
+    received.discard()
+
+    assert not received.path.exists()
