@@ -54,7 +54,8 @@ def orthanc_receiver(associations: int, sync: str = "") -> Iterator[tuple[int, s
 
 
 def node_env(**extra: str) -> dict[str, str]:
-    env = {"AINODE_STABILITY_SECONDS": "3600", "AINODE_LOG_LEVEL": "WARNING"}
+    # INFO: one line per association, and the line that says all receiver processes accept
+    env = {"AINODE_STABILITY_SECONDS": "3600", "AINODE_LOG_LEVEL": "INFO"}
     env.update(extra)
     return env
 
@@ -214,8 +215,9 @@ def run(runs: int = RUNS) -> dict[str, Any]:
         ("orthanc", "orthanc-sync", {"sync": "1"}),
         ("node", "node", {}),
         ("node", "node-2proc", {"AINODE_RECEIVER_PROCESSES": "2"}),
+        ("node", "node-4proc", {"AINODE_RECEIVER_PROCESSES": "4"}),
         ("node", "node-pg", {"postgres": "1"}),
-        ("node", "node-pg-2proc", {"postgres": "1", "AINODE_RECEIVER_PROCESSES": "2"}),
+        ("node", "node-pg-4proc", {"postgres": "1", "AINODE_RECEIVER_PROCESSES": "4"}),
     ]
     rows = []
     for associations in (1, 4, 8):
@@ -231,6 +233,7 @@ def run(runs: int = RUNS) -> dict[str, Any]:
     memory = [
         node_memory(count, size),
         node_memory(count, size, AINODE_RECEIVER_PROCESSES="2"),
+        node_memory(count, size, AINODE_RECEIVER_PROCESSES="4"),
     ]
     return {"slices": slices, "throughput": rows, "memory": memory}
 

@@ -125,6 +125,21 @@ def markdown(results: dict[str, Any]) -> str:
                     _mark(ratio >= 1.7),
                 )
             )
+        default1 = _find(rows, "node", 1)
+        best4 = max(
+            (r for r in rows if r["receiver"].startswith("node") and r["associations"] == 4),
+            key=lambda r: r["instances_per_s"],
+            default=None,
+        )
+        if default1 and best4:
+            ratio = best4["instances_per_s"] / default1["instances_per_s"]
+            checks.append(
+                (
+                    f"4 assoc ≥ 1.7× 1 assoc (best: {best4['receiver']}, against the default node)",
+                    f"{ratio:.2f}×",
+                    _mark(ratio >= 1.7),
+                )
+            )
         memory = ingest.get("memory")
         if isinstance(memory, dict):
             memory = [memory]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Connection, Engine
@@ -32,6 +33,21 @@ class ReceivedInstance:
     calling_ae: str | None
     path: str
     size_bytes: int
+
+
+class RecordingFailed(Exception):
+    """An instance's row could not be recorded: the process that writes the rows is gone."""
+
+
+class Recorder(Protocol):
+    """Whatever records received instances: the database itself, or a process that writes to it."""
+
+    def record(self, received: ReceivedInstance) -> int:
+        """Record ``received`` durably; returns its study id.
+
+        Raises ``SQLAlchemyError`` or :class:`RecordingFailed` when it cannot.
+        """
+        ...
 
 
 _instances, _series, _studies = Instance.__table__, Series.__table__, Study.__table__

@@ -19,14 +19,12 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from sqlalchemy.orm import Session, sessionmaker
-
 from core.config import Settings
 from core.tls import server_context
 from dicom_node.association import StorageAssociation
-from dicom_node.group_commit import GroupCommitRecorder
 from dicom_node.negotiation import AssociationPolicy
 from dicom_node.receive import remove_stale
+from dicom_node.recorder import Recorder
 from dicom_node.spool import InstanceSpool
 from dicom_node.storage import InstanceStore
 
@@ -57,14 +55,16 @@ class StorageSCP:
     ----------
     settings:
         AE title, port, allow-list and timeouts.
-    session_factory:
-        Where received instances are recorded.
+    recorder:
+        Where received instances are recorded: a :class:`GroupCommitRecorder`
+        on the database, or in a receiver child the main process.
     on_recorded:
         Called with the study id after each instance is recorded (the
         stability monitor uses it to wake up).
-    reuse_port:
-        Bind with ``SO_REUSEPORT`` so that other receiver processes can
-        listen on the same port (see :mod:`dicom_node.receivers`).
+    listener:
+        A listening socket shared with other receiver processes (see
+        :mod:`dicom_node.receivers`): served instead of binding one, and left
+        listening for the others when this SCP stops.
     clean_spool:
         Remove partial files left by an earlier run at start-up; false for
         extra receiver processes, which start while the main one is receiving.
@@ -73,24 +73,25 @@ class StorageSCP:
     def __init__(
         self,
         settings: Settings,
-        session_factory: sessionmaker[Session],
+        recorder: Recorder,
         on_recorded: Callable[[int], None] = lambda _study_id: None,
         *,
-        reuse_port: bool = False,
+        listener: socket.socket | None = None,
         clean_spool: bool = True,
     ) -> None:
         self.settings = settings
         self.spool = InstanceSpool(settings.incoming_dir)
-        self.recorder = GroupCommitRecorder(session_factory)
+        self.recorder = recorder
         self.store = InstanceStore(self.spool, self.recorder, on_recorded)
         self._policy = AssociationPolicy(settings)
         self._tls: ssl.SSLContext | None = None
         self._allowed_hosts = allowed_hosts(settings)
         self._listener: socket.socket | None = None
+        self._shared_listener = listener
         self._connections: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
-        self._reuse_port = reuse_port
+        self._acceptor: threading.Thread | None = None
         self._clean_spool = clean_spool
 
     @property
@@ -99,6 +100,13 @@ class StorageSCP:
         if self._listener is None:
             raise RuntimeError("the SCP is not running")
         return int(self._listener.getsockname()[1])
+
+    @property
+    def listener(self) -> socket.socket:
+        """The listening socket, to share with other receiver processes."""
+        if self._listener is None:
+            raise RuntimeError("the SCP is not running")
+        return self._listener
 
     @property
     def receive_dir(self) -> Path:
@@ -114,14 +122,14 @@ class StorageSCP:
                 log.info("removed %d partial files left by an earlier run", removed)
         self._tls = server_context(self.settings)
         sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_INTERVAL_SECONDS))
-        self._listener = socket.create_server(
-            (self.settings.host, self.settings.port),
-            backlog=LISTEN_BACKLOG,
-            reuse_port=self._reuse_port,
+        self._listener = self._shared_listener or socket.create_server(
+            (self.settings.host, self.settings.port), backlog=LISTEN_BACKLOG
         )
-        acceptor = threading.Thread(target=self._accept_loop, name="scp-acceptor", daemon=True)
-        acceptor.start()
-        self._threads.append(acceptor)
+        self._acceptor = threading.Thread(
+            target=self._accept_loop, name="scp-acceptor", daemon=True
+        )
+        self._acceptor.start()
+        self._threads.append(self._acceptor)
         log.info(
             "Storage SCP %s listening on %s:%d (TLS %s)",
             self.settings.ae_title,
@@ -186,12 +194,18 @@ class StorageSCP:
         listener, self._listener = self._listener, None
         if listener is None:
             return
-        with contextlib.suppress(OSError):
-            listener.shutdown(socket.SHUT_RDWR)
+        shared = listener is self._shared_listener
+        if not shared:
+            # Wakes the acceptor.  A shared socket stays listening for the other
+            # processes; this one's acceptor ends with the process.
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
         listener.close()
         with self._lock:
             connections = list(self._connections)
-            threads = list(self._threads)
+            threads = [
+                thread for thread in self._threads if not (shared and thread is self._acceptor)
+            ]
         for connection in connections:
             with contextlib.suppress(OSError):
                 connection.shutdown(socket.SHUT_RDWR)

@@ -12,6 +12,7 @@ from celery import Celery
 
 from core.config import Settings
 from core.db.session import make_engine, make_session_factory
+from dicom_node.group_commit import GroupCommitRecorder
 from dicom_node.receive import remove_stale
 from dicom_node.receivers import ReceiverPool
 from dicom_node.server import StorageSCP
@@ -38,13 +39,10 @@ class NodeService:
             sweep=self.sweep,
             sweep_seconds=settings.recovery_interval_seconds,
         )
-        self.scp = StorageSCP(
-            settings,
-            self.session_factory,
-            on_recorded=self.monitor.notify,
-            reuse_port=settings.receiver_processes > 1,
-        )
-        self.receivers = ReceiverPool(settings, on_recorded=self.monitor.notify)
+        # One recorder for the rows of every receiver process: they share commits.
+        recorder = GroupCommitRecorder(self.session_factory)
+        self.scp = StorageSCP(settings, recorder, on_recorded=self.monitor.notify)
+        self.receivers = ReceiverPool(settings, recorder, on_recorded=self.monitor.notify)
 
     @property
     def port(self) -> int:
@@ -61,7 +59,7 @@ class NodeService:
         self.dispatcher.recover(startup=True)
         self.scp.start()
         if self.settings.receiver_processes > 1:
-            self.receivers.start(self.scp.port, self.settings.receiver_processes - 1)
+            self.receivers.start(self.scp.listener, self.settings.receiver_processes - 1)
         self.monitor.start()
 
     def stop(self) -> None:

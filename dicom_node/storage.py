@@ -23,7 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from core.errors import InputRejected, StoreStatus
 from dicom_node.header import PIXEL_DATA, UNDEFINED, WANTED, ScannedHeader, scan_header
 from dicom_node.receive import ReceiveFile
-from dicom_node.recorder import InstanceRecorder, ReceivedInstance
+from dicom_node.recorder import ReceivedInstance, Recorder, RecordingFailed
 from dicom_node.spool import InstanceSpool
 
 log = logging.getLogger(__name__)
@@ -192,7 +192,7 @@ class InstanceStore:
     def __init__(
         self,
         spool: InstanceSpool,
-        recorder: InstanceRecorder,
+        recorder: Recorder,
         on_recorded: Callable[[int], None] = lambda _study_id: None,
     ) -> None:
         self.spool = spool
@@ -255,7 +255,7 @@ class InstanceStore:
         )
         try:
             study_id = self.recorder.record(item)
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, RecordingFailed) as exc:
             log.error("cannot record instance %s: %s", request_uid, type(exc).__name__)
             if not replaced:
                 self.spool.absolute(relative).unlink(missing_ok=True)

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.config import Settings
 from core.db.migrate import upgrade
 from core.db.session import make_engine, make_session_factory
+from dicom_node.group_commit import GroupCommitRecorder
 from dicom_node.server import StorageSCP
 
 
@@ -62,7 +63,11 @@ def start_node(
         upgrade(settings.effective_database_url)
         engine = make_engine(settings.effective_database_url)
         node = Node(settings, None, make_session_factory(engine), engine)  # type: ignore[arg-type]
-        node.scp = StorageSCP(settings, node.session_factory, on_recorded=node.recorded.append)
+        node.scp = StorageSCP(
+            settings,
+            GroupCommitRecorder(node.session_factory),
+            on_recorded=node.recorded.append,
+        )
         node.scp.start()
         nodes.append(node)
         return node

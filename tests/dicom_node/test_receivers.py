@@ -1,25 +1,25 @@
-"""Several receiver processes on one port (SO_REUSEPORT): every instance is stored once."""
+"""Several receiver processes on one listening socket: every instance is stored once."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from sqlalchemy import func, select
 
 from core.config import Settings
 from core.db.migrate import upgrade
 from core.db.models import Instance, Series
 from core.db.session import make_engine, make_session_factory
-from dicom_node.receivers import ReceiverPool, reuse_port_supported
+from dicom_node.group_commit import GroupCommitRecorder
+from dicom_node.receivers import ReceiverPool
 from dicom_node.server import StorageSCP
 from pipelines.phantom import generate_ct_phantom, write_phantom
 from tests.support.dcmtk import storescu
 from tests.support.waiting import wait_until
-
-pytestmark = pytest.mark.skipif(not reuse_port_supported(), reason="no SO_REUSEPORT")
 
 
 def _split(paths: list[Path], parts: int) -> list[list[Path]]:
@@ -34,21 +34,23 @@ def test_receiver_processes_share_the_port_and_store_every_instance_once(
     upgrade(settings.effective_database_url)
     engine = make_engine(settings.effective_database_url)
     recorded: list[int] = []
+    recorded_by: set[str] = set()
     lock = threading.Lock()
 
     def on_recorded(study_id: int) -> None:
         with lock:
             recorded.append(study_id)
+            # a child's rows are recorded by the pool's threads
+            recorded_by.add(threading.current_thread().name)
 
-    scp = StorageSCP(settings, make_session_factory(engine), on_recorded, reuse_port=True)
+    recorder = GroupCommitRecorder(make_session_factory(engine))
+    scp = StorageSCP(settings, recorder, on_recorded)
     scp.start()
-    pool = ReceiverPool(settings, on_recorded)
+    pool = ReceiverPool(settings, recorder, on_recorded)
     try:
-        pool.start(scp.port, settings.receiver_processes - 1)
+        pool.start(scp.listener, settings.receiver_processes - 1)
         study = generate_ct_phantom(slices=24, rows=32, columns=32, seed=11)
         files = write_phantom(study, tmp_path / "study")
-        # The children bind after start() returns: wait until each one has a listener.
-        wait_until(lambda: all(p.is_alive() for p, _ in pool._children), 10, 0.05)
         results: list = []
         senders = [
             threading.Thread(
@@ -72,32 +74,19 @@ def test_receiver_processes_share_the_port_and_store_every_instance_once(
         assert len(spooled) == len(files)
         # Every recorded instance reached the parent's callback, wherever it was received.
         wait_until(lambda: len(recorded) == len(files), 10, 0.05)
+        # The kernel handed connections to the children as well as to the main SCP.
+        assert any(name.startswith("child-rows") for name in recorded_by)
+        assert any(name.startswith("scp-association") for name in recorded_by)
 
-        # With the main SCP closed, the children still answer on the same port.
-        port = scp.port
-        scp.stop()
-        again = storescu("127.0.0.1", port, files[:2], called_ae=settings.ae_title)
-        assert again.returncode == 0 and not again.failed
+        # A receiver process that dies takes no connections with it: the others accept them.
+        victim = pool._children[0][0]
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.join(10)
+        for _ in range(settings.receiver_processes):
+            again = storescu("127.0.0.1", scp.port, files[:2], called_ae=settings.ae_title)
+            assert again.returncode == 0 and not again.failed
     finally:
         pool.stop()
         scp.stop()
         engine.dispose()
     assert pool.pids == []
-
-
-def test_a_study_recorded_before_the_child_says_ready_is_not_lost(
-    make_settings: Callable[..., Settings],
-) -> None:
-    import multiprocessing
-
-    recorded: list[int] = []
-    pool = ReceiverPool(make_settings(), recorded.append)
-    parent_end, child_end = multiprocessing.Pipe()
-    child_end.send(5)  # an instance stored between the child's start and its READY
-    child_end.send("ready")
-    child_end.send(6)
-
-    pool._await_ready(multiprocessing.current_process(), parent_end)
-
-    assert recorded == [5]
-    assert parent_end.recv() == 6  # the rest is for the relay

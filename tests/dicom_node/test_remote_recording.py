@@ -1,0 +1,126 @@
+"""Rows of receiver children recorded by the main process: replies, failures, a vanished parent."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+
+import pytest
+from sqlalchemy.exc import OperationalError
+
+from dicom_node.recorder import ReceivedInstance, RecordingFailed
+from dicom_node.remote_recording import DATABASE_UNAVAILABLE, RecordingServer, RemoteRecorder
+
+ROW = ReceivedInstance(
+    study_uid="1.2.3",
+    series_uid="1.2.3.4",
+    sop_instance_uid="1.2.3.4.1",
+    sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
+    transfer_syntax_uid="1.2.840.10008.1.2.1",
+    modality="CT",
+    body_part=None,
+    series_description=None,
+    calling_ae="STORESCU",
+    path="1.2.3/1.2.3.4/1.2.3.4.1.dcm",
+    size_bytes=1234,
+)
+
+
+class FakeRecorder:
+    """Study id 7 for every row; fails for SOP Instance UIDs ending in ``.bad``."""
+
+    def __init__(self) -> None:
+        self.rows: list[ReceivedInstance] = []
+        self.both_waiting = threading.Barrier(2, timeout=10)
+
+    def record(self, received: ReceivedInstance) -> int:
+        if received.sop_instance_uid.endswith(".bad"):
+            raise OperationalError("INSERT", {}, Exception("disk I/O error"))
+        if received.sop_instance_uid.endswith(".together"):
+            self.both_waiting.wait()  # two rows of one child are being recorded at once
+        self.rows.append(received)
+        return 7
+
+
+@contextmanager
+def channel(recorder: FakeRecorder) -> Iterator[tuple[RemoteRecorder, list[int], threading.Event]]:
+    """A child's RemoteRecorder talking to a RecordingServer over a real pipe."""
+    child_end, parent_end = multiprocessing.Pipe(duplex=True)
+    recorded: list[int] = []
+    others: list[object] = []
+    closed = threading.Event()
+    server = RecordingServer(recorder, recorded.append, max_concurrent=4)
+    serving = threading.Thread(target=server.serve, args=(parent_end, others.append))
+    serving.start()
+    remote = RemoteRecorder(child_end, on_closed=closed.set)
+    try:
+        yield remote, recorded, closed
+    finally:
+        # Both ends are blocked in recv in other threads, which close() would not wake.
+        socket.socket(fileno=os.dup(child_end.fileno())).shutdown(socket.SHUT_RDWR)
+        serving.join(10)
+        assert closed.wait(10)
+        server.close()
+        parent_end.close()
+        child_end.close()
+
+
+def test_rows_are_recorded_by_the_main_process_and_answered_with_their_study_id() -> None:
+    recorder = FakeRecorder()
+    with channel(recorder) as (remote, recorded, _closed):
+        assert remote.record(ROW) == 7
+        assert recorder.rows == [ROW]
+        assert recorded == [7]
+
+
+def test_rows_of_two_associations_of_one_child_are_recorded_concurrently() -> None:
+    recorder = FakeRecorder()
+    rows = [replace(ROW, sop_instance_uid=f"1.2.3.4.{n}.together") for n in (1, 2)]
+    with channel(recorder) as (remote, _recorded, _closed):
+        results: list[int] = []
+        threads = [
+            threading.Thread(target=lambda r=r: results.append(remote.record(r))) for r in rows
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+        assert results == [7, 7]
+
+
+def test_a_database_failure_reaches_the_child_as_recording_failed() -> None:
+    recorder = FakeRecorder()
+    with channel(recorder) as (remote, recorded, _closed):
+        with pytest.raises(RecordingFailed, match=DATABASE_UNAVAILABLE):
+            remote.record(replace(ROW, sop_instance_uid="1.2.3.4.9.bad"))
+        assert recorded == []
+        assert remote.record(ROW) == 7  # the channel still works
+
+
+def test_when_the_main_process_is_gone_records_fail_and_the_child_is_told() -> None:
+    child_end, parent_end = multiprocessing.Pipe(duplex=True)
+    closed = threading.Event()
+    remote = RemoteRecorder(child_end, on_closed=closed.set)
+    failures: list[BaseException] = []
+
+    def record() -> None:
+        try:
+            remote.record(ROW)
+        except RecordingFailed as exc:
+            failures.append(exc)
+
+    waiting = threading.Thread(target=record)
+    waiting.start()
+    assert parent_end.recv()[1] == ROW  # the row was sent, but no answer ever comes
+    parent_end.close()
+    waiting.join(10)
+    assert closed.wait(10)
+    assert len(failures) == 1
+    with pytest.raises(RecordingFailed):
+        remote.record(ROW)
+    child_end.close()
