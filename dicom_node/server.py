@@ -113,8 +113,12 @@ class StorageSCP:
         """Folder on the spool's file system where datasets are received before storing."""
         return self.settings.spool_path / "tmp"
 
-    def start(self) -> None:
-        """Start listening in background threads."""
+    def start(self, accept: bool = True) -> None:
+        """Start listening, and accepting connections in background threads.
+
+        With ``accept`` false the socket listens but connections are left to
+        the receiver processes that share it (:mod:`dicom_node.receivers`).
+        """
         self.receive_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         if self._clean_spool:
             removed = self.spool.remove_partials() + remove_stale(self.receive_dir, 0)
@@ -125,11 +129,12 @@ class StorageSCP:
         self._listener = self._shared_listener or socket.create_server(
             (self.settings.host, self.settings.port), backlog=LISTEN_BACKLOG
         )
-        self._acceptor = threading.Thread(
-            target=self._accept_loop, name="scp-acceptor", daemon=True
-        )
-        self._acceptor.start()
-        self._threads.append(self._acceptor)
+        if accept:
+            self._acceptor = threading.Thread(
+                target=self._accept_loop, name="scp-acceptor", daemon=True
+            )
+            self._acceptor.start()
+            self._threads.append(self._acceptor)
         log.info(
             "Storage SCP %s listening on %s:%d (TLS %s)",
             self.settings.ae_title,

@@ -57,9 +57,11 @@ class NodeService:
     def start(self) -> None:
         """Re-enqueue what an earlier run left queued, then start listening and monitoring."""
         self.dispatcher.recover(startup=True)
-        self.scp.start()
-        if self.settings.receiver_processes > 1:
-            self.receivers.start(self.scp.listener, self.settings.receiver_processes - 1)
+        processes = self.settings.receiver_processes
+        # With several receiver processes this one only records their rows.
+        self.scp.start(accept=processes == 1)
+        if processes > 1:
+            self.receivers.start(self.scp.listener, processes)
         self.monitor.start()
 
     def stop(self) -> None:

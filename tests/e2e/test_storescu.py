@@ -45,7 +45,10 @@ def _without_series_uid(source: Path, target: Path) -> Path:
     return target
 
 
-def test_storescu_compressed_and_implicit_studies_with_a_bad_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize("receiver_processes", [1, 2])
+def test_storescu_compressed_and_implicit_studies_with_a_bad_file(
+    tmp_path: Path, receiver_processes: int
+) -> None:
     jpeg_uid, plain = _study(tmp_path / "a", seed=3)
     jpeg = _converted(plain, tmp_path / "a-jpeg", dcmcjpeg)
     implicit_uid, plain_b = _study(tmp_path / "b", seed=4)
@@ -56,6 +59,7 @@ def test_storescu_compressed_and_implicit_studies_with_a_bad_file(tmp_path: Path
 
     with StoreSCP(aet="RESULTS") as results, NodeProcesses(tmp_path) as node:
         node.env["AINODE_DESTINATIONS"] = f"RESULTS@127.0.0.1:{results.port}"
+        node.env["AINODE_RECEIVER_PROCESSES"] = str(receiver_processes)
         node.start("run")
         node.wait_listening()
 
