@@ -276,7 +276,7 @@ def plots(results: dict[str, Any], folder: Path) -> list[Path]:
     if ingest:
         rows = _ingest_rows(ingest)
         receivers = list(dict.fromkeys(r["receiver"] for r in rows))
-        fig, ax = plt.subplots(figsize=(6.4, 3.2))
+        fig, ax = plt.subplots(figsize=(8.0, 3.8))
         width = 0.27
         for offset, assoc in ((-width, 1), (0.0, 4), (width, 8)):
             values = [
@@ -286,7 +286,7 @@ def plots(results: dict[str, Any], folder: Path) -> list[Path]:
             ax.bar(
                 [i + offset for i in range(len(receivers))], values, width, label=f"{assoc} assoc."
             )
-        ax.set_xticks(range(len(receivers)), receivers)
+        ax.set_xticks(range(len(receivers)), receivers, rotation=30, ha="right")
         ax.set_ylabel("instances/s")
         ax.set_title(f"Ingest, {ingest['slices']} × 512² CT")
         ax.legend()
