@@ -15,23 +15,8 @@ from core.db.models import Instance, Series, Study
 from core.db.session import make_engine, make_session_factory
 from dicom_node import group_commit
 from dicom_node.group_commit import GroupCommitRecorder
-from dicom_node.recorder import InstanceRecorder, ReceivedInstance
-
-
-def _item(study: int, sop: int) -> ReceivedInstance:
-    return ReceivedInstance(
-        study_uid=f"1.2.3.{study}",
-        series_uid=f"1.2.3.{study}.1",
-        sop_instance_uid=f"1.2.3.{study}.1.{sop}",
-        sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
-        transfer_syntax_uid="1.2.840.10008.1.2.1",
-        modality="CT",
-        body_part=None,
-        series_description=None,
-        calling_ae="SCU",
-        path=f"{study}/{sop}.dcm",
-        size_bytes=10,
-    )
+from dicom_node.recorder import InstanceRecorder
+from tests.support.rows import received_instance
 
 
 @pytest.fixture
@@ -57,7 +42,7 @@ def test_concurrent_rows_are_all_recorded_in_fewer_commits(factory) -> None:
         gate.wait(5)
         original(self, batch)
 
-    items = [_item(study, sop) for study in (1, 2) for sop in range(20)]
+    items = [received_instance(study, sop) for study in (1, 2) for sop in range(20)]
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(group_commit.GroupCommitRecorder, "_commit", slow_commit)
         with ThreadPoolExecutor(8) as pool:
@@ -85,7 +70,7 @@ def test_a_failing_row_fails_alone(factory, monkeypatch: pytest.MonkeyPatch) -> 
         return original(self, session, item, now)
 
     monkeypatch.setattr(InstanceRecorder, "_record", picky)
-    items = [_item(3, sop) for sop in range(30)]
+    items = [received_instance(3, sop) for sop in range(30)]
     with ThreadPoolExecutor(8) as pool:
         futures = [pool.submit(recorder.record, item) for item in items]
     failed = [item for item, f in zip(items, futures, strict=True) if f.exception() is not None]

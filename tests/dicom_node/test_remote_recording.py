@@ -15,20 +15,9 @@ from sqlalchemy.exc import OperationalError
 
 from dicom_node.recorder import ReceivedInstance, RecordingFailed
 from dicom_node.remote_recording import DATABASE_UNAVAILABLE, RecordingServer, RemoteRecorder
+from tests.support.rows import received_instance
 
-ROW = ReceivedInstance(
-    study_uid="1.2.3",
-    series_uid="1.2.3.4",
-    sop_instance_uid="1.2.3.4.1",
-    sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
-    transfer_syntax_uid="1.2.840.10008.1.2.1",
-    modality="CT",
-    body_part=None,
-    series_description=None,
-    calling_ae="STORESCU",
-    path="1.2.3/1.2.3.4/1.2.3.4.1.dcm",
-    size_bytes=1234,
-)
+ROW = received_instance()
 
 
 class FakeRecorder:
@@ -80,7 +69,7 @@ def test_rows_are_recorded_by_the_main_process_and_answered_with_their_study_id(
 
 def test_rows_of_two_associations_of_one_child_are_recorded_concurrently() -> None:
     recorder = FakeRecorder()
-    rows = [replace(ROW, sop_instance_uid=f"1.2.3.4.{n}.together") for n in (1, 2)]
+    rows = [replace(ROW, sop_instance_uid=f"1.2.3.1.1.{n}.together") for n in (1, 2)]
     with channel(recorder) as (remote, _recorded, _closed):
         results: list[int] = []
         threads = [
@@ -97,7 +86,7 @@ def test_a_database_failure_reaches_the_child_as_recording_failed() -> None:
     recorder = FakeRecorder()
     with channel(recorder) as (remote, recorded, _closed):
         with pytest.raises(RecordingFailed, match=DATABASE_UNAVAILABLE):
-            remote.record(replace(ROW, sop_instance_uid="1.2.3.4.9.bad"))
+            remote.record(replace(ROW, sop_instance_uid="1.2.3.1.1.9.bad"))
         assert recorded == []
         assert remote.record(ROW) == 7  # the channel still works
 
