@@ -1,16 +1,16 @@
 """Several receiver processes sharing the DICOM port.
 
 The Storage SCP serves each association in a thread of one process, so
-concurrent associations share one GIL.  With ``AINODE_RECEIVER_PROCESSES=N`` the node
-runs the Storage SCP in ``N`` processes: the service's own SCP plus ``N - 1``
-children that inherit its listening socket (the pre-fork model of web servers).
-Each process waits in a blocking ``accept`` on that one socket; the kernel hands
-each new connection to the process that has waited longest, so connections are
-spread evenly over the processes (``SO_REUSEPORT`` would hash them onto per-process
-sockets instead, and 4 associations often land 3 + 1 on 2 processes).  Every
-child does exactly what the main SCP does (same handlers, same spool) except
-writing to the database: it sends each instance's row to the main process,
-which records the rows of all processes together (see
+concurrent associations share one GIL.  With ``AINODE_RECEIVER_PROCESSES=N`` (N > 1)
+the node runs the Storage SCP in ``N`` child processes that inherit the main
+process's listening socket (the pre-fork model of web servers); the main process
+only listens and records.  Each child waits in a blocking ``accept`` on that one
+socket; the kernel hands each new connection to the process that has waited
+longest, so connections are spread evenly over the children (``SO_REUSEPORT``
+would hash them onto per-process sockets instead, and 4 associations often land
+3 + 1 on 2 processes).  A child does what a single-process SCP does (same
+handlers, same spool) except writing to the database: it sends each instance's
+row to the main process, which records the rows of all children together (see
 :mod:`dicom_node.remote_recording`) and wakes the stability monitor.
 """
 
@@ -60,7 +60,7 @@ START_TIMEOUT_SECONDS = 60.0
 
 
 class ReceiverPool:
-    """The ``N - 1`` extra receiver processes of a node (started after the main SCP).
+    """The receiver processes of a node (started once the main process listens).
 
     Parameters
     ----------
@@ -111,14 +111,15 @@ class ReceiverPool:
                 daemon=True,
             )
             thread.start()
-            if not ready.wait(START_TIMEOUT_SECONDS):
+            if not ready.wait(START_TIMEOUT_SECONDS) or not process.is_alive():
                 log.error("receiver process %s did not start accepting", process.pid)
             self._children.append((process, parent_end))
             self._threads.append(thread)
-        log.info("started %d extra receiver processes on port %d", count, listener.getsockname()[1])
+        log.info("started %d receiver processes on port %d", count, listener.getsockname()[1])
 
     def _serve(self, process: BaseProcess, connection: Connection, ready: threading.Event) -> None:
         self._server.serve(connection, on_other=lambda message: ready.set())
+        ready.set()  # a child that died before it accepted is not waited for
         if not self._stopping.is_set():
             process.join(1)
             log.error(

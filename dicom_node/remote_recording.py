@@ -3,9 +3,9 @@
 Receiver children (:mod:`dicom_node.receivers`) do not write to the database
 themselves.  Each sends the row of every instance it has stored through a pipe
 to the main process and answers the C-STORE once the main process replies that
-the row is committed.  The main process records the rows of all processes,
-its own associations' included, with one :class:`GroupCommitRecorder`, so rows
-arriving together from several processes share one transaction and one flush.
+the row is committed.  The main process records the rows of all children with
+one :class:`~dicom_node.group_commit.GroupCommitRecorder`, so rows arriving
+together from several processes share one transaction and one flush.
 Writing from each process instead made them queue on SQLite's single write lock
 (whose busy handler sleeps for milliseconds) and cost one flush per row.
 
@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 #: What a child is told when the main process could not record its row.
 DATABASE_UNAVAILABLE = "database unavailable"
+#: ... and when recording failed for another reason (a fault of the node, logged there).
+RECORDING_ERROR = "recording failed in the main process"
 
 
 class RemoteRecorder:
@@ -112,7 +114,7 @@ class RecordingServer:
     Parameters
     ----------
     recorder:
-        The main process's recorder (shared with its own Storage SCP).
+        The main process's recorder.
     on_recorded:
         Called with the study id after each row is committed (wakes the
         stability monitor as an instance received in the main process does).
@@ -149,6 +151,10 @@ class RecordingServer:
         except (SQLAlchemyError, RecordingFailed) as exc:
             log.error("cannot record instance %s: %s", row.sop_instance_uid, type(exc).__name__)
             reply: tuple[int, int | None, str | None] = (request_id, None, DATABASE_UNAVAILABLE)
+        except Exception:
+            # never leave the child's association waiting for an answer that will not come
+            log.exception("cannot record instance %s", row.sop_instance_uid)
+            reply = (request_id, None, RECORDING_ERROR)
         else:
             # before the reply, as for the main process's own instances
             self._on_recorded(study_id)

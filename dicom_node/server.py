@@ -67,7 +67,7 @@ class StorageSCP:
         listening for the others when this SCP stops.
     clean_spool:
         Remove partial files left by an earlier run at start-up; false for
-        extra receiver processes, which start while the main one is receiving.
+        receiver processes, which start once the main process has done it.
     """
 
     def __init__(

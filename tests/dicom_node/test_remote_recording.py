@@ -14,14 +14,19 @@ import pytest
 from sqlalchemy.exc import OperationalError
 
 from dicom_node.recorder import ReceivedInstance, RecordingFailed
-from dicom_node.remote_recording import DATABASE_UNAVAILABLE, RecordingServer, RemoteRecorder
+from dicom_node.remote_recording import (
+    DATABASE_UNAVAILABLE,
+    RECORDING_ERROR,
+    RecordingServer,
+    RemoteRecorder,
+)
 from tests.support.rows import received_instance
 
 ROW = received_instance()
 
 
 class FakeRecorder:
-    """Study id 7 for every row; fails for SOP Instance UIDs ending in ``.bad``."""
+    """Study id 7 for every row; fails for SOP Instance UIDs ending in ``.bad`` or ``.bug``."""
 
     def __init__(self) -> None:
         self.rows: list[ReceivedInstance] = []
@@ -30,6 +35,8 @@ class FakeRecorder:
     def record(self, received: ReceivedInstance) -> int:
         if received.sop_instance_uid.endswith(".bad"):
             raise OperationalError("INSERT", {}, Exception("disk I/O error"))
+        if received.sop_instance_uid.endswith(".bug"):
+            raise RuntimeError("a fault of the node")
         if received.sop_instance_uid.endswith(".together"):
             self.both_waiting.wait()  # two rows of one child are being recorded at once
         self.rows.append(received)
@@ -82,11 +89,13 @@ def test_rows_of_two_associations_of_one_child_are_recorded_concurrently() -> No
         assert results == [7, 7]
 
 
-def test_a_database_failure_reaches_the_child_as_recording_failed() -> None:
+def test_a_failure_to_record_reaches_the_child_as_recording_failed() -> None:
     recorder = FakeRecorder()
     with channel(recorder) as (remote, recorded, _closed):
         with pytest.raises(RecordingFailed, match=DATABASE_UNAVAILABLE):
             remote.record(replace(ROW, sop_instance_uid="1.2.3.1.1.9.bad"))
+        with pytest.raises(RecordingFailed, match=RECORDING_ERROR):
+            remote.record(replace(ROW, sop_instance_uid="1.2.3.1.1.9.bug"))
         assert recorded == []
         assert remote.record(ROW) == 7  # the channel still works
 

@@ -14,8 +14,8 @@ from .ports import LOOPBACK, free_port, wait_for_port
 from .processes import BackgroundProcess
 from .waiting import wait_until
 
-#: What the node logs once its extra receiver processes accept connections.
-RECEIVERS_STARTED = "extra receiver processes on port"
+#: What the node logs once its receiver processes accept connections.
+RECEIVERS_STARTED = "receiver processes on port"
 
 
 class NodeProcesses:
