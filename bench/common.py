@@ -153,6 +153,24 @@ TRASH_LIMIT = 24
 INODE_REUSE_DELAY_SECONDS = 35.0
 
 
+def _release_page_cache(folder: Path) -> None:
+    """Write back and drop the cached pages of the files under ``folder``.
+
+    Kept files would otherwise hold their page cache, and the next run's writes
+    would go to memory this VM has never touched, which costs a fault in the
+    hypervisor per page (``perf``: ``copy_folio_from_iter_atomic`` at 46 % of a
+    receiver's CPU after a few kept runs, 1 % when the pages were reused).
+    """
+    for path in folder.rglob("*"):
+        if path.is_file():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fdatasync(fd)
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+
+
 def scratch(name: str) -> Path:
     """A fresh folder under :data:`DATA_DIR` (peers' storage, the node's spool).
 
@@ -162,10 +180,12 @@ def scratch(name: str) -> Path:
     after a deletion of thousands of files spent ~15 % of its CPU in that scan
     (``perf``: ``find_inode_bit`` → ``recently_deleted``).  The set-aside
     folders are deleted together every :data:`TRASH_LIMIT` runs, followed by
-    a pause until their inodes are reusable.
+    a pause until their inodes are reusable; their cached pages are released
+    when they are set aside (see :func:`_release_page_cache`).
     """
     folder = DATA_DIR / "run" / name
     if folder.exists():
+        _release_page_cache(folder)
         TRASH_DIR.mkdir(parents=True, exist_ok=True)
         folder.rename(TRASH_DIR / f"{name}-{time.monotonic_ns()}")
         if sum(1 for _ in TRASH_DIR.iterdir()) >= TRASH_LIMIT:
