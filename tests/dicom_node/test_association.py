@@ -24,6 +24,7 @@ from sqlalchemy import select
 from core.db.models import Instance
 from dicom_node import pdu
 from tests.dicom_node.conftest import Node, NodeFactory
+from tests.support.waiting import wait_until
 
 SCU_AE = "RAWSCU"
 
@@ -48,8 +49,8 @@ def _recv_exactly(sock: socket.socket, count: int) -> bytes:
     return data
 
 
-def _associate(node: Node) -> socket.socket:
-    """A raw connection with an accepted association (Verification on context 1)."""
+def _association_request(node: Node) -> bytes:
+    """An A-ASSOCIATE-RQ PDU for Verification on context 1."""
     primitive = A_ASSOCIATE()
     primitive.application_context_name = "1.2.840.10008.3.1.1.1"
     primitive.calling_ae_title = SCU_AE
@@ -62,8 +63,13 @@ def _associate(node: Node) -> socket.socket:
     primitive.user_information = [max_length]
     request = A_ASSOCIATE_RQ()
     request.from_primitive(primitive)
+    return bytes(request.encode())
+
+
+def _associate(node: Node) -> socket.socket:
+    """A raw connection with an accepted association (Verification on context 1)."""
     sock = _connect(node)
-    sock.sendall(request.encode())
+    sock.sendall(_association_request(node))
     pdu_type, _ = _read_pdu(sock)
     assert pdu_type == pdu.PduType.A_ASSOCIATE_AC
     return sock
@@ -191,6 +197,22 @@ def test_associations_over_the_limit_are_rejected_as_transient(start_node: NodeF
         assert assoc.acceptor.primitive.diagnostic == 0x02  # local limit exceeded
         ae.shutdown()
     assert _echo_works(node)
+
+
+def test_a_repeated_request_answered_from_memory_is_still_checked(start_node: NodeFactory) -> None:
+    """The same request bytes again: the remembered answer, but the limit still applies."""
+    node = start_node(max_associations=1)
+    with _associate(node) as first:
+        with _connect(node) as second:
+            second.sendall(_association_request(node))
+            pdu_type, body = _read_pdu(second)
+            assert pdu_type == pdu.PduType.A_ASSOCIATE_RJ
+            assert body[1:4] == bytes([0x02, 0x03, 0x02])  # transient, local limit exceeded
+        first.sendall(bytes([0x05, 0, 0, 0, 0, 4, 0, 0, 0, 0]))  # A-RELEASE-RQ
+        assert _read_pdu(first)[0] == pdu.PduType.A_RELEASE_RP
+    wait_until(lambda: _echo_works(node), 10, 0.05)  # the first association is gone
+    with _associate(node) as third:
+        assert third.fileno() >= 0
 
 
 def test_a_store_whose_sop_class_differs_from_its_context_is_refused(node: Node) -> None:
