@@ -3,7 +3,8 @@
 Knobs (environment): ``BENCH_QUICK=1`` smaller studies and fewer of them;
 ``BENCH_RUNS`` repetitions per figure (default 3, medians reported);
 ``BENCH_DATA_DIR`` where studies and peers' storage go (default the temp
-folder; ~4 GB for the full run, removed at the end unless ``BENCH_KEEP=1``);
+folder; ~4 GB of studies and up to ~4 GB of set-aside runs, removed at the end
+unless ``BENCH_KEEP=1``);
 ``BENCH_ONLY=ingest,ttr,seg,backlog`` a subset.
 """
 
