@@ -321,3 +321,14 @@ def test_bad_regex_in_toml_rejected(clean_env: pytest.MonkeyPatch, tmp_path: Pat
 def test_settings_direct_construction_validates(clean_env: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValidationError, match="not a valid AE title"):
         Settings(ae_title="")
+
+
+def test_the_example_site_configuration_loads(clean_env: pytest.MonkeyPatch) -> None:
+    """``deploy/node.example.toml`` is what an administrator copies: it must stay valid."""
+    example = Path(__file__).parents[2] / "deploy" / "node.example.toml"
+
+    settings = load_settings(example)
+
+    assert settings.receiver_processes == 1
+    assert {rule.pipeline for rule in settings.routing_rules} >= {"ct-lungs", "cxr-classify"}
+    assert settings.destinations[0].ae_title == "PACS"
