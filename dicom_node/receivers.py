@@ -134,11 +134,16 @@ class ReceiverPool:
         for process, _ in self._children:
             if process.is_alive():
                 process.terminate()
-        for process, connection in self._children:
+        for process, _ in self._children:
             process.join(timeout)
             if process.is_alive():
                 process.kill()
                 process.join(timeout)
+        # A child's pipe ends with it: its last rows are handed to the recording
+        # pool before the pool is closed, and its pipe is closed after it was read.
+        for thread in self._threads:
+            thread.join(timeout)
+        for _, connection in self._children:
             connection.close()
         self._server.close()
         self._children.clear()

@@ -87,7 +87,7 @@ class RemoteRecorder:
         return future.result()
 
     def _read_replies(self) -> None:
-        with contextlib.suppress(EOFError, OSError):
+        try:
             while True:
                 request_id, study_id, reason = self._connection.recv()
                 with self._lock:
@@ -96,6 +96,11 @@ class RemoteRecorder:
                     future.set_result(study_id)
                 else:
                     future.set_exception(RecordingFailed(reason))
+        except (EOFError, OSError):
+            pass
+        except Exception:
+            # a reply this child cannot match: treat the channel as broken, never hang
+            log.exception("unusable reply from the node's main process")
         with self._lock:
             self._closed = True
             waiting, self._waiting = self._waiting, {}

@@ -97,9 +97,7 @@ class StorageSCP:
     @property
     def port(self) -> int:
         """The TCP port actually listened on (useful when the settings ask for port 0)."""
-        if self._listener is None:
-            raise RuntimeError("the SCP is not running")
-        return int(self._listener.getsockname()[1])
+        return int(self.listener.getsockname()[1])
 
     @property
     def listener(self) -> socket.socket:

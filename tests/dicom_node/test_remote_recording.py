@@ -122,3 +122,26 @@ def test_when_the_main_process_is_gone_records_fail_and_the_child_is_told() -> N
     with pytest.raises(RecordingFailed):
         remote.record(ROW)
     child_end.close()
+
+
+def test_a_reply_the_child_cannot_match_breaks_the_channel_instead_of_hanging() -> None:
+    child_end, parent_end = multiprocessing.Pipe(duplex=True)
+    closed = threading.Event()
+    remote = RemoteRecorder(child_end, on_closed=closed.set)
+    failures: list[BaseException] = []
+
+    def record() -> None:
+        try:
+            remote.record(ROW)
+        except RecordingFailed as exc:
+            failures.append(exc)
+
+    waiting = threading.Thread(target=record)
+    waiting.start()
+    request_id = parent_end.recv()[0]
+    parent_end.send((request_id + 1000, 7, None))  # answers a request that was never made
+    waiting.join(10)
+    assert closed.wait(10)
+    assert len(failures) == 1
+    parent_end.close()
+    child_end.close()

@@ -85,6 +85,8 @@ class NodeProcesses:
         try:
             wait_for_port(LOOPBACK, self.port, timeout=timeout)
             if int(self.env.get("AINODE_RECEIVER_PROCESSES", "1")) > 1:
+                if self.env.get("AINODE_LOG_LEVEL", "INFO").upper() not in ("INFO", "DEBUG"):
+                    raise AssertionError("receiver processes are awaited through an INFO line")
                 wait_until(lambda: RECEIVERS_STARTED in self.logs(), timeout, 0.05)
         except Exception as exc:
             raise AssertionError(f"node not listening: {exc}\n{self.logs()[-4000:]}") from exc
