@@ -76,6 +76,10 @@ def split(files: Sequence[Path], parts: int) -> list[list[Path]]:
     return [list(files[i : i + size]) for i in range(0, len(files), size)]
 
 
+#: Seconds a send may take before its storescu processes are killed.
+SEND_TIMEOUT_SECONDS = 900.0
+
+
 def send_parallel(
     port: int, called_ae: str, files: Sequence[Path], associations: int = 1, extra=()
 ) -> float:
@@ -97,7 +101,14 @@ def send_parallel(
                 [*argv, *map(str, chunk)], stdout=log, stderr=subprocess.STDOUT, env=env
             )
         )
-    codes = [proc.wait(timeout=900) for proc in procs]
+    # A blocking wait: Popen.wait(timeout=...) polls with sleeps of up to 50 ms,
+    # which added 0-50 ms to every measurement (8 % of a 0.6 s run).
+    watchdog = threading.Timer(SEND_TIMEOUT_SECONDS, lambda: [proc.kill() for proc in procs])
+    watchdog.start()
+    try:
+        codes = [proc.wait() for proc in procs]
+    finally:
+        watchdog.cancel()
     elapsed = time.perf_counter() - start
     for code, log in zip(codes, logs, strict=True):
         log.seek(0)

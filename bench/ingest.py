@@ -54,7 +54,7 @@ def orthanc_receiver(associations: int, sync: str = "") -> Iterator[tuple[int, s
 
 
 def node_env(**extra: str) -> dict[str, str]:
-    # INFO: one line per association, and the line that says all receiver processes accept
+    # INFO, the level a site runs at: a line per association
     env = {"AINODE_STABILITY_SECONDS": "3600", "AINODE_LOG_LEVEL": "INFO"}
     env.update(extra)
     return env

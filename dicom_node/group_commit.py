@@ -6,23 +6,18 @@ threads) are committed together in the next transaction: one database flush
 (SQLite ``synchronous=FULL`` fsync, PostgreSQL WAL flush) for many instances
 instead of one each.  With a single association nothing changes (batches of
 one).  If a batch fails, its rows are recorded one by one so that only the
-instance at fault gets the error.
+instance at fault gets the error (see :meth:`InstanceRecorder.record_batch`).
 """
 
 from __future__ import annotations
 
-import logging
 import queue
 import threading
 from concurrent.futures import Future
-from datetime import datetime
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.db.models import utcnow
 from dicom_node.recorder import InstanceRecorder, ReceivedInstance
-
-log = logging.getLogger(__name__)
 
 #: Most rows in one transaction.
 MAX_BATCH = 64
@@ -40,15 +35,13 @@ class GroupCommitRecorder(InstanceRecorder):
 
     def __init__(self, session_factory: sessionmaker[Session]) -> None:
         super().__init__(session_factory)
-        self._pending: queue.SimpleQueue[tuple[ReceivedInstance, datetime, Future[int]]] = (
-            queue.SimpleQueue()
-        )
+        self._pending: queue.SimpleQueue[tuple[ReceivedInstance, Future[int]]] = queue.SimpleQueue()
         self._leader = threading.Lock()
 
-    def record(self, received: ReceivedInstance, now: datetime | None = None) -> int:
+    def record(self, received: ReceivedInstance) -> int:
         """Record ``received`` (with others arriving meanwhile); returns its study id."""
         future: Future[int] = Future()
-        self._pending.put((received, now or utcnow(), future))
+        self._pending.put((received, future))
         while not future.done():
             with self._leader:
                 if future.done():
@@ -62,20 +55,10 @@ class GroupCommitRecorder(InstanceRecorder):
                 self._commit(batch)
         return future.result()
 
-    def _commit(self, batch: list[tuple[ReceivedInstance, datetime, Future[int]]]) -> None:
-        if len(batch) > 1:
-            try:
-                with self._engine.begin() as connection:
-                    ids = [self._record(connection, item, now) for item, now, _ in batch]
-            except Exception:
-                log.debug("group commit of %d rows failed; recording them one by one", len(batch))
+    def _commit(self, batch: list[tuple[ReceivedInstance, Future[int]]]) -> None:
+        outcomes = self.record_batch([item for item, _ in batch])
+        for (_, future), outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                future.set_exception(outcome)
             else:
-                for (item, _, future), (study_id, series_id) in zip(batch, ids, strict=True):
-                    self.remember(item, (study_id, series_id))
-                    future.set_result(study_id)
-                return
-        for item, now, future in batch:
-            try:
-                future.set_result(InstanceRecorder.record(self, item, now))
-            except BaseException as exc:
-                future.set_exception(exc)
+                future.set_result(outcome)

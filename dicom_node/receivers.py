@@ -1,14 +1,12 @@
-"""Several receiver processes sharing the DICOM port.
+"""Several receiver processes behind the DICOM port.
 
 The Storage SCP serves each association in a thread of one process, so
-concurrent associations share one GIL.  With ``AINODE_RECEIVER_PROCESSES=N`` (N > 1)
-the node runs the Storage SCP in ``N`` child processes that inherit the main
-process's listening socket (the pre-fork model of web servers); the main process
-only listens and records.  Each child waits in a blocking ``accept`` on that one
-socket; the kernel hands each new connection to the process that has waited
-longest, so connections are spread evenly over the children (``SO_REUSEPORT``
-would hash them onto per-process sockets instead, and 4 associations often land
-3 + 1 on 2 processes).  A child does what a single-process SCP does (same
+concurrent associations share one GIL.  With ``AINODE_RECEIVER_PROCESSES=N``
+(N > 1) the node runs the Storage SCP in ``N`` child processes.  The main
+process listens, accepts each connection (refusing hosts off the allow-list)
+and hands it to the child with the fewest open associations (see
+:mod:`dicom_node.handoff`); the children serve associations and the main
+process records their rows.  A child does what a single-process SCP does (same
 handlers, same spool) except writing to the database: it sends each instance's
 row to the main process, which records the rows of all children together (see
 :mod:`dicom_node.remote_recording`) and wakes the stability monitor.
@@ -16,24 +14,39 @@ row to the main process, which records the rows of all children together (see
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 
 from core.config import Settings
-from dicom_node.recorder import Recorder
-from dicom_node.remote_recording import RecordingServer, RemoteRecorder
+from dicom_node.handoff import HandoffClosed, hand_over, handoff_pair, take_over
+from dicom_node.remote_recording import (
+    BatchRecorder,
+    ChildChannel,
+    RecordingServer,
+    RemoteRecorder,
+)
 
 log = logging.getLogger(__name__)
 
+#: What a child sends once it serves connections ...
+READY = "ready"
+#: ... and each time one of its associations is over.
+ASSOCIATION_ENDED = "ended"
+#: Seconds a child may take to start.
+START_TIMEOUT_SECONDS = 60.0
 
-def _child_main(settings_json: str, listener: socket.socket, connection: Connection) -> None:
-    """Entry point of a receiver child: one more Storage SCP on the shared socket."""
+
+def _child_main(settings_json: str, handoff: socket.socket, connection: Connection) -> None:
+    """Entry point of a receiver child: serves the connections the main process hands over."""
     from dicom_node.server import StorageSCP
 
     settings = Settings.model_validate_json(settings_json)
@@ -44,107 +57,177 @@ def _child_main(settings_json: str, listener: socket.socket, connection: Connect
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when children stop
-    # Exit with the parent: a closed pipe ends the wait as well as SIGTERM.
+    # Exit with the parent: a closed pipe or hand-over channel ends the wait as SIGTERM does.
     recorder = RemoteRecorder(connection, on_closed=stop.set)
-    scp = StorageSCP(settings, recorder, listener=listener, clean_spool=False)
-    scp.start()
+    scp = StorageSCP(settings, recorder, clean_spool=False)
+    scp.start(listen=False)
+
+    def ended() -> None:
+        with contextlib.suppress(OSError):
+            recorder.send(ASSOCIATION_ENDED)
+
+    def take_connections() -> None:
+        with contextlib.suppress(HandoffClosed):
+            while True:
+                accepted, active = take_over(handoff)
+                try:
+                    host = str(accepted.getpeername()[0])
+                except OSError:  # the peer left before the hand-over
+                    accepted.close()
+                    ended()
+                    continue
+                scp.serve(accepted, host, active_elsewhere=active, on_end=ended)
+        stop.set()
+
+    threading.Thread(target=take_connections, name="scp-handoff", daemon=True).start()
     recorder.send(READY)
     stop.wait()
     scp.stop()
 
 
-#: What a child sends once it accepts connections.
-READY = "ready"
-#: Seconds a child may take to start accepting.
-START_TIMEOUT_SECONDS = 60.0
+@dataclass
+class _Child:
+    """A receiver process as the main process sees it."""
+
+    process: BaseProcess
+    rows: Connection
+    handoff: socket.socket
+    ready: threading.Event
+    open_associations: int = 0
+    alive: bool = True
 
 
 class ReceiverPool:
-    """The receiver processes of a node (started once the main process listens).
+    """The receiver processes of a node, and the hand-over of connections to them.
 
     Parameters
     ----------
     settings:
         The node's settings (the children get the same).
     recorder:
-        The main process's recorder: it records the children's rows too.
+        The main process's recorder: it records the children's rows.
     on_recorded:
         Called with the study id of each row recorded for a child.
     """
 
     def __init__(
-        self, settings: Settings, recorder: Recorder, on_recorded: Callable[[int], None]
+        self, settings: Settings, recorder: BatchRecorder, on_recorded: Callable[[int], None]
     ) -> None:
         self.settings = settings
-        self._server = RecordingServer(recorder, on_recorded, settings.max_associations)
+        self._server = RecordingServer(recorder, on_recorded)
         self._context = multiprocessing.get_context("spawn")
-        self._children: list[tuple[BaseProcess, Connection]] = []
-        self._threads: list[threading.Thread] = []
+        self._children: list[_Child] = []
+        self._lock = threading.Lock()
+        self._recording: threading.Thread | None = None
         self._stopping = threading.Event()
 
     @property
     def pids(self) -> list[int]:
         """Process ids of the running children."""
-        return [process.pid for process, _ in self._children if process.pid is not None]
+        return [child.process.pid for child in self._children if child.process.pid is not None]
 
-    def start(self, listener: socket.socket, count: int) -> None:
-        """Start ``count`` children accepting on ``listener`` (the parent's listening socket).
+    @property
+    def open_associations(self) -> int:
+        """Associations the children are serving now."""
+        with self._lock:
+            return sum(child.open_associations for child in self._children if child.alive)
 
-        Returns once every child accepts (or failed to start, which is logged).
-        """
+    def start(self, count: int) -> None:
+        """Start ``count`` children; returns once each serves (or failed to start, logged)."""
         settings_json = self.settings.model_dump_json()
         for _ in range(count):
-            parent_end, child_end = self._context.Pipe(duplex=True)
+            rows_parent, rows_child = self._context.Pipe(duplex=True)
+            handoff_parent, handoff_child = handoff_pair()
             process = self._context.Process(
                 target=_child_main,
-                args=(settings_json, listener, child_end),
+                args=(settings_json, handoff_child, rows_child),
                 name="ainode-receiver",
                 daemon=True,
             )
             process.start()
-            child_end.close()
-            ready = threading.Event()
-            thread = threading.Thread(
-                target=self._serve,
-                args=(process, parent_end, ready),
-                name="receiver-rows",
-                daemon=True,
+            rows_child.close()
+            handoff_child.close()
+            self._children.append(_Child(process, rows_parent, handoff_parent, threading.Event()))
+        channels = [
+            ChildChannel(
+                child.rows,
+                on_message=lambda message, child=child: self._message(child, message),
+                on_closed=lambda child=child: self._closed(child),
             )
-            thread.start()
-            if not ready.wait(START_TIMEOUT_SECONDS) or not process.is_alive():
-                log.error("receiver process %s did not start accepting", process.pid)
-            self._children.append((process, parent_end))
-            self._threads.append(thread)
-        log.info("started %d receiver processes on port %d", count, listener.getsockname()[1])
+            for child in self._children
+        ]
+        self._recording = threading.Thread(
+            target=self._server.serve, args=(channels,), name="child-rows", daemon=True
+        )
+        self._recording.start()
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        for child in self._children:
+            if not child.ready.wait(max(0.0, deadline - time.monotonic())) or not child.alive:
+                log.error("receiver process %s did not start", child.process.pid)
+        log.info("%d receiver processes started", count)
 
-    def _serve(self, process: BaseProcess, connection: Connection, ready: threading.Event) -> None:
-        self._server.serve(connection, on_other=lambda message: ready.set())
-        ready.set()  # a child that died before it accepted is not waited for
+    def hand_over(self, connection: socket.socket) -> None:
+        """Give an accepted connection to the live child with the fewest open associations."""
+        try:
+            while True:
+                with self._lock:
+                    live = [child for child in self._children if child.alive]
+                    if not live:
+                        log.error("no receiver process to serve a connection: closing it")
+                        return
+                    child = min(live, key=lambda candidate: candidate.open_associations)
+                    active = sum(candidate.open_associations for candidate in live)
+                    child.open_associations += 1
+                try:
+                    hand_over(child.handoff, connection, active)
+                    return
+                except HandoffClosed:
+                    with self._lock:
+                        child.alive = False
+        finally:
+            connection.close()  # the child has its own copy
+
+    def _message(self, child: _Child, message: object) -> None:
+        if message == ASSOCIATION_ENDED:
+            with self._lock:
+                child.open_associations -= 1
+        elif message == READY:
+            child.ready.set()
+
+    def _closed(self, child: _Child) -> None:
+        """A child's pipe closed: it has exited (or is about to)."""
+        with self._lock:
+            child.alive = False
+        child.ready.set()  # a child that died before it served is not waited for
         if not self._stopping.is_set():
-            process.join(1)
-            log.error(
-                "receiver process %s exited (code %s); the other receivers take its connections",
-                process.pid,
-                process.exitcode,
-            )
+            threading.Thread(target=self._report_exit, args=(child.process,), daemon=True).start()
+
+    @staticmethod
+    def _report_exit(process: BaseProcess) -> None:
+        process.join(1)
+        log.error(
+            "receiver process %s exited (code %s); the other receivers take its connections",
+            process.pid,
+            process.exitcode,
+        )
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop every child (SIGTERM, then SIGKILL after ``timeout``)."""
         self._stopping.set()
-        for process, _ in self._children:
-            if process.is_alive():
-                process.terminate()
-        for process, _ in self._children:
-            process.join(timeout)
-            if process.is_alive():
-                process.kill()
-                process.join(timeout)
-        # A child's pipe ends with it: its last rows are handed to the recording
-        # pool before the pool is closed, and its pipe is closed after it was read.
-        for thread in self._threads:
-            thread.join(timeout)
-        for _, connection in self._children:
-            connection.close()
-        self._server.close()
+        for child in self._children:
+            if child.process.is_alive():
+                child.process.terminate()
+        for child in self._children:
+            child.process.join(timeout)
+            if child.process.is_alive():
+                child.process.kill()
+                child.process.join(timeout)
+        # The recording thread ends when the last child's pipe has closed: the
+        # children's last rows are recorded before their pipes are closed here.
+        if self._recording is not None:
+            self._recording.join(timeout)
+        for child in self._children:
+            child.rows.close()
+            child.handoff.close()
         self._children.clear()
-        self._threads.clear()
+        self._recording = None

@@ -6,16 +6,22 @@ sizes and times are recorded: nothing that identifies the patient.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
 from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.dml import ReturningInsert
 
 from core.db.models import Instance, Series, Study, StudyState, utcnow
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -51,30 +57,41 @@ class Recorder(Protocol):
 
 
 _instances, _series, _studies = Instance.__table__, Series.__table__, Study.__table__
-# Built once: executing a prepared statement skips building and keying it per instance.
-_UPDATE_INSTANCE = (
-    update(_instances)
-    .where(_instances.c.series_id == bindparam("series"))
-    .where(_instances.c.sop_instance_uid == bindparam("sop"))
-    .values(
+_DIALECT_INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
+
+
+def _upsert_instance(dialect: str) -> ReturningInsert[tuple[int]]:
+    """Insert an instance's row, or count a repeat of it; returns its ``times_received``.
+
+    One statement per instance (an update that finds no row, then an insert,
+    cost two); ``times_received`` is 1 exactly when the row is new.  Built once
+    per recorder: executing a prepared statement skips building and keying it.
+    """
+    if dialect not in _DIALECT_INSERTS:
+        raise ValueError(f"unsupported database {dialect!r}: use SQLite or PostgreSQL")
+    statement = _DIALECT_INSERTS[dialect](_instances).values(
+        series_id=bindparam("series"),
+        sop_instance_uid=bindparam("sop"),
+        sop_class_uid=bindparam("sop_class"),
         transfer_syntax_uid=bindparam("syntax"),
-        size_bytes=bindparam("size"),
         path=bindparam("path"),
+        size_bytes=bindparam("size"),
+        calling_ae=bindparam("ae"),
         received_at=bindparam("now"),
-        times_received=_instances.c.times_received + 1,
+        times_received=1,
     )
-)
-_INSERT_INSTANCE = insert(_instances).values(
-    series_id=bindparam("series"),
-    sop_instance_uid=bindparam("sop"),
-    sop_class_uid=bindparam("sop_class"),
-    transfer_syntax_uid=bindparam("syntax"),
-    path=bindparam("path"),
-    size_bytes=bindparam("size"),
-    calling_ae=bindparam("ae"),
-    received_at=bindparam("now"),
-    times_received=1,
-)
+    return statement.on_conflict_do_update(
+        index_elements=[_instances.c.series_id, _instances.c.sop_instance_uid],
+        set_={
+            "transfer_syntax_uid": statement.excluded.transfer_syntax_uid,
+            "size_bytes": statement.excluded.size_bytes,
+            "path": statement.excluded.path,
+            "received_at": statement.excluded.received_at,
+            "times_received": _instances.c.times_received + 1,
+        },
+    ).returning(_instances.c.times_received)
+
+
 _TOUCH_SERIES = (
     update(_series)
     .where(_series.c.id == bindparam("series"))
@@ -94,51 +111,97 @@ MAX_REMEMBERED_SERIES = 10_000
 
 
 class InstanceRecorder:
-    """Writes each received instance's row, creating its study and series on first sight.
+    """Writes the rows of received instances, creating their study and series on first sight.
 
     The ids of studies and series already seen are kept (they never change),
-    so recording the next instance of a series is three short statements
-    (update the instance or insert it, then touch the series and the study)
-    and one commit, without loading ORM objects.
+    so recording the next instance of a series is one statement (insert the
+    instance, or count a repeat of it), then touching its series and study
+    once per transaction, and one commit, without loading ORM objects.
     """
 
     def __init__(self, session_factory: sessionmaker[Session]) -> None:
         self._engine: Engine = session_factory.kw["bind"]
+        self._upsert = _upsert_instance(self._engine.dialect.name)
         self._ids: dict[tuple[str, str], tuple[int, int]] = {}
 
-    def record(self, received: ReceivedInstance, now: datetime | None = None) -> int:
+    def record(self, received: ReceivedInstance) -> int:
         """Record ``received`` and mark its study as receiving; returns the study id.
 
         A second instance with the same SOP Instance UID in the same series
         replaces the first (same file) and is counted once.
         """
-        now = now or utcnow()
+        outcome = self.record_batch([received])[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def record_batch(self, rows: Sequence[ReceivedInstance]) -> list[int | Exception]:
+        """Record ``rows`` in one transaction; each row's study id, or why it failed.
+
+        If the transaction fails, each row is recorded in a transaction of its
+        own, so that only the row at fault gets the error.
+        """
+        if len(rows) > 1:
+            try:
+                return list(self._transaction(rows))
+            except Exception:
+                log.debug("transaction of %d rows failed; recording them one by one", len(rows))
+        outcomes: list[int | Exception] = []
+        for row in rows:
+            try:
+                outcomes.extend(self._transaction([row]))
+            except Exception as exc:
+                outcomes.append(exc)
+        return outcomes
+
+    def _transaction(self, rows: Sequence[ReceivedInstance]) -> list[int]:
+        """Write and commit ``rows``; their study ids."""
         for attempt in range(3):
             try:
                 with self._engine.begin() as connection:
-                    ids = self._record(connection, received, now)
+                    ids = self._write(connection, rows, utcnow())
             except IntegrityError:
                 if attempt == 2:
                     raise
-                continue  # another process created the row first: look it up again
-            self.remember(received, ids)
-            return ids[0]
+                continue  # another process created the study or series first: look again
+            for row, pair in zip(rows, ids, strict=True):
+                self._remember(row, pair)
+            return [study_id for study_id, _ in ids]
         raise AssertionError("unreachable")
 
-    def remember(self, item: ReceivedInstance, ids: tuple[int, int]) -> None:
-        """Keep the (study id, series id) of a committed instance for the next ones."""
+    def _remember(self, item: ReceivedInstance, ids: tuple[int, int]) -> None:
         if len(self._ids) >= MAX_REMEMBERED_SERIES:
             self._ids.clear()
         self._ids[(item.study_uid, item.series_uid)] = ids
 
-    def _record(
-        self, connection: Connection, item: ReceivedInstance, now: datetime
-    ) -> tuple[int, int]:
-        """Write the rows of one instance; returns its (study id, series id), uncommitted."""
-        ids = self._ids.get((item.study_uid, item.series_uid))
-        if ids is None:
-            ids = self._study_and_series(connection, item, now)
-        study_id, series_id = ids
+    def _write(
+        self, connection: Connection, rows: Sequence[ReceivedInstance], now: datetime
+    ) -> list[tuple[int, int]]:
+        """Write the rows of ``rows``; their (study id, series id), uncommitted."""
+        created: dict[tuple[str, str], tuple[int, int]] = {}
+        added: dict[int, int] = {}
+        ids = []
+        for item in rows:
+            key = (item.study_uid, item.series_uid)
+            pair = self._ids.get(key) or created.get(key)
+            if pair is None:
+                pair = created[key] = self._study_and_series(connection, item, now)
+            added[pair[1]] = added.get(pair[1], 0) + self._write_instance(
+                connection, item, pair[1], now
+            )
+            ids.append(pair)
+        for series_id, count in added.items():
+            connection.execute(_TOUCH_SERIES, {"series": series_id, "now": now, "added": count})
+        for study_id in {study_id for study_id, _ in ids}:
+            connection.execute(
+                _TOUCH_STUDY, {"study": study_id, "now": now, "state": StudyState.RECEIVING}
+            )
+        return ids
+
+    def _write_instance(
+        self, connection: Connection, item: ReceivedInstance, series_id: int, now: datetime
+    ) -> int:
+        """Insert the instance's row or count a repeat; 1 if the series has one more instance."""
         row = {
             "series": series_id,
             "sop": item.sop_instance_uid,
@@ -149,15 +212,7 @@ class InstanceRecorder:
             "ae": item.calling_ae,
             "now": now,
         }
-        added = 0
-        if not connection.execute(_UPDATE_INSTANCE, row).rowcount:
-            connection.execute(_INSERT_INSTANCE, row)
-            added = 1
-        connection.execute(_TOUCH_SERIES, {"series": series_id, "now": now, "added": added})
-        connection.execute(
-            _TOUCH_STUDY, {"study": study_id, "now": now, "state": StudyState.RECEIVING}
-        )
-        return ids
+        return int(connection.execute(self._upsert, row).scalar_one() == 1)
 
     @staticmethod
     def _study_and_series(

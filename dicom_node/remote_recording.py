@@ -3,11 +3,13 @@
 Receiver children (:mod:`dicom_node.receivers`) do not write to the database
 themselves.  Each sends the row of every instance it has stored through a pipe
 to the main process and answers the C-STORE once the main process replies that
-the row is committed.  The main process records the rows of all children with
-one :class:`~dicom_node.group_commit.GroupCommitRecorder`, so rows arriving
-together from several processes share one transaction and one flush.
+the row is committed.  One thread of the main process waits on the pipes of all
+children, takes every row that has arrived and records them in one
+transaction, so rows arriving together from several processes share one flush.
 Writing from each process instead made them queue on SQLite's single write lock
-(whose busy handler sleeps for milliseconds) and cost one flush per row.
+(whose busy handler sleeps for milliseconds) and cost one flush per row; a
+thread, a queue and a future per row in the main process cost as much CPU as
+recording the row.
 
 Messages on the pipe: child → main ``(request id, ReceivedInstance)``; main →
 child ``(request id, study id, None)`` or ``(request id, None, reason)``.
@@ -19,14 +21,15 @@ import contextlib
 import itertools
 import logging
 import threading
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from multiprocessing.connection import Connection
-from typing import Any
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from typing import Any, Protocol
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from dicom_node.recorder import ReceivedInstance, Recorder, RecordingFailed
+from dicom_node.recorder import ReceivedInstance, RecordingFailed
 
 log = logging.getLogger(__name__)
 
@@ -109,12 +112,30 @@ class RemoteRecorder:
         self._on_closed()
 
 
-class RecordingServer:
-    """The main process's side: records what children send with the shared recorder.
+@dataclass
+class ChildChannel:
+    """The main process's end of one child's pipe, and what to do with what is not a row."""
 
-    Each child's pipe is read by one thread (:meth:`serve`); each row is
-    recorded in a pool thread so that rows of several associations of one
-    child can join the same group commit.
+    connection: Connection
+    on_message: Callable[[Any], None]
+    on_closed: Callable[[], None]
+
+
+class BatchRecorder(Protocol):
+    """What records the children's rows: a whole batch at once, each row with its outcome."""
+
+    def record_batch(self, rows: Sequence[ReceivedInstance]) -> list[int | Exception]:
+        """Each row's study id, or the exception that kept it from being recorded."""
+        ...
+
+
+class RecordingServer:
+    """The main process's side: records what the children send, in batches.
+
+    One thread (:meth:`serve`) waits on every child's pipe at once, takes all
+    the rows that have arrived, records them in one transaction and replies.
+    Rows that arrive during a commit form the next batch, so concurrent
+    associations share commits without a thread, a queue or a future per row.
 
     Parameters
     ----------
@@ -123,50 +144,56 @@ class RecordingServer:
     on_recorded:
         Called with the study id after each row is committed (wakes the
         stability monitor as an instance received in the main process does).
-    max_concurrent:
-        Most rows being recorded at once (the node's association limit).
     """
 
-    def __init__(
-        self, recorder: Recorder, on_recorded: Callable[[int], None], max_concurrent: int
-    ) -> None:
+    def __init__(self, recorder: BatchRecorder, on_recorded: Callable[[int], None]) -> None:
         self._recorder = recorder
         self._on_recorded = on_recorded
-        self._pool = ThreadPoolExecutor(max_concurrent, thread_name_prefix="child-rows")
 
-    def serve(self, connection: Connection, on_other: Callable[[Any], None]) -> None:
-        """Record the rows arriving on ``connection`` until it closes.
+    def serve(self, channels: Sequence[ChildChannel]) -> None:
+        """Record the rows arriving on ``channels`` until every one of them has closed."""
+        open_channels = {channel.connection: channel for channel in channels}
+        while open_channels:
+            rows: list[tuple[Connection, int, ReceivedInstance]] = []
+            for connection in wait(list(open_channels)):
+                assert isinstance(connection, Connection)
+                channel = open_channels[connection]
+                try:
+                    while True:
+                        message = connection.recv()
+                        if isinstance(message, tuple):
+                            rows.append((connection, *message))
+                        else:
+                            channel.on_message(message)
+                        if not connection.poll():
+                            break
+                except (EOFError, OSError):
+                    del open_channels[connection]
+                    channel.on_closed()
+            if rows:
+                self._record(rows)
 
-        Anything on the pipe that is not a row goes to ``on_other``.
-        """
-        lock = threading.Lock()
-        with contextlib.suppress(EOFError, OSError):
-            while True:
-                message = connection.recv()
-                if isinstance(message, tuple):
-                    self._pool.submit(self._record, connection, lock, *message)
-                else:
-                    on_other(message)
-
-    def _record(
-        self, connection: Connection, lock: threading.Lock, request_id: int, row: ReceivedInstance
-    ) -> None:
+    def _record(self, rows: list[tuple[Connection, int, ReceivedInstance]]) -> None:
         try:
-            study_id = self._recorder.record(row)
-        except (SQLAlchemyError, RecordingFailed) as exc:
-            log.error("cannot record instance %s: %s", row.sop_instance_uid, type(exc).__name__)
-            reply: tuple[int, int | None, str | None] = (request_id, None, DATABASE_UNAVAILABLE)
-        except Exception:
-            # never leave the child's association waiting for an answer that will not come
-            log.exception("cannot record instance %s", row.sop_instance_uid)
-            reply = (request_id, None, RECORDING_ERROR)
-        else:
-            # before the reply, as for the main process's own instances
-            self._on_recorded(study_id)
-            reply = (request_id, study_id, None)
-        with lock, contextlib.suppress(OSError):
-            connection.send(reply)
+            outcomes = self._recorder.record_batch([row for _, _, row in rows])
+        except Exception as exc:
+            # never leave the children's associations waiting for answers that will not come
+            outcomes = [exc] * len(rows)
+        for (connection, request_id, row), outcome in zip(rows, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                reply = (request_id, None, self._reason(row, outcome))
+            else:
+                # before the reply, as for the main process's own instances
+                self._on_recorded(outcome)
+                reply = (request_id, outcome, None)
+            with contextlib.suppress(OSError):
+                connection.send(reply)
 
-    def close(self) -> None:
-        """Finish the rows being recorded."""
-        self._pool.shutdown(wait=True)
+    @staticmethod
+    def _reason(row: ReceivedInstance, exc: Exception) -> str:
+        """What the child is told, after logging why (UIDs only)."""
+        if isinstance(exc, (SQLAlchemyError, RecordingFailed)):
+            log.error("cannot record instance %s: %s", row.sop_instance_uid, type(exc).__name__)
+            return DATABASE_UNAVAILABLE
+        log.error("cannot record instance %s", row.sop_instance_uid, exc_info=exc)
+        return RECORDING_ERROR

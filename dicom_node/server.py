@@ -61,10 +61,10 @@ class StorageSCP:
     on_recorded:
         Called with the study id after each instance is recorded (the
         stability monitor uses it to wake up).
-    listener:
-        A listening socket shared with other receiver processes (see
-        :mod:`dicom_node.receivers`): served instead of binding one, and left
-        listening for the others when this SCP stops.
+    hand_over:
+        Where accepted connections go instead of being served here: the
+        receiver processes (see :mod:`dicom_node.receivers`).  Called with
+        each connection, which it owns from then on.
     clean_spool:
         Remove partial files left by an earlier run at start-up; false for
         receiver processes, which start once the main process has done it.
@@ -76,7 +76,7 @@ class StorageSCP:
         recorder: Recorder,
         on_recorded: Callable[[int], None] = lambda _study_id: None,
         *,
-        listener: socket.socket | None = None,
+        hand_over: Callable[[socket.socket], None] | None = None,
         clean_spool: bool = True,
     ) -> None:
         self.settings = settings
@@ -87,11 +87,10 @@ class StorageSCP:
         self._tls: ssl.SSLContext | None = None
         self._allowed_hosts = allowed_hosts(settings)
         self._listener: socket.socket | None = None
-        self._shared_listener = listener
+        self._hand_over = hand_over
         self._connections: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
-        self._acceptor: threading.Thread | None = None
         self._clean_spool = clean_spool
 
     @property
@@ -101,9 +100,9 @@ class StorageSCP:
 
     @property
     def listener(self) -> socket.socket:
-        """The listening socket, to share with other receiver processes."""
+        """The listening socket."""
         if self._listener is None:
-            raise RuntimeError("the SCP is not running")
+            raise RuntimeError("the SCP is not listening")
         return self._listener
 
     @property
@@ -111,11 +110,11 @@ class StorageSCP:
         """Folder on the spool's file system where datasets are received before storing."""
         return self.settings.spool_path / "tmp"
 
-    def start(self, accept: bool = True) -> None:
-        """Start listening, and accepting connections in background threads.
+    def start(self, listen: bool = True) -> None:
+        """Start listening, and accepting connections in a background thread.
 
-        With ``accept`` false the socket listens but connections are left to
-        the receiver processes that share it (:mod:`dicom_node.receivers`).
+        Without ``listen`` the SCP only serves the connections given to
+        :meth:`serve` (a receiver process, to which the main process hands them).
         """
         self.receive_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         if self._clean_spool:
@@ -124,15 +123,14 @@ class StorageSCP:
                 log.info("removed %d partial files left by an earlier run", removed)
         self._tls = server_context(self.settings)
         sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_INTERVAL_SECONDS))
-        self._listener = self._shared_listener or socket.create_server(
+        if not listen:
+            return
+        self._listener = socket.create_server(
             (self.settings.host, self.settings.port), backlog=LISTEN_BACKLOG
         )
-        if accept:
-            self._acceptor = threading.Thread(
-                target=self._accept_loop, name="scp-acceptor", daemon=True
-            )
-            self._acceptor.start()
-            self._threads.append(self._acceptor)
+        acceptor = threading.Thread(target=self._accept_loop, name="scp-acceptor", daemon=True)
+        acceptor.start()
+        self._threads.append(acceptor)
         log.info(
             "Storage SCP %s listening on %s:%d (TLS %s)",
             self.settings.ae_title,
@@ -155,20 +153,48 @@ class StorageSCP:
                 connection.close()
                 continue
             connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            with self._lock:
-                self._connections.add(connection)
-                self._threads = [thread for thread in self._threads if thread.is_alive()]
-                thread = threading.Thread(
-                    target=self._serve, args=(connection, host), name="scp-association", daemon=True
-                )
-                self._threads.append(thread)
-            thread.start()
+            if self._hand_over is None:
+                self.serve(connection, host)
+            else:
+                self._hand_over(connection)
+
+    def serve(
+        self,
+        connection: socket.socket,
+        host: str,
+        active_elsewhere: int | None = None,
+        on_end: Callable[[], None] = lambda: None,
+    ) -> None:
+        """Serve ``connection`` (from ``host``) in a thread of its own; the SCP owns it now.
+
+        ``active_elsewhere`` is the node's count of other open associations
+        when they are not all in this process; ``on_end`` is called when the
+        association is over.
+        """
+        active = self._active_besides_one if active_elsewhere is None else lambda: active_elsewhere
+        with self._lock:
+            self._connections.add(connection)
+            self._threads = [thread for thread in self._threads if thread.is_alive()]
+            thread = threading.Thread(
+                target=self._serve,
+                args=(connection, host, active, on_end),
+                name="scp-association",
+                daemon=True,
+            )
+            self._threads.append(thread)
+        thread.start()
 
     def _active_besides_one(self) -> int:
         with self._lock:
             return len(self._connections) - 1
 
-    def _serve(self, connection: socket.socket, host: str) -> None:
+    def _serve(
+        self,
+        connection: socket.socket,
+        host: str,
+        active: Callable[[], int],
+        on_end: Callable[[], None],
+    ) -> None:
         sock = connection
         try:
             if self._tls is not None:
@@ -182,7 +208,7 @@ class StorageSCP:
                 self.receive_dir,
                 acse_timeout=self.settings.acse_timeout_seconds,
                 network_timeout=self.settings.network_timeout_seconds,
-                active_count=self._active_besides_one,
+                active_count=active,
             ).run()
         except (OSError, ssl.SSLError) as exc:
             log.warning("connection from %s failed: %s", host, type(exc).__name__)
@@ -191,24 +217,18 @@ class StorageSCP:
                 self._connections.discard(connection)
             with contextlib.suppress(OSError):
                 sock.close()
+            on_end()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop accepting, end the open associations and wait for their threads."""
         listener, self._listener = self._listener, None
-        if listener is None:
-            return
-        shared = listener is self._shared_listener
-        if not shared:
-            # Wakes the acceptor.  A shared socket stays listening for the other
-            # processes; this one's acceptor ends with the process.
+        if listener is not None:
             with contextlib.suppress(OSError):
-                listener.shutdown(socket.SHUT_RDWR)
-        listener.close()
+                listener.shutdown(socket.SHUT_RDWR)  # wakes the acceptor
+            listener.close()
         with self._lock:
             connections = list(self._connections)
-            threads = [
-                thread for thread in self._threads if not (shared and thread is self._acceptor)
-            ]
+            threads = list(self._threads)
         for connection in connections:
             with contextlib.suppress(OSError):
                 connection.shutdown(socket.SHUT_RDWR)

@@ -41,8 +41,14 @@ class NodeService:
         )
         # One recorder for the rows of every receiver process: they share commits.
         recorder = GroupCommitRecorder(self.session_factory)
-        self.scp = StorageSCP(settings, recorder, on_recorded=self.monitor.notify)
         self.receivers = ReceiverPool(settings, recorder, on_recorded=self.monitor.notify)
+        # With several receiver processes this one accepts, hands over and records.
+        self.scp = StorageSCP(
+            settings,
+            recorder,
+            on_recorded=self.monitor.notify,
+            hand_over=self.receivers.hand_over if settings.receiver_processes > 1 else None,
+        )
 
     @property
     def port(self) -> int:
@@ -57,11 +63,9 @@ class NodeService:
     def start(self) -> None:
         """Re-enqueue what an earlier run left queued, then start listening and monitoring."""
         self.dispatcher.recover(startup=True)
-        processes = self.settings.receiver_processes
-        # With several receiver processes this one only records their rows.
-        self.scp.start(accept=processes == 1)
-        if processes > 1:
-            self.receivers.start(self.scp.listener, processes)
+        if self.settings.receiver_processes > 1:
+            self.receivers.start(self.settings.receiver_processes)
+        self.scp.start()
         self.monitor.start()
 
     def stop(self) -> None:

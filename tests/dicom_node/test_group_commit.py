@@ -62,14 +62,14 @@ def test_concurrent_rows_are_all_recorded_in_fewer_commits(factory) -> None:
 def test_a_failing_row_fails_alone(factory, monkeypatch: pytest.MonkeyPatch) -> None:
     _engine, sessions = factory
     recorder = GroupCommitRecorder(sessions)
-    original = InstanceRecorder._record
+    original = InstanceRecorder._write_instance
 
-    def picky(self, session, item, now):
+    def picky(self, connection, item, series_id, now):
         if item.sop_instance_uid.endswith(".13"):
             raise RuntimeError("bad row")
-        return original(self, session, item, now)
+        return original(self, connection, item, series_id, now)
 
-    monkeypatch.setattr(InstanceRecorder, "_record", picky)
+    monkeypatch.setattr(InstanceRecorder, "_write_instance", picky)
     items = [received_instance(3, sop) for sop in range(30)]
     with ThreadPoolExecutor(8) as pool:
         futures = [pool.submit(recorder.record, item) for item in items]

@@ -6,11 +6,18 @@ import os
 import re
 import signal
 import threading
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pynetdicom import AE
+from pynetdicom.sop_class import Verification
 from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
 
 from core.config import Settings
 from core.db.migrate import upgrade
@@ -28,10 +35,22 @@ def _split(paths: list[Path], parts: int) -> list[list[Path]]:
     return [paths[i::parts] for i in range(parts)]
 
 
-def test_receiver_processes_share_the_port_and_store_every_instance_once(
-    make_settings: Callable[..., Settings], tmp_path: Path, capfd: pytest.CaptureFixture[str]
-) -> None:
-    settings = make_settings(receiver_processes=3, log_level="INFO")
+@dataclass
+class ReceivingNode:
+    """An SCP that hands its connections to receiver processes, as the service runs it."""
+
+    settings: Settings
+    scp: StorageSCP
+    pool: ReceiverPool
+    engine: Engine
+    recorded: list[int]
+
+
+@contextmanager
+def receiving_node(
+    make_settings: Callable[..., Settings], **overrides: Any
+) -> Iterator[ReceivingNode]:
+    settings = make_settings(log_level="INFO", **overrides)
     settings.spool_path.mkdir(parents=True, exist_ok=True)
     upgrade(settings.effective_database_url)
     engine = make_engine(settings.effective_database_url)
@@ -42,20 +61,50 @@ def test_receiver_processes_share_the_port_and_store_every_instance_once(
         with lock:
             recorded.append(study_id)
 
-    # As the service does it: this process listens and records, the children accept.
     recorder = GroupCommitRecorder(make_session_factory(engine))
-    scp = StorageSCP(settings, recorder, on_recorded)
-    scp.start(accept=False)
     pool = ReceiverPool(settings, recorder, on_recorded)
+    scp = StorageSCP(settings, recorder, on_recorded, hand_over=pool.hand_over)
     try:
-        pool.start(scp.listener, settings.receiver_processes)
+        pool.start(settings.receiver_processes)
+        scp.start()
+        yield ReceivingNode(settings, scp, pool, engine, recorded)
+    finally:
+        scp.stop()
+        pool.stop()
+        engine.dispose()
+    assert pool.pids == []
+
+
+@contextmanager
+def held_associations(node: ReceivingNode, count: int) -> Iterator[list[Any]]:
+    """``count`` Verification associations kept open until the block ends."""
+    ae = AE(ae_title="HOLDER")
+    ae.add_requested_context(Verification)
+    with ExitStack() as stack:
+        associations = []
+        for _ in range(count):
+            association = ae.associate("127.0.0.1", node.scp.port, ae_title=node.settings.ae_title)
+            stack.callback(association.release)
+            associations.append(association)
+        yield associations
+
+
+def served_by(log: str) -> Counter[str]:
+    """How many associations each receiver process accepted, from the log."""
+    return Counter(re.findall(r"receiver (\d+) \S+: accepted association from", log))
+
+
+def test_receiver_processes_store_every_instance_once(
+    make_settings: Callable[..., Settings], tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    with receiving_node(make_settings, receiver_processes=3) as node:
         study = generate_ct_phantom(slices=24, rows=32, columns=32, seed=11)
         files = write_phantom(study, tmp_path / "study")
         results: list = []
         senders = [
             threading.Thread(
                 target=lambda chunk=chunk: results.append(
-                    storescu("127.0.0.1", scp.port, chunk, called_ae=settings.ae_title)
+                    storescu("127.0.0.1", node.scp.port, chunk, called_ae=node.settings.ae_title)
                 )
             )
             for chunk in _split(files, 6)
@@ -67,26 +116,53 @@ def test_receiver_processes_share_the_port_and_store_every_instance_once(
         assert all(result.returncode == 0 and not result.failed for result in results)
         assert sum(len(result.succeeded) for result in results) == len(files)
 
-        with make_session_factory(engine)() as session:
+        with make_session_factory(node.engine)() as session:
             assert session.scalar(select(func.count()).select_from(Instance)) == len(files)
             assert session.scalar(select(Series.instance_count)) == len(files)
-        spooled = list(settings.incoming_dir.rglob("*.dcm"))
+        spooled = list(node.settings.incoming_dir.rglob("*.dcm"))
         assert len(spooled) == len(files)
         # Every recorded instance reached the parent's callback, wherever it was received.
-        wait_until(lambda: len(recorded) == len(files), 10, 0.05)
-        # The kernel spread the connections over the children.
-        served_by = set(re.findall(r"receiver (\d+) \S+: association from", capfd.readouterr().err))
-        assert len(served_by) > 1
+        wait_until(lambda: len(node.recorded) == len(files), 10, 0.05)
+        assert len(served_by(capfd.readouterr().err)) > 1
 
-        # A receiver process that dies takes no connections with it: the others accept them.
-        victim = pool._children[0][0]
+        # A receiver process that dies takes no connections with it: the others serve them.
+        victim = node.pool._children[0].process
         os.kill(victim.pid, signal.SIGKILL)
         victim.join(10)
-        for _ in range(settings.receiver_processes):
-            again = storescu("127.0.0.1", scp.port, files[:2], called_ae=settings.ae_title)
+        for _ in range(node.settings.receiver_processes):
+            again = storescu(
+                "127.0.0.1", node.scp.port, files[:2], called_ae=node.settings.ae_title
+            )
             assert again.returncode == 0 and not again.failed
-    finally:
-        pool.stop()
-        scp.stop()
-        engine.dispose()
-    assert pool.pids == []
+
+
+def test_open_associations_are_spread_evenly_over_the_receiver_processes(
+    make_settings: Callable[..., Settings], capfd: pytest.CaptureFixture[str]
+) -> None:
+    with receiving_node(make_settings, receiver_processes=3) as node:
+        with held_associations(node, 6) as associations:
+            assert all(association.is_established for association in associations)
+            counts = served_by(capfd.readouterr().err)
+        assert sorted(counts.values()) == [2, 2, 2]
+        assert set(counts) == {str(pid) for pid in node.pool.pids}
+        # Ended associations are counted off: the next ones go where there is room again.
+        wait_until(lambda: node.pool.open_associations == 0, 10, 0.05)
+        with held_associations(node, 3):
+            counts = served_by(capfd.readouterr().err)
+        assert sorted(counts.values()) == [1, 1, 1]
+
+
+def test_the_association_limit_counts_the_associations_of_every_receiver_process(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = {"receiver_processes": 2, "max_associations": 2}
+    with (
+        receiving_node(make_settings, **settings) as node,
+        held_associations(node, 2) as associations,
+    ):
+        assert all(association.is_established for association in associations)
+        ae = AE(ae_title="LATECOMER")
+        ae.add_requested_context(Verification)
+        late = ae.associate("127.0.0.1", node.scp.port, ae_title=node.settings.ae_title)
+        assert late.is_rejected
+        assert late.acceptor.primitive.result == 0x02  # transient: try again later

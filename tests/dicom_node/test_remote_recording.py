@@ -6,7 +6,7 @@ import multiprocessing
 import os
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 
@@ -17,81 +17,108 @@ from dicom_node.recorder import ReceivedInstance, RecordingFailed
 from dicom_node.remote_recording import (
     DATABASE_UNAVAILABLE,
     RECORDING_ERROR,
+    ChildChannel,
     RecordingServer,
     RemoteRecorder,
 )
 from tests.support.rows import received_instance
+from tests.support.waiting import wait_until
 
 ROW = received_instance()
 
 
 class FakeRecorder:
-    """Study id 7 for every row; fails for SOP Instance UIDs ending in ``.bad`` or ``.bug``."""
+    """Study id 7 for every row; fails for SOP Instance UIDs ending in ``.bad`` or ``.bug``.
+
+    The batch that holds a row ending in ``.hold`` waits for :attr:`release`.
+    """
 
     def __init__(self) -> None:
-        self.rows: list[ReceivedInstance] = []
-        self.both_waiting = threading.Barrier(2, timeout=10)
+        self.batches: list[list[ReceivedInstance]] = []
+        self.holding = threading.Event()
+        self.release = threading.Event()
 
-    def record(self, received: ReceivedInstance) -> int:
-        if received.sop_instance_uid.endswith(".bad"):
-            raise OperationalError("INSERT", {}, Exception("disk I/O error"))
-        if received.sop_instance_uid.endswith(".bug"):
-            raise RuntimeError("a fault of the node")
-        if received.sop_instance_uid.endswith(".together"):
-            self.both_waiting.wait()  # two rows of one child are being recorded at once
-        self.rows.append(received)
+    def record_batch(self, rows: Sequence[ReceivedInstance]) -> list[int | Exception]:
+        if any(row.sop_instance_uid.endswith(".hold") for row in rows):
+            self.holding.set()
+            assert self.release.wait(10)
+        self.batches.append(list(rows))
+        return [self._outcome(row) for row in rows]
+
+    @staticmethod
+    def _outcome(row: ReceivedInstance) -> int | Exception:
+        if row.sop_instance_uid.endswith(".bad"):
+            return OperationalError("INSERT", {}, Exception("disk I/O error"))
+        if row.sop_instance_uid.endswith(".bug"):
+            return RuntimeError("a fault of the node")
         return 7
+
+    @property
+    def rows(self) -> list[ReceivedInstance]:
+        return [row for batch in self.batches for row in batch]
 
 
 @contextmanager
-def channel(recorder: FakeRecorder) -> Iterator[tuple[RemoteRecorder, list[int], threading.Event]]:
+def channel(recorder: FakeRecorder) -> Iterator[tuple[RemoteRecorder, list[int], list[object]]]:
     """A child's RemoteRecorder talking to a RecordingServer over a real pipe."""
     child_end, parent_end = multiprocessing.Pipe(duplex=True)
     recorded: list[int] = []
     others: list[object] = []
-    closed = threading.Event()
-    server = RecordingServer(recorder, recorded.append, max_concurrent=4)
-    serving = threading.Thread(target=server.serve, args=(parent_end, others.append))
+    child_closed, parent_closed = threading.Event(), threading.Event()
+    server = RecordingServer(recorder, recorded.append)
+    serving = threading.Thread(
+        target=server.serve, args=([ChildChannel(parent_end, others.append, parent_closed.set)],)
+    )
     serving.start()
-    remote = RemoteRecorder(child_end, on_closed=closed.set)
+    remote = RemoteRecorder(child_end, on_closed=child_closed.set)
     try:
-        yield remote, recorded, closed
+        yield remote, recorded, others
     finally:
         # Both ends are blocked in recv in other threads, which close() would not wake.
         socket.socket(fileno=os.dup(child_end.fileno())).shutdown(socket.SHUT_RDWR)
         serving.join(10)
-        assert closed.wait(10)
-        server.close()
+        assert parent_closed.is_set()
+        assert child_closed.wait(10)
         parent_end.close()
         child_end.close()
 
 
 def test_rows_are_recorded_by_the_main_process_and_answered_with_their_study_id() -> None:
     recorder = FakeRecorder()
-    with channel(recorder) as (remote, recorded, _closed):
+    with channel(recorder) as (remote, recorded, others):
+        remote.send("ready")
         assert remote.record(ROW) == 7
         assert recorder.rows == [ROW]
         assert recorded == [7]
+        assert others == ["ready"]
 
 
-def test_rows_of_two_associations_of_one_child_are_recorded_concurrently() -> None:
+def test_rows_arriving_during_a_commit_are_recorded_together() -> None:
     recorder = FakeRecorder()
-    rows = [replace(ROW, sop_instance_uid=f"1.2.3.1.1.{n}.together") for n in (1, 2)]
-    with channel(recorder) as (remote, _recorded, _closed):
+    held = replace(ROW, sop_instance_uid="1.2.3.1.1.0.hold")
+    rows = [replace(ROW, sop_instance_uid=f"1.2.3.1.1.{n}") for n in (1, 2)]
+    with channel(recorder) as (remote, _recorded, _others):
         results: list[int] = []
         threads = [
-            threading.Thread(target=lambda r=r: results.append(remote.record(r))) for r in rows
+            threading.Thread(target=lambda r=r: results.append(remote.record(r)))
+            for r in [held, *rows]
         ]
-        for thread in threads:
+        threads[0].start()
+        assert recorder.holding.wait(10)
+        for thread in threads[1:]:
             thread.start()
+        # both rows are on the pipe while the first batch is being committed
+        wait_until(lambda: len(remote._waiting) == 3, 10, 0.01)
+        recorder.release.set()
         for thread in threads:
             thread.join(10)
-        assert results == [7, 7]
+        assert results == [7, 7, 7]
+        assert [len(batch) for batch in recorder.batches] == [1, 2]
 
 
 def test_a_failure_to_record_reaches_the_child_as_recording_failed() -> None:
     recorder = FakeRecorder()
-    with channel(recorder) as (remote, recorded, _closed):
+    with channel(recorder) as (remote, recorded, _others):
         with pytest.raises(RecordingFailed, match=DATABASE_UNAVAILABLE):
             remote.record(replace(ROW, sop_instance_uid="1.2.3.1.1.9.bad"))
         with pytest.raises(RecordingFailed, match=RECORDING_ERROR):

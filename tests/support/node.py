@@ -12,10 +12,6 @@ from typing import Any
 
 from .ports import LOOPBACK, free_port, wait_for_port
 from .processes import BackgroundProcess
-from .waiting import wait_until
-
-#: What the node logs once its receiver processes accept connections.
-RECEIVERS_STARTED = "receiver processes on port"
 
 
 class NodeProcesses:
@@ -78,16 +74,10 @@ class NodeProcesses:
     def wait_listening(self, timeout: float = 30.0) -> None:
         """Wait until the SCP accepts connections (with the logs if it died).
 
-        With several receiver processes, until the node logs that all of them
-        accept (``AINODE_LOG_LEVEL`` INFO or DEBUG): the main SCP accepts
-        before its children have started.
+        The node listens only once its receiver processes (if any) have started.
         """
         try:
             wait_for_port(LOOPBACK, self.port, timeout=timeout)
-            if int(self.env.get("AINODE_RECEIVER_PROCESSES", "1")) > 1:
-                if self.env.get("AINODE_LOG_LEVEL", "INFO").upper() not in ("INFO", "DEBUG"):
-                    raise AssertionError("receiver processes are awaited through an INFO line")
-                wait_until(lambda: RECEIVERS_STARTED in self.logs(), timeout, 0.05)
         except Exception as exc:
             raise AssertionError(f"node not listening: {exc}\n{self.logs()[-4000:]}") from exc
 
