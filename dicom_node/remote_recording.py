@@ -20,11 +20,12 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import selectors
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -152,26 +153,36 @@ class RecordingServer:
 
     def serve(self, channels: Sequence[ChildChannel]) -> None:
         """Record the rows arriving on ``channels`` until every one of them has closed."""
-        open_channels = {channel.connection: channel for channel in channels}
-        while open_channels:
-            rows: list[tuple[Connection, int, ReceivedInstance]] = []
-            for connection in wait(list(open_channels)):
-                assert isinstance(connection, Connection)
-                channel = open_channels[connection]
-                try:
-                    while True:
-                        message = connection.recv()
-                        if isinstance(message, tuple):
-                            rows.append((connection, *message))
-                        else:
-                            channel.on_message(message)
-                        if not connection.poll():
-                            break
-                except (EOFError, OSError):
-                    del open_channels[connection]
-                    channel.on_closed()
-            if rows:
-                self._record(rows)
+        with selectors.DefaultSelector() as selector:
+            for channel in channels:
+                selector.register(channel.connection, selectors.EVENT_READ, channel)
+            while selector.get_map():
+                rows: list[tuple[Connection, int, ReceivedInstance]] = []
+                events = selector.select()
+                while events:  # take every message there is, then record them together
+                    for key, _ in events:
+                        self._take(key.data, rows, selector)
+                    events = selector.select(0) if selector.get_map() else []
+                if rows:
+                    self._record(rows)
+
+    @staticmethod
+    def _take(
+        channel: ChildChannel,
+        rows: list[tuple[Connection, int, ReceivedInstance]],
+        selector: selectors.BaseSelector,
+    ) -> None:
+        """Read one message of ``channel``: a row joins ``rows``; a closed pipe is dropped."""
+        try:
+            message = channel.connection.recv()
+        except (EOFError, OSError):
+            selector.unregister(channel.connection)
+            channel.on_closed()
+            return
+        if isinstance(message, tuple):
+            rows.append((channel.connection, *message))
+        else:
+            channel.on_message(message)
 
     def _record(self, rows: list[tuple[Connection, int, ReceivedInstance]]) -> None:
         try:
