@@ -153,10 +153,15 @@ class StorageSCP:
                 connection.close()
                 continue
             connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if self._hand_over is None:
-                self.serve(connection, host)
-            else:
-                self._hand_over(connection)
+            try:
+                if self._hand_over is None:
+                    self.serve(connection, host)
+                else:
+                    self._hand_over(connection)
+            except Exception:
+                # one connection that cannot be served never stops the acceptor
+                log.exception("cannot serve a connection from %s", host)
+                connection.close()
 
     def serve(
         self,
