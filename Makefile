@@ -3,7 +3,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-DEBIAN_TOOLS := /usr/sbin/Orthanc:orthanc /usr/bin/storescu:dcmtk /usr/bin/dciodvfy:dicom3tools
+DEBIAN_TOOLS := /usr/sbin/Orthanc:orthanc /usr/bin/storescu:dcmtk /usr/bin/dciodvfy:dicom3tools \
+                /usr/bin/systemd-analyze:systemd
 
 .PHONY: install run test test-slow lint system-deps clean bench
 
@@ -23,7 +24,8 @@ run: $(STAMP)
 	$(BIN)/ainode db upgrade
 	$(BIN)/ainode run
 
-# Real peers for the integration tests: Debian's orthanc, dcmtk and dicom3tools.
+# Real peers for the integration tests: Debian's orthanc, dcmtk and dicom3tools; systemd-analyze
+# checks the units in deploy/systemd.
 system-deps:
 	@missing=""; for pair in $(DEBIAN_TOOLS); do \
 	  [ -x "$${pair%%:*}" ] || missing="$$missing $${pair##*:}"; done; \
