@@ -17,7 +17,8 @@ from concurrent.futures import Future
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from dicom_node.recorder import InstanceRecorder, ReceivedInstance
+from dicom_node.received import ReceivedInstance
+from dicom_node.recorder import InstanceRecorder
 
 #: Most rows in one transaction.
 MAX_BATCH = 64

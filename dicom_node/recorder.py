@@ -8,52 +8,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
 
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.dml import ReturningInsert
 
 from core.db.models import Instance, Series, Study, StudyState, utcnow
+from dicom_node.received import ReceivedInstance, RecordingFailed
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ReceivedInstance:
-    """The facts about one stored instance that go into the database."""
-
-    study_uid: str
-    series_uid: str
-    sop_instance_uid: str
-    sop_class_uid: str
-    transfer_syntax_uid: str
-    modality: str | None
-    body_part: str | None
-    series_description: str | None
-    calling_ae: str | None
-    path: str
-    size_bytes: int
-
-
-class RecordingFailed(Exception):
-    """An instance's row could not be recorded: the process that writes the rows is gone."""
-
-
-class Recorder(Protocol):
-    """Whatever records received instances: the database itself, or a process that writes to it."""
-
-    def record(self, received: ReceivedInstance) -> int:
-        """Record ``received`` durably; returns its study id.
-
-        Raises ``SQLAlchemyError`` or :class:`RecordingFailed` when it cannot.
-        """
-        ...
 
 
 _instances, _series, _studies = Instance.__table__, Series.__table__, Study.__table__
@@ -129,6 +96,11 @@ class InstanceRecorder:
 
         A second instance with the same SOP Instance UID in the same series
         replaces the first (same file) and is counted once.
+
+        Raises
+        ------
+        RecordingFailed
+            If the database cannot record it.
         """
         outcome = self.record_batch([received])[0]
         if isinstance(outcome, Exception):
@@ -139,7 +111,8 @@ class InstanceRecorder:
         """Record ``rows`` in one transaction; each row's study id, or why it failed.
 
         If the transaction fails, each row is recorded in a transaction of its
-        own, so that only the row at fault gets the error.
+        own, so that only the row at fault gets the error: a database error
+        as :class:`RecordingFailed`, any other as it was raised.
         """
         if len(rows) > 1:
             try:
@@ -150,6 +123,10 @@ class InstanceRecorder:
         for row in rows:
             try:
                 outcomes.extend(self._transaction([row]))
+            except SQLAlchemyError as exc:
+                failure = RecordingFailed(f"database unavailable ({type(exc).__name__})")
+                failure.__cause__ = exc
+                outcomes.append(failure)
             except Exception as exc:
                 outcomes.append(exc)
         return outcomes

@@ -28,9 +28,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
-from sqlalchemy.exc import SQLAlchemyError
-
-from dicom_node.recorder import ReceivedInstance, RecordingFailed
+from dicom_node.received import ReceivedInstance, RecordingFailed
 
 log = logging.getLogger(__name__)
 
@@ -203,8 +201,8 @@ class RecordingServer:
     @staticmethod
     def _reason(row: ReceivedInstance, exc: Exception) -> str:
         """What the child is told, after logging why (UIDs only)."""
-        if isinstance(exc, (SQLAlchemyError, RecordingFailed)):
-            log.error("cannot record instance %s: %s", row.sop_instance_uid, type(exc).__name__)
+        if isinstance(exc, RecordingFailed):
+            log.error("cannot record instance %s: %s", row.sop_instance_uid, exc)
             return DATABASE_UNAVAILABLE
         log.error("cannot record instance %s", row.sop_instance_uid, exc_info=exc)
         return RECORDING_ERROR

@@ -24,7 +24,7 @@ from core.tls import server_context
 from dicom_node.association import StorageAssociation
 from dicom_node.negotiation import AssociationPolicy
 from dicom_node.receive import remove_stale
-from dicom_node.recorder import Recorder
+from dicom_node.received import Recorder
 from dicom_node.spool import InstanceSpool
 from dicom_node.storage import InstanceStore
 

@@ -18,12 +18,11 @@ from pathlib import Path
 from pydicom import dcmread
 from pydicom.dataelem import RawDataElement
 from pydicom.uid import UID
-from sqlalchemy.exc import SQLAlchemyError
 
 from core.errors import InputRejected, StoreStatus
 from dicom_node.header import PIXEL_DATA, UNDEFINED, WANTED, ScannedHeader, scan_header
 from dicom_node.receive import ReceiveFile
-from dicom_node.recorder import ReceivedInstance, Recorder, RecordingFailed
+from dicom_node.received import ReceivedInstance, Recorder, RecordingFailed
 from dicom_node.spool import InstanceSpool
 
 log = logging.getLogger(__name__)
@@ -255,8 +254,8 @@ class InstanceStore:
         )
         try:
             study_id = self.recorder.record(item)
-        except (SQLAlchemyError, RecordingFailed) as exc:
-            log.error("cannot record instance %s: %s", request_uid, type(exc).__name__)
+        except RecordingFailed as exc:
+            log.error("cannot record instance %s: %s", request_uid, exc)
             if not replaced:
                 self.spool.absolute(relative).unlink(missing_ok=True)
             return StoreOutcome(StoreStatus.OUT_OF_RESOURCES, "database unavailable")

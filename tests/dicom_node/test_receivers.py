@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
+import sys
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -166,3 +168,15 @@ def test_the_association_limit_counts_the_associations_of_every_receiver_process
         late = ae.associate("127.0.0.1", node.scp.port, ae_title=node.settings.ae_title)
         assert late.is_rejected
         assert late.acceptor.primitive.result == 0x02  # transient: try again later
+
+
+def test_a_receiver_process_does_without_the_database_layer() -> None:
+    """The main process records the rows: children never import SQLAlchemy (≈ 20 MB each)."""
+    code = (
+        "import sys, dicom_node.receivers, dicom_node.server; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'sqlalchemy'))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert result.stdout.strip() == "[]"

@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.db.migrate import upgrade
 from core.db.models import Instance, Series, Study, StudyState
 from core.db.session import make_engine, make_session_factory
+from dicom_node.received import RecordingFailed
 from dicom_node.recorder import InstanceRecorder
 from tests.support.rows import received_instance
 from tests.support.services import fresh_postgres_database
@@ -71,3 +73,15 @@ def test_a_batch_of_several_series_and_a_repeat_is_recorded_in_one_go(
         assert dict(counts.tuples().all()) == {"1.2.3.1.1": 3, "1.2.3.2.1": 3}
         assert times.all() == [1, 1, 1, 2, 1, 1]
     assert outcomes == [ids[row.study_uid] for row in rows]
+
+
+def test_a_database_error_is_reported_as_recording_failed_with_its_cause(
+    sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def database_down(*_args: object) -> int:
+        raise OperationalError("INSERT INTO instances", {}, Exception("disk I/O error"))
+
+    monkeypatch.setattr(InstanceRecorder, "_write_instance", database_down)
+    with pytest.raises(RecordingFailed, match="database unavailable") as failure:
+        InstanceRecorder(sessions).record(received_instance(1, 1))
+    assert isinstance(failure.value.__cause__, OperationalError)

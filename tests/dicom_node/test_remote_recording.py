@@ -11,9 +11,8 @@ from contextlib import contextmanager
 from dataclasses import replace
 
 import pytest
-from sqlalchemy.exc import OperationalError
 
-from dicom_node.recorder import ReceivedInstance, RecordingFailed
+from dicom_node.received import ReceivedInstance, RecordingFailed
 from dicom_node.remote_recording import (
     DATABASE_UNAVAILABLE,
     RECORDING_ERROR,
@@ -48,7 +47,7 @@ class FakeRecorder:
     @staticmethod
     def _outcome(row: ReceivedInstance) -> int | Exception:
         if row.sop_instance_uid.endswith(".bad"):
-            return OperationalError("INSERT", {}, Exception("disk I/O error"))
+            return RecordingFailed("database unavailable (OperationalError)")
         if row.sop_instance_uid.endswith(".bug"):
             return RuntimeError("a fault of the node")
         return 7

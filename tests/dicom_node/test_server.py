@@ -20,6 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from core.db.models import Instance, Series, Study, StudyState
+from dicom_node.recorder import InstanceRecorder
 from dicom_node.spool import InstanceSpool
 from pipelines.phantom import PhantomStudy, generate_ct_phantom, write_phantom
 from tests.dicom_node.conftest import Node, NodeFactory
@@ -229,7 +230,7 @@ def test_database_error_answers_out_of_resources(
     def database_down(*_args: object, **_kwargs: object) -> int:
         raise OperationalError("INSERT INTO instances", {}, Exception("database is locked"))
 
-    monkeypatch.setattr(node.scp.recorder, "record", database_down)
+    monkeypatch.setattr(InstanceRecorder, "_write_instance", database_down)
 
     with associate(node) as assoc:
         statuses = [store(assoc, ds) for ds in phantom().datasets]

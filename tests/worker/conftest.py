@@ -13,7 +13,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.config import Settings
 from dicom_node.receive import ReceiveFile
-from dicom_node.recorder import InstanceRecorder, ReceivedInstance
+from dicom_node.received import ReceivedInstance
+from dicom_node.recorder import InstanceRecorder
 from dicom_node.spool import InstanceSpool
 from pipelines.phantom import PhantomStudy, generate_ct_phantom, write_phantom
 from worker.runtime import WorkerRuntime
