@@ -23,7 +23,6 @@ import logging
 import selectors
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
@@ -38,33 +37,42 @@ DATABASE_UNAVAILABLE = "database unavailable"
 RECORDING_ERROR = "recording failed in the main process"
 
 
+#: What a child is told when its pipe to the main process has closed.
+MAIN_PROCESS_GONE = "the node's main process is gone"
+
+
 class RemoteRecorder:
-    """A child's :class:`~dicom_node.recorder.Recorder`: the main process records, this one waits.
+    """A child's :class:`~dicom_node.received.Recorder`: the main process records, this one waits.
+
+    The association threads waiting for replies read them themselves, one
+    thread at a time, and hand each reply to the thread it belongs to; a lone
+    association (the usual case, see :mod:`dicom_node.handoff`) thus reads its
+    own reply, without a hand-over between threads.
 
     Parameters
     ----------
     connection:
-        The child's end of its pipe to the main process; its replies are read
-        by a thread of this object.
+        The child's end of its pipe to the main process.
     on_closed:
-        Called once when the main process is gone (the pipe closed).
+        Called once when the pipe is found closed or unusable, by the thread
+        that was reading (the main process is gone).
     """
 
     def __init__(self, connection: Connection, on_closed: Callable[[], None]) -> None:
         self._connection = connection
         self._on_closed = on_closed
-        self._lock = threading.Lock()
-        self._waiting: dict[int, Future[int]] = {}
-        self._ids = itertools.count()
+        self._send_lock = threading.Lock()
+        # guards what follows; notified whenever a reply arrives or the pipe closes
+        self._state = threading.Condition()
+        self._waiting: set[int] = set()
+        self._replies: dict[int, tuple[int | None, str | None]] = {}
+        self._reading = False
         self._closed = False
-        self._reader = threading.Thread(
-            target=self._read_replies, name="record-replies", daemon=True
-        )
-        self._reader.start()
+        self._ids = itertools.count()
 
     def send(self, message: Any) -> None:
-        """Send something else to the main process (e.g. that this child listens)."""
-        with self._lock:
+        """Send something else to the main process (e.g. that this child serves)."""
+        with self._send_lock:
             self._connection.send(message)
 
     def record(self, received: ReceivedInstance) -> int:
@@ -75,40 +83,70 @@ class RemoteRecorder:
         RecordingFailed
             If the main process could not record it, or is gone.
         """
-        future: Future[int] = Future()
-        with self._lock:
+        with self._state:
             if self._closed:
-                raise RecordingFailed("the node's main process is gone")
+                raise RecordingFailed(MAIN_PROCESS_GONE)
             request_id = next(self._ids)
-            self._waiting[request_id] = future
-            try:
-                self._connection.send((request_id, received))
-            except OSError as exc:
-                del self._waiting[request_id]
-                raise RecordingFailed("the node's main process is gone") from exc
-        return future.result()
-
-    def _read_replies(self) -> None:
+            self._waiting.add(request_id)
         try:
-            while True:
-                request_id, study_id, reason = self._connection.recv()
-                with self._lock:
-                    future = self._waiting.pop(request_id)
-                if reason is None:
-                    future.set_result(study_id)
-                else:
-                    future.set_exception(RecordingFailed(reason))
+            with self._send_lock:
+                self._connection.send((request_id, received))
+        except OSError as exc:
+            with self._state:
+                self._waiting.discard(request_id)
+                self._close()
+            raise RecordingFailed(MAIN_PROCESS_GONE) from exc
+        study_id, reason = self._reply(request_id)
+        if reason is not None:
+            raise RecordingFailed(reason)
+        assert study_id is not None
+        return study_id
+
+    def _reply(self, request_id: int) -> tuple[int | None, str | None]:
+        """Wait for the reply to ``request_id``, reading replies while no other thread does."""
+        with self._state:
+            try:
+                while request_id not in self._replies:
+                    if self._closed:
+                        raise RecordingFailed(MAIN_PROCESS_GONE)
+                    if self._reading:
+                        self._state.wait()
+                    else:
+                        self._read_one()
+                return self._replies.pop(request_id)
+            finally:
+                self._waiting.discard(request_id)
+
+    def _read_one(self) -> None:
+        """Read the next reply with the lock released; called with it held."""
+        self._reading = True
+        self._state.release()
+        try:
+            reply = self._connection.recv()
         except (EOFError, OSError):
-            pass
+            reply = None
         except Exception:
+            log.exception("unreadable reply from the node's main process")
+            reply = None
+        finally:
+            self._state.acquire()
+            self._reading = False
+        if reply is not None and reply[0] in self._waiting:
+            request_id, study_id, reason = reply
+            self._replies[request_id] = (study_id, reason)
+            self._state.notify_all()
+            return
+        if reply is not None:
             # a reply this child cannot match: treat the channel as broken, never hang
-            log.exception("unusable reply from the node's main process")
-        with self._lock:
+            log.error("reply to an unknown request from the node's main process")
+        self._close()
+
+    def _close(self) -> None:
+        """The pipe is closed or unusable: fail the waiting rows and say so once (lock held)."""
+        if not self._closed:
             self._closed = True
-            waiting, self._waiting = self._waiting, {}
-        for future in waiting.values():
-            future.set_exception(RecordingFailed("the node's main process is gone"))
-        self._on_closed()
+            self._on_closed()
+        self._state.notify_all()
 
 
 @dataclass

@@ -180,3 +180,50 @@ def test_a_receiver_process_does_without_the_database_layer() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+_POOL_SCRIPT = """
+import sys, time
+from core.config import Settings
+from core.db.session import make_engine, make_session_factory
+from dicom_node.group_commit import GroupCommitRecorder
+from dicom_node.receivers import ReceiverPool
+
+settings = Settings.model_validate_json(sys.argv[1])
+recorder = GroupCommitRecorder(make_session_factory(make_engine(settings.effective_database_url)))
+pool = ReceiverPool(settings, recorder, lambda _study_id: None)
+pool.start(settings.receiver_processes)
+print(*pool.pids, flush=True)
+time.sleep(600)
+"""
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting to be reaped has exited)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+def test_receiver_processes_exit_when_the_main_process_is_killed(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings(receiver_processes=2)
+    settings.spool_path.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.effective_database_url)
+    main = subprocess.Popen(
+        [sys.executable, "-c", _POOL_SCRIPT, settings.model_dump_json()],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert main.stdout is not None
+        children = [int(pid) for pid in main.stdout.readline().split()]
+        assert len(children) == 2 and all(_running(pid) for pid in children)
+    finally:
+        main.kill()
+        main.wait(10)
+    # idle children learn it from their hand-over channel, and stop
+    wait_until(lambda: not any(_running(pid) for pid in children), 20, 0.1)

@@ -21,7 +21,6 @@ from dicom_node.remote_recording import (
     RemoteRecorder,
 )
 from tests.support.rows import received_instance
-from tests.support.waiting import wait_until
 
 ROW = received_instance()
 
@@ -50,6 +49,8 @@ class FakeRecorder:
             return RecordingFailed("database unavailable (OperationalError)")
         if row.sop_instance_uid.endswith(".bug"):
             return RuntimeError("a fault of the node")
+        if row.sop_instance_uid.endswith(".own"):
+            return 100 + int(row.sop_instance_uid.split(".")[-2])  # a study id per row
         return 7
 
     @property
@@ -73,11 +74,14 @@ def channel(recorder: FakeRecorder) -> Iterator[tuple[RemoteRecorder, list[int],
     try:
         yield remote, recorded, others
     finally:
-        # Both ends are blocked in recv in other threads, which close() would not wake.
+        # The server is blocked in a wait in another thread, which close() would not wake.
         socket.socket(fileno=os.dup(child_end.fileno())).shutdown(socket.SHUT_RDWR)
         serving.join(10)
         assert parent_closed.is_set()
-        assert child_closed.wait(10)
+        # the child learns it when it next needs the main process
+        with pytest.raises(RecordingFailed):
+            remote.record(ROW)
+        assert child_closed.is_set()
         parent_end.close()
         child_end.close()
 
@@ -94,25 +98,43 @@ def test_rows_are_recorded_by_the_main_process_and_answered_with_their_study_id(
 
 def test_rows_arriving_during_a_commit_are_recorded_together() -> None:
     recorder = FakeRecorder()
-    held = replace(ROW, sop_instance_uid="1.2.3.1.1.0.hold")
-    rows = [replace(ROW, sop_instance_uid=f"1.2.3.1.1.{n}") for n in (1, 2)]
+    child_end, parent_end = multiprocessing.Pipe(duplex=True)
+    server = RecordingServer(recorder, lambda _study_id: None)
+    serving = threading.Thread(
+        target=server.serve,
+        args=([ChildChannel(parent_end, lambda _message: None, lambda: None)],),
+    )
+    serving.start()
+    child_end.send((0, replace(ROW, sop_instance_uid="1.2.3.1.1.0.hold")))
+    assert recorder.holding.wait(10)
+    # both rows are on the pipe while the first batch is being committed
+    child_end.send((1, replace(ROW, sop_instance_uid="1.2.3.1.1.1")))
+    child_end.send((2, replace(ROW, sop_instance_uid="1.2.3.1.1.2")))
+    recorder.release.set()
+    assert sorted(child_end.recv() for _ in range(3)) == [(0, 7, None), (1, 7, None), (2, 7, None)]
+    assert [len(batch) for batch in recorder.batches] == [1, 2]
+    child_end.close()
+    serving.join(10)
+    parent_end.close()
+
+
+def test_each_association_of_a_child_gets_its_own_reply() -> None:
+    """Several threads wait at once; whichever reads a reply hands it to its owner."""
+    recorder = FakeRecorder()
+    rows = [replace(ROW, sop_instance_uid=f"1.2.3.1.1.{n}.own") for n in range(8)]
     with channel(recorder) as (remote, _recorded, _others):
-        results: list[int] = []
+        results: dict[str, int] = {}
         threads = [
-            threading.Thread(target=lambda r=r: results.append(remote.record(r)))
-            for r in [held, *rows]
+            threading.Thread(
+                target=lambda r=r: results.__setitem__(r.sop_instance_uid, remote.record(r))
+            )
+            for r in rows
         ]
-        threads[0].start()
-        assert recorder.holding.wait(10)
-        for thread in threads[1:]:
+        for thread in threads:
             thread.start()
-        # both rows are on the pipe while the first batch is being committed
-        wait_until(lambda: len(remote._waiting) == 3, 10, 0.01)
-        recorder.release.set()
         for thread in threads:
             thread.join(10)
-        assert results == [7, 7, 7]
-        assert [len(batch) for batch in recorder.batches] == [1, 2]
+        assert results == {row.sop_instance_uid: 100 + n for n, row in enumerate(rows)}
 
 
 def test_a_failure_to_record_reaches_the_child_as_recording_failed() -> None:
