@@ -1,4 +1,4 @@
-"""Instance rows of receiver children, recorded by the main process's group commit.
+"""Instance rows of receiver children, recorded by the main process in batches.
 
 Receiver children (:mod:`dicom_node.receivers`) do not write to the database
 themselves.  Each sends the row of every instance it has stored through a pipe
@@ -11,8 +11,9 @@ Writing from each process instead made them queue on SQLite's single write lock
 thread, a queue and a future per row in the main process cost as much CPU as
 recording the row.
 
-Messages on the pipe: child → main ``(request id, ReceivedInstance)``; main →
-child ``(request id, study id, None)`` or ``(request id, None, reason)``.
+Messages on the pipe: child → main ``(request id, ReceivedInstance)`` (and
+the notices of :mod:`dicom_node.receivers`); main → child ``(request id,
+study id, None)`` or ``(request id, None, reason)``.
 """
 
 from __future__ import annotations
@@ -35,9 +36,7 @@ log = logging.getLogger(__name__)
 DATABASE_UNAVAILABLE = "database unavailable"
 #: ... and when recording failed for another reason (a fault of the node, logged there).
 RECORDING_ERROR = "recording failed in the main process"
-
-
-#: What a child is told when its pipe to the main process has closed.
+#: Why a child's row fails when its pipe to the main process has closed.
 MAIN_PROCESS_GONE = "the node's main process is gone"
 
 
