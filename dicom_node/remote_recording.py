@@ -130,7 +130,7 @@ class RemoteRecorder:
         finally:
             self._state.acquire()
             self._reading = False
-        if reply is not None and reply[0] in self._waiting:
+        if isinstance(reply, tuple) and len(reply) == 3 and reply[0] in self._waiting:
             request_id, study_id, reason = reply
             self._replies[request_id] = (study_id, reason)
             self._state.notify_all()

@@ -6,7 +6,7 @@ import multiprocessing
 import os
 import socket
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 
@@ -172,7 +172,14 @@ def test_when_the_main_process_is_gone_records_fail_and_the_child_is_told() -> N
     child_end.close()
 
 
-def test_a_reply_the_child_cannot_match_breaks_the_channel_instead_of_hanging() -> None:
+@pytest.mark.parametrize(
+    "reply",
+    [lambda request_id: (request_id + 1000, 7, None), lambda _request_id: "not a reply"],
+    ids=["unknown request", "malformed"],
+)
+def test_a_reply_the_child_cannot_match_breaks_the_channel_instead_of_hanging(
+    reply: Callable[[int], object],
+) -> None:
     child_end, parent_end = multiprocessing.Pipe(duplex=True)
     closed = threading.Event()
     remote = RemoteRecorder(child_end, on_closed=closed.set)
@@ -187,7 +194,7 @@ def test_a_reply_the_child_cannot_match_breaks_the_channel_instead_of_hanging() 
     waiting = threading.Thread(target=record)
     waiting.start()
     request_id = parent_end.recv()[0]
-    parent_end.send((request_id + 1000, 7, None))  # answers a request that was never made
+    parent_end.send(reply(request_id))
     waiting.join(10)
     assert closed.wait(10)
     assert len(failures) == 1
