@@ -183,7 +183,7 @@ def test_a_receiver_process_does_without_the_database_layer() -> None:
 
 
 _POOL_SCRIPT = """
-import sys, time
+import sys
 from core.config import Settings
 from core.db.session import make_engine, make_session_factory
 from dicom_node.group_commit import GroupCommitRecorder
@@ -194,7 +194,7 @@ recorder = GroupCommitRecorder(make_session_factory(make_engine(settings.effecti
 pool = ReceiverPool(settings, recorder, lambda _study_id: None)
 pool.start(settings.receiver_processes)
 print(*pool.pids, flush=True)
-time.sleep(600)
+sys.stdin.read()  # until the test kills this process
 """
 
 
@@ -213,17 +213,17 @@ def test_receiver_processes_exit_when_the_main_process_is_killed(
     settings = make_settings(receiver_processes=2)
     settings.spool_path.mkdir(parents=True, exist_ok=True)
     upgrade(settings.effective_database_url)
-    main = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-c", _POOL_SCRIPT, settings.model_dump_json()],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
-    )
-    try:
-        assert main.stdout is not None
-        children = [int(pid) for pid in main.stdout.readline().split()]
-        assert len(children) == 2 and all(_running(pid) for pid in children)
-    finally:
-        main.kill()
-        main.wait(10)
+    ) as main:
+        try:
+            assert main.stdout is not None
+            children = [int(pid) for pid in main.stdout.readline().split()]
+            assert len(children) == 2 and all(_running(pid) for pid in children)
+        finally:
+            main.kill()
     # idle children learn it from their hand-over channel, and stop
     wait_until(lambda: not any(_running(pid) for pid in children), 20, 0.1)

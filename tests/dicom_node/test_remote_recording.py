@@ -9,6 +9,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
+from multiprocessing.connection import Connection
 
 import pytest
 
@@ -148,7 +149,23 @@ def test_a_failure_to_record_reaches_the_child_as_recording_failed() -> None:
         assert remote.record(ROW) == 7  # the channel still works
 
 
-def test_when_the_main_process_is_gone_records_fail_and_the_child_is_told() -> None:
+def _close(parent_end: Connection, _request_id: int) -> None:
+    parent_end.close()
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        _close,
+        lambda parent_end, request_id: parent_end.send((request_id + 1000, 7, None)),
+        lambda parent_end, _request_id: parent_end.send("not a reply"),
+    ],
+    ids=["main process gone", "reply to an unknown request", "malformed reply"],
+)
+def test_a_waiting_row_fails_and_the_child_is_told_when_no_usable_reply_can_come(
+    answer: Callable[[Connection, int], None],
+) -> None:
+    """The pipe closed or a reply the child cannot match: the channel breaks, nothing hangs."""
     child_end, parent_end = multiprocessing.Pipe(duplex=True)
     closed = threading.Event()
     remote = RemoteRecorder(child_end, on_closed=closed.set)
@@ -162,41 +179,13 @@ def test_when_the_main_process_is_gone_records_fail_and_the_child_is_told() -> N
 
     waiting = threading.Thread(target=record)
     waiting.start()
-    assert parent_end.recv()[1] == ROW  # the row was sent, but no answer ever comes
-    parent_end.close()
+    request_id, row = parent_end.recv()
+    assert row == ROW  # the row was sent; what comes back is of no use
+    answer(parent_end, request_id)
     waiting.join(10)
     assert closed.wait(10)
     assert len(failures) == 1
     with pytest.raises(RecordingFailed):
         remote.record(ROW)
-    child_end.close()
-
-
-@pytest.mark.parametrize(
-    "reply",
-    [lambda request_id: (request_id + 1000, 7, None), lambda _request_id: "not a reply"],
-    ids=["unknown request", "malformed"],
-)
-def test_a_reply_the_child_cannot_match_breaks_the_channel_instead_of_hanging(
-    reply: Callable[[int], object],
-) -> None:
-    child_end, parent_end = multiprocessing.Pipe(duplex=True)
-    closed = threading.Event()
-    remote = RemoteRecorder(child_end, on_closed=closed.set)
-    failures: list[BaseException] = []
-
-    def record() -> None:
-        try:
-            remote.record(ROW)
-        except RecordingFailed as exc:
-            failures.append(exc)
-
-    waiting = threading.Thread(target=record)
-    waiting.start()
-    request_id = parent_end.recv()[0]
-    parent_end.send(reply(request_id))
-    waiting.join(10)
-    assert closed.wait(10)
-    assert len(failures) == 1
     parent_end.close()
     child_end.close()
