@@ -96,14 +96,9 @@ class StorageSCP:
     @property
     def port(self) -> int:
         """The TCP port actually listened on (useful when the settings ask for port 0)."""
-        return int(self.listener.getsockname()[1])
-
-    @property
-    def listener(self) -> socket.socket:
-        """The listening socket."""
         if self._listener is None:
             raise RuntimeError("the SCP is not listening")
-        return self._listener
+        return int(self._listener.getsockname()[1])
 
     @property
     def receive_dir(self) -> Path:
