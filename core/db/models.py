@@ -141,10 +141,11 @@ class Instance(Base):
     """One received SOP instance and where its Part-10 file lies in the spool."""
 
     __tablename__ = "instances"
+    # The unique (series_id, sop_instance_uid) index also serves lookups by series_id alone.
     __table_args__ = (UniqueConstraint("series_id", "sop_instance_uid"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    series_id: Mapped[int] = mapped_column(ForeignKey("series.id", ondelete="CASCADE"), index=True)
+    series_id: Mapped[int] = mapped_column(ForeignKey("series.id", ondelete="CASCADE"))
     sop_instance_uid: Mapped[str] = mapped_column(UID, index=True)
     sop_class_uid: Mapped[str] = mapped_column(UID)
     transfer_syntax_uid: Mapped[str] = mapped_column(UID)
