@@ -140,7 +140,11 @@ class InstanceRecorder:
             except IntegrityError:
                 if attempt == 2:
                     raise
-                continue  # another process created the study or series first: look again
+                # Another process created the study or series first, or a remembered one was
+                # deleted since: look them up again.
+                for row in rows:
+                    self._ids.pop((row.study_uid, row.series_uid), None)
+                continue
             for row, pair in zip(rows, ids, strict=True):
                 self._remember(row, pair)
             return [study_id for study_id, _ in ids]

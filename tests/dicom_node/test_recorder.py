@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -85,3 +85,20 @@ def test_a_database_error_is_reported_as_recording_failed_with_its_cause(
     with pytest.raises(RecordingFailed, match="database unavailable") as failure:
         InstanceRecorder(sessions).record(received_instance(1, 1))
     assert isinstance(failure.value.__cause__, OperationalError)
+
+
+def test_a_study_deleted_behind_the_recorders_back_is_created_again(
+    sessions: sessionmaker[Session],
+) -> None:
+    """An operator deleting a study by hand leaves no remembered ids that fail every later row."""
+    recorder = InstanceRecorder(sessions)
+    recorder.record(received_instance(1, 1))
+    with sessions.begin() as session:
+        session.execute(delete(Study))  # as an operator's SQL would, cascading
+
+    study_id = recorder.record(received_instance(1, 2))
+
+    with sessions() as session:
+        assert session.scalars(select(Study.id)).all() == [study_id]
+        assert session.scalars(select(Series.instance_count)).one() == 1
+        assert len(session.scalars(select(Instance)).all()) == 1
