@@ -123,10 +123,6 @@ class AllowedCaller(BaseModel):
             raise ValueError(f"allowed caller must look like AE or AE@host, got {text!r}")
         return cls(ae_title=match["ae"], host=match["host"])
 
-    def admits(self, ae_title: str, host: str) -> bool:
-        """Whether a caller with this AE title, connecting from ``host``, is this entry."""
-        return ae_title.strip() == self.ae_title and self.host in (None, host)
-
 
 def _split_list(value: Any, parse: Any) -> Any:
     """Accept a comma-separated string (environment) or a list (TOML) of entries."""

@@ -10,26 +10,40 @@ presents the node's certificate when one is configured.
 from __future__ import annotations
 
 import ssl
+from pathlib import Path
+from typing import Protocol
 
-from core.config import Settings
 from core.errors import ConfigurationError
 
 
-def _load_identity(context: ssl.SSLContext, settings: Settings) -> None:
+class TlsFiles(Protocol):
+    """The TLS settings a context is made from: the node's settings, or the SCP's part of them."""
+
+    @property
+    def tls_enabled(self) -> bool: ...
+    @property
+    def tls_cert_file(self) -> Path | None: ...
+    @property
+    def tls_key_file(self) -> Path | None: ...
+    @property
+    def tls_ca_file(self) -> Path | None: ...
+
+
+def _load_identity(context: ssl.SSLContext, settings: TlsFiles) -> None:
     try:
         context.load_cert_chain(str(settings.tls_cert_file), str(settings.tls_key_file))
     except (OSError, ssl.SSLError) as exc:
         raise ConfigurationError(f"cannot load the node's TLS certificate/key: {exc}") from exc
 
 
-def _load_ca(context: ssl.SSLContext, settings: Settings) -> None:
+def _load_ca(context: ssl.SSLContext, settings: TlsFiles) -> None:
     try:
         context.load_verify_locations(cafile=str(settings.tls_ca_file))
     except (OSError, ssl.SSLError) as exc:
         raise ConfigurationError(f"cannot load the TLS CA file: {exc}") from exc
 
 
-def server_context(settings: Settings) -> ssl.SSLContext | None:
+def server_context(settings: TlsFiles) -> ssl.SSLContext | None:
     """The SCP's context, or None when TLS is not configured."""
     if not settings.tls_enabled:
         return None
@@ -42,7 +56,7 @@ def server_context(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
-def client_context(settings: Settings, server_hostname_check: bool = True) -> ssl.SSLContext:
+def client_context(settings: TlsFiles, server_hostname_check: bool = True) -> ssl.SSLContext:
     """The SCU's context for a TLS destination: verify the peer, present our identity."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.minimum_version = ssl.TLSVersion.TLSv1_2

@@ -12,7 +12,6 @@ told why by the A-ASSOCIATE-RJ reason, never silently dropped.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pydicom import uid
@@ -28,9 +27,9 @@ from pynetdicom.pdu_primitives import (
 from pynetdicom.presentation import PresentationContext, build_context, negotiate_as_acceptor
 from pynetdicom.sop_class import Verification
 
-from core.config import AllowedCaller, Settings
 from core.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from dicom_node import pdu
+from dicom_node.scp_settings import ScpSettings
 
 APPLICATION_CONTEXT_NAME = "1.2.840.10008.3.1.1.1"
 
@@ -124,9 +123,9 @@ class AssociationPolicy:
         The node's AE title, allow-list, association limit and maximum PDU.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: ScpSettings) -> None:
         self.ae_title = settings.ae_title
-        self.allowed: Sequence[AllowedCaller] = list(settings.allowed_callers)
+        self.admits = settings.admits
         self.max_associations = settings.max_associations
         self.max_pdu = settings.max_pdu_size
         self._contexts = supported_contexts()
@@ -171,7 +170,7 @@ class AssociationPolicy:
             return "application context not supported", _REJECT_APPLICATION_CONTEXT
         if str(primitive.called_ae_title).strip() != self.ae_title:
             return "called AE title is not the node's", _REJECT_CALLED_AE
-        if self.allowed and not any(entry.admits(calling, host) for entry in self.allowed):
+        if not self.admits(calling, host):
             return "calling AE title not allowed from this host", _REJECT_CALLING_AE
         if active >= self.max_associations:
             return "too many associations", _REJECT_LIMIT

@@ -19,12 +19,12 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from core.config import Settings
 from core.tls import server_context
 from dicom_node.association import StorageAssociation
 from dicom_node.negotiation import AssociationPolicy
 from dicom_node.receive import remove_stale
 from dicom_node.received import Recorder
+from dicom_node.scp_settings import ScpSettings
 from dicom_node.spool import InstanceSpool
 from dicom_node.storage import InstanceStore
 
@@ -38,14 +38,6 @@ LISTEN_BACKLOG = 128
 #: one thread's CPU work stall the others' replies.  Measured on 2 cores with
 #: 4 associations: ~560 instances/s at 5 ms, ~700 at 1 ms.
 GIL_SWITCH_INTERVAL_SECONDS = 0.001
-
-
-def allowed_hosts(settings: Settings) -> frozenset[str] | None:
-    """Hosts that may connect at all, or None when any host may (then AE titles decide)."""
-    callers = settings.allowed_callers
-    if not callers or any(caller.host is None for caller in callers):
-        return None
-    return frozenset(caller.host for caller in callers if caller.host is not None)
 
 
 class StorageSCP:
@@ -72,7 +64,7 @@ class StorageSCP:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: ScpSettings,
         recorder: Recorder,
         on_recorded: Callable[[int], None] = lambda _study_id: None,
         *,
@@ -85,7 +77,7 @@ class StorageSCP:
         self.store = InstanceStore(self.spool, self.recorder, on_recorded)
         self._policy = AssociationPolicy(settings)
         self._tls: ssl.SSLContext | None = None
-        self._allowed_hosts = allowed_hosts(settings)
+        self._allowed_hosts = settings.allowed_hosts
         self._listener: socket.socket | None = None
         self._hand_over = hand_over
         self._connections: set[socket.socket] = set()

@@ -15,6 +15,7 @@ from core.db.session import make_engine, make_session_factory
 from dicom_node.group_commit import GroupCommitRecorder
 from dicom_node.receive import remove_stale
 from dicom_node.receivers import ReceiverPool
+from dicom_node.scp_settings import ScpSettings
 from dicom_node.server import StorageSCP
 from dicom_node.stability import StabilityMonitor
 from worker.celery_app import create_app
@@ -44,7 +45,7 @@ class NodeService:
         self.receivers = ReceiverPool(settings, recorder, on_recorded=self.monitor.notify)
         # With several receiver processes this one accepts, hands over and records.
         self.scp = StorageSCP(
-            settings,
+            ScpSettings.from_settings(settings),
             recorder,
             on_recorded=self.monitor.notify,
             hand_over=self.receivers.hand_over if settings.receiver_processes > 1 else None,

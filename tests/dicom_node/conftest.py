@@ -16,6 +16,7 @@ from core.config import Settings
 from core.db.migrate import upgrade
 from core.db.session import make_engine, make_session_factory
 from dicom_node.group_commit import GroupCommitRecorder
+from dicom_node.scp_settings import ScpSettings
 from dicom_node.server import StorageSCP
 
 
@@ -64,7 +65,7 @@ def start_node(
         engine = make_engine(settings.effective_database_url)
         node = Node(settings, None, make_session_factory(engine), engine)  # type: ignore[arg-type]
         node.scp = StorageSCP(
-            settings,
+            ScpSettings.from_settings(settings),
             GroupCommitRecorder(node.session_factory),
             on_recorded=node.recorded.append,
         )

@@ -12,6 +12,7 @@ from pynetdicom.sop_class import Verification
 from core.config import Destination, Settings
 from core.tls import client_context
 from dicom_node.group_commit import GroupCommitRecorder
+from dicom_node.scp_settings import ScpSettings
 from dicom_node.scu import store_files
 from dicom_node.server import StorageSCP
 from pipelines.phantom import generate_ct_phantom, write_phantom
@@ -36,7 +37,7 @@ def tls_scp(make_settings, session_factory, pki) -> Iterator[tuple[StorageSCP, S
     settings = make_settings(
         tls_cert_file=server.cert, tls_key_file=server.key, tls_ca_file=pki["ca"].cert
     )
-    scp = StorageSCP(settings, GroupCommitRecorder(session_factory))
+    scp = StorageSCP(ScpSettings.from_settings(settings), GroupCommitRecorder(session_factory))
     scp.start()
     yield scp, settings
     scp.stop()
