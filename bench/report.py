@@ -145,12 +145,13 @@ def markdown(results: dict[str, Any]) -> str:
             memory = [memory]
         if memory:
             out += ["", "Peak RSS of the SCP (process tree) while studies arrive at once:", ""]
-            out += ["| receiver processes | studies × slices | MB received | peak RSS MB |"]
-            out += ["|---:|---|---:|---:|"]
+            out += ["| receiver processes | studies × slices | MB received | peak RSS MB | runs |"]
+            out += ["|---:|---|---:|---:|---|"]
             for m in memory:
+                runs = ", ".join(f"{peak:.0f}" for peak in m.get("peak_rss_mb_runs", []))
                 out.append(
                     f"| {m.get('receiver_processes', 1)} | {m['studies']} × {m['slices']} | "
-                    f"{m['megabytes_received']} | {m['peak_rss_mb']:.0f} |"
+                    f"{m['megabytes_received']} | {m['peak_rss_mb']:.0f} | {runs} |"
                 )
                 checks.append(
                     (
