@@ -46,7 +46,9 @@ def _start_child(scp_settings: str) -> tuple[subprocess.Popen[bytes], Connection
     fds = (handoff_child.fileno(), rows_child.fileno())
     try:
         process = subprocess.Popen(
-            [sys.executable, "-m", "dicom_node.receiver_process", *map(str, fds)],
+            # -P: the working folder is not put on the module path, so a folder the
+            # node happens to be started from cannot shadow the node's own modules
+            [sys.executable, "-P", "-m", "dicom_node.receiver_process", *map(str, fds)],
             pass_fds=fds,
             stdin=subprocess.DEVNULL,
         )

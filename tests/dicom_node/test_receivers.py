@@ -198,6 +198,21 @@ def test_a_receiver_process_loads_only_what_the_scp_needs(
         assert not any(_maps_package(pid, package) for pid in node.pool.pids)
 
 
+def test_receiver_processes_run_the_nodes_own_modules_whatever_the_working_folder(
+    make_settings: Callable[..., Settings], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    decoy = tmp_path / "cwd" / "dicom_node"
+    decoy.mkdir(parents=True)
+    (decoy / "__init__.py").write_text("")
+    (decoy / "receiver_process.py").write_text("raise SystemExit(3)\n")
+    monkeypatch.chdir(decoy.parent)
+    with receiving_node(make_settings, receiver_processes=2) as node:
+        assert all(child.process.poll() is None for child in node.pool._children)
+        files = write_phantom(generate_ct_phantom(slices=2, rows=32, columns=32), tmp_path / "s")
+        stored = storescu("127.0.0.1", node.scp.port, files, called_ae=node.settings.ae_title)
+        assert stored.returncode == 0 and len(stored.succeeded) == len(files)
+
+
 _POOL_SCRIPT = """
 import sys
 from core.config import Settings
