@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from core.config import Settings
 from dicom_node.scp_settings import ScpSettings
@@ -38,7 +39,7 @@ def test_an_empty_allow_list_admits_every_caller(make_settings: Callable[..., Se
 
 
 def test_the_settings_arrive_in_a_receiver_process_unchanged(
-    make_settings: Callable[..., Settings], tmp_path
+    make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
     settings = make_settings(
         allowed_callers="PACS@10.0.0.5, CT",
