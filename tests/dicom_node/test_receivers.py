@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -211,6 +213,37 @@ def test_receiver_processes_run_the_nodes_own_modules_whatever_the_working_folde
         files = write_phantom(generate_ct_phantom(slices=2, rows=32, columns=32), tmp_path / "s")
         stored = storescu("127.0.0.1", node.scp.port, files, called_ae=node.settings.ae_title)
         assert stored.returncode == 0 and len(stored.succeeded) == len(files)
+
+
+def test_receiver_processes_that_die_at_once_leave_the_node_running(
+    make_settings: Callable[..., Settings],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A child that exits before it serves is logged; the pool starts and refuses connections."""
+    settings = make_settings(receiver_processes=2)
+    upgrade(settings.effective_database_url)
+    engine = make_engine(settings.effective_database_url)
+    pool = ReceiverPool(settings, GroupCommitRecorder(make_session_factory(engine)), print)
+    monkeypatch.setattr(sys, "executable", shutil.which("false"))
+    start = subprocess.Popen
+
+    def exited(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
+        process = start(*args, **kwargs)
+        process.wait()  # gone before the pool sends it anything
+        return process
+
+    monkeypatch.setattr(subprocess, "Popen", exited)
+    try:
+        pool.start(2)
+        assert caplog.text.count("did not start") == 2
+        client, server = socket.socketpair()
+        pool.hand_over(server)  # no receiver to take it: closed, not raised
+        assert client.recv(1) == b""
+        client.close()
+    finally:
+        pool.stop()
+        engine.dispose()
 
 
 _POOL_SCRIPT = """
