@@ -254,11 +254,18 @@ class InstanceStore:
         )
         try:
             study_id = self.recorder.record(item)
-        except RecordingFailed as exc:
-            log.error("cannot record instance %s: %s", request_uid, exc)
+        except Exception as exc:
+            # Answered as a failure of this instance alone, whatever kept it from being
+            # recorded: the sender keeps its copy, and the association goes on.
+            if isinstance(exc, RecordingFailed):
+                log.error("cannot record instance %s: %s", request_uid, exc)
+                reason = "database unavailable"
+            else:
+                log.exception("cannot record instance %s", request_uid)
+                reason = "recording failed"
             if not replaced:
                 self.spool.absolute(relative).unlink(missing_ok=True)
-            return StoreOutcome(StoreStatus.OUT_OF_RESOURCES, "database unavailable")
+            return StoreOutcome(StoreStatus.OUT_OF_RESOURCES, reason)
         self._on_recorded(study_id)
         return StoreOutcome(StoreStatus.SUCCESS)
 

@@ -241,6 +241,29 @@ def test_database_error_answers_out_of_resources(
     assert node.spooled_files() == []
 
 
+def test_a_recording_fault_fails_that_instance_and_the_association_goes_on(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fault of the node while recording is answered like a database failure, not an abort."""
+    study = phantom()
+    faulty = study.datasets[1].SOPInstanceUID
+    write_instance = InstanceRecorder._write_instance
+
+    def fault_on_one(self: InstanceRecorder, connection, item, series_id, now) -> int:
+        if item.sop_instance_uid == faulty:
+            raise RuntimeError("a fault of the node")
+        return write_instance(self, connection, item, series_id, now)
+
+    monkeypatch.setattr(InstanceRecorder, "_write_instance", fault_on_one)
+
+    with associate(node) as assoc:
+        statuses = [store(assoc, ds) for ds in study.datasets]
+
+    assert statuses == [SUCCESS, OUT_OF_RESOURCES, SUCCESS]
+    assert node.count(Instance) == 2
+    assert len(node.spooled_files()) == 2
+
+
 def test_overlong_uid_is_rejected_not_recorded(node: Node) -> None:
     dataset = phantom().datasets[0]
     dataset.SeriesInstanceUID = "1." + "2" * 70
