@@ -27,7 +27,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
-from core.config import Settings
 from dicom_node.handoff import HandoffClosed, hand_over, handoff_pair
 from dicom_node.receiver_process import ASSOCIATION_ENDED, READY
 from dicom_node.remote_recording import BatchRecorder, ChildChannel, RecordingServer
@@ -79,7 +78,7 @@ class ReceiverPool:
     Parameters
     ----------
     settings:
-        The node's settings (the children get the same).
+        The Storage SCP's settings, which every child gets.
     recorder:
         The main process's recorder: it records the children's rows.
     on_recorded:
@@ -87,7 +86,7 @@ class ReceiverPool:
     """
 
     def __init__(
-        self, settings: Settings, recorder: BatchRecorder, on_recorded: Callable[[int], None]
+        self, settings: ScpSettings, recorder: BatchRecorder, on_recorded: Callable[[int], None]
     ) -> None:
         self.settings = settings
         self._server = RecordingServer(recorder, on_recorded)
@@ -109,7 +108,7 @@ class ReceiverPool:
 
     def start(self, count: int) -> None:
         """Start ``count`` children; returns once each serves (or failed to start, logged)."""
-        scp_settings = ScpSettings.from_settings(self.settings).to_json()
+        scp_settings = self.settings.to_json()
         for _ in range(count):
             process, rows, handoff = _start_child(scp_settings)
             self._children.append(_Child(process, rows, handoff, threading.Event()))

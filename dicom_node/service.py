@@ -42,10 +42,11 @@ class NodeService:
         )
         # One recorder for the rows of every receiver process: they share commits.
         recorder = GroupCommitRecorder(self.session_factory)
-        self.receivers = ReceiverPool(settings, recorder, on_recorded=self.monitor.notify)
+        scp_settings = ScpSettings.from_settings(settings)
+        self.receivers = ReceiverPool(scp_settings, recorder, on_recorded=self.monitor.notify)
         # With several receiver processes this one accepts, hands over and records.
         self.scp = StorageSCP(
-            ScpSettings.from_settings(settings),
+            scp_settings,
             recorder,
             on_recorded=self.monitor.notify,
             hand_over=self.receivers.hand_over if settings.receiver_processes > 1 else None,

@@ -67,10 +67,9 @@ def receiving_node(
             recorded.append(study_id)
 
     recorder = GroupCommitRecorder(make_session_factory(engine))
-    pool = ReceiverPool(settings, recorder, on_recorded)
-    scp = StorageSCP(
-        ScpSettings.from_settings(settings), recorder, on_recorded, hand_over=pool.hand_over
-    )
+    scp_settings = ScpSettings.from_settings(settings)
+    pool = ReceiverPool(scp_settings, recorder, on_recorded)
+    scp = StorageSCP(scp_settings, recorder, on_recorded, hand_over=pool.hand_over)
     try:
         pool.start(settings.receiver_processes)
         scp.start()
@@ -224,7 +223,8 @@ def test_receiver_processes_that_die_at_once_leave_the_node_running(
     settings = make_settings(receiver_processes=2)
     upgrade(settings.effective_database_url)
     engine = make_engine(settings.effective_database_url)
-    pool = ReceiverPool(settings, GroupCommitRecorder(make_session_factory(engine)), print)
+    recorder = GroupCommitRecorder(make_session_factory(engine))
+    pool = ReceiverPool(ScpSettings.from_settings(settings), recorder, print)
     monkeypatch.setattr(sys, "executable", shutil.which("false"))
     start = subprocess.Popen
 
@@ -252,10 +252,11 @@ from core.config import Settings
 from core.db.session import make_engine, make_session_factory
 from dicom_node.group_commit import GroupCommitRecorder
 from dicom_node.receivers import ReceiverPool
+from dicom_node.scp_settings import ScpSettings
 
 settings = Settings.model_validate_json(sys.argv[1])
 recorder = GroupCommitRecorder(make_session_factory(make_engine(settings.effective_database_url)))
-pool = ReceiverPool(settings, recorder, lambda _study_id: None)
+pool = ReceiverPool(ScpSettings.from_settings(settings), recorder, lambda _study_id: None)
 pool.start(settings.receiver_processes)
 print(*pool.pids, flush=True)
 sys.stdin.read()  # until the test kills this process
