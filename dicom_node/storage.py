@@ -257,9 +257,9 @@ class InstanceStore:
         except Exception as exc:
             # Answered as a failure of this instance alone, whatever kept it from being
             # recorded: the sender keeps its copy, and the association goes on.
-            if isinstance(exc, RecordingFailed):
+            if isinstance(exc, RecordingFailed):  # its message names the cause, no patient data
                 log.error("cannot record instance %s: %s", request_uid, exc)
-                reason = "database unavailable"
+                reason = str(exc)
             else:
                 log.exception("cannot record instance %s", request_uid)
                 reason = "recording failed"

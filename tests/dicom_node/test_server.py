@@ -233,9 +233,13 @@ def test_database_error_answers_out_of_resources(
     monkeypatch.setattr(InstanceRecorder, "_write_instance", database_down)
 
     with associate(node) as assoc:
-        statuses = [store(assoc, ds) for ds in phantom().datasets]
+        responses = [assoc.send_c_store(ds) for ds in phantom().datasets]
 
-    assert statuses == [OUT_OF_RESOURCES] * 3
+    assert [int(response.Status) for response in responses] == [OUT_OF_RESOURCES] * 3
+    # the sender's operator is told why (the cause's type, never its text: it may hold values)
+    assert {response.ErrorComment for response in responses} == {
+        "database unavailable (OperationalError)"
+    }
     assert node.count(Instance) == 0
     assert node.recorded == []
     assert node.spooled_files() == []
@@ -257,9 +261,10 @@ def test_a_recording_fault_fails_that_instance_and_the_association_goes_on(
     monkeypatch.setattr(InstanceRecorder, "_write_instance", fault_on_one)
 
     with associate(node) as assoc:
-        statuses = [store(assoc, ds) for ds in study.datasets]
+        responses = [assoc.send_c_store(ds) for ds in study.datasets]
 
-    assert statuses == [SUCCESS, OUT_OF_RESOURCES, SUCCESS]
+    assert [int(response.Status) for response in responses] == [SUCCESS, OUT_OF_RESOURCES, SUCCESS]
+    assert responses[1].ErrorComment == "recording failed"
     assert node.count(Instance) == 2
     assert len(node.spooled_files()) == 2
 
