@@ -20,7 +20,7 @@ def partial_path(final: Path) -> Path:
     return final.with_name(f".{final.name}.{uuid.uuid4().hex}{PARTIAL_SUFFIX}")
 
 
-def fsync_dir(path: Path) -> None:
+def fsync_dir(path: str | os.PathLike[str]) -> None:
     """Flush a folder's entries (a rename is durable only after this)."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:

@@ -30,7 +30,7 @@ from dicom_node.dimse import (
     encode_response,
 )
 from dicom_node.negotiation import Accepted, AcceptedContext, AssociationPolicy
-from dicom_node.receive import ReceiveFile, part10_header
+from dicom_node.receive import WRITE_BUFFER_BYTES, ReceiveFile, part10_header
 from dicom_node.storage import InstanceStore
 
 log = logging.getLogger(__name__)
@@ -106,6 +106,8 @@ class StorageAssociation:
         self._request: Command | None = None
         self._request_context = 0
         self._dataset: ReceiveFile | _Discard | None = None
+        # Where each received dataset is gathered before it is written (one at a time).
+        self._write_buffer: bytearray | None = None
 
     def run(self) -> None:
         """Negotiate, then serve requests until release, abort or error; never raises."""
@@ -240,7 +242,9 @@ class StorageAssociation:
             context.transfer_syntax,
             self._calling_ae,
         )
-        return ReceiveFile(self._receive_folder, header)
+        if self._write_buffer is None:
+            self._write_buffer = bytearray(WRITE_BUFFER_BYTES)
+        return ReceiveFile(self._receive_folder, header, self._write_buffer)
 
     def _receive_data(self, context_id: int, length: int, is_last: bool) -> None:
         if self._request is None or self._dataset is None:

@@ -3,18 +3,21 @@
 A dataset is never decoded or held in memory while it arrives: its encoded
 bytes go from the socket through one buffer into a Part-10 file (a file meta
 header written from the command, then the dataset exactly as sent), so the
-durable store is an fsync and a rename.  A write error (a full disk) does not
-interrupt the association: the file frees what it wrote and remembers the
-error, the rest of the dataset is read and dropped, and the SCP answers
-0xA700 (out of resources) so that the sender may retry.
+durable store is an fsync and a rename.  The buffer is the association's,
+reused for each of its instances, and the file's first bytes are kept from
+it so that the header is scanned without reading the file back.  A write
+error (a full disk) does not interrupt the association: the file frees what
+it wrote and remembers the error, the rest of the dataset is read and
+dropped, and the SCP answers 0xA700 (out of resources) so that the sender
+may retry.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import struct
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,6 +26,10 @@ from core.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 RECEIVE_SUFFIX = ".receiving"
 #: Bytes gathered before each write to the file.
 WRITE_BUFFER_BYTES = 1 << 20
+#: Bytes at the start of a received file kept in memory for its header scan.
+HEAD_BYTES = 1 << 16
+
+_file_numbers = itertools.count()
 
 
 def _meta_element(tag: int, vr: bytes, value: bytes) -> bytes:
@@ -59,6 +66,21 @@ def part10_header(
     return b"\0" * 128 + b"DICM" + length + body
 
 
+def new_receive_file(folder: Path) -> tuple[int, Path]:
+    """Create an empty, private receive file in ``folder``: its descriptor and path.
+
+    Named after the process and a counter (a name left by an earlier process
+    with the same id is skipped), which costs less than a random name.
+    """
+    while True:
+        path = folder / f"{os.getpid()}-{next(_file_numbers)}{RECEIVE_SUFFIX}"
+        try:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+            return os.open(path, flags, 0o600), path
+        except FileExistsError:
+            continue
+
+
 class ReceiveFile:
     """A write-only temp file that gathers writes in a buffer and records write failures.
 
@@ -68,33 +90,54 @@ class ReceiveFile:
         Where the file is created (the spool's receive folder).
     header:
         The first bytes of the file (see :func:`part10_header`).
+    buffer:
+        Where writes are gathered: an association passes the same buffer for
+        each of its instances (one file at a time); by default a new one.
     """
 
-    def __init__(self, folder: Path, header: bytes) -> None:
-        fd, name = tempfile.mkstemp(suffix=RECEIVE_SUFFIX, dir=folder)
-        self._fd = fd
-        self.path = Path(name)
+    def __init__(self, folder: Path, header: bytes, buffer: bytearray | None = None) -> None:
+        self._fd, self.path = new_receive_file(folder)
         self.error: OSError | None = None
         self._stored = False
-        self._buffer = bytearray(WRITE_BUFFER_BYTES)
-        self._view = memoryview(self._buffer)
+        self._view = memoryview(buffer if buffer is not None else bytearray(WRITE_BUFFER_BYTES))
         self._filled = 0
+        self._head: bytes | None = None
+        #: Bytes received into the file so far (written or buffered).
+        self.size = 0
         #: Where the dataset begins in the file (after the header).
         self.dataset_offset = len(header)
-        self._write(memoryview(header))
+        self._append(memoryview(header))
+
+    @property
+    def head(self) -> bytes:
+        """The file's first bytes, up to :data:`HEAD_BYTES` (all of them for a small file)."""
+        if self._head is not None:
+            return self._head
+        return bytes(self._view[: min(self._filled, HEAD_BYTES)])
+
+    def _append(self, data: memoryview) -> None:
+        while data:
+            space = self.free_space()
+            take = min(len(space), len(data))
+            space[:take] = data[:take]
+            self.commit(take)
+            data = data[take:]
 
     def free_space(self) -> memoryview:
         """The unfilled part of the buffer; fill a prefix, then call :meth:`commit`."""
-        if self._filled == len(self._buffer):
+        if self._filled == len(self._view):
             self.flush()
         return self._view[self._filled :]
 
     def commit(self, count: int) -> None:
         """Mark ``count`` bytes at the start of :meth:`free_space` as filled."""
         self._filled += count
+        self.size += count
 
     def flush(self) -> None:
         """Write the buffered bytes to the file (after a failure: drop them)."""
+        if self._head is None and self._filled:
+            self._head = self.head
         self._write(self._view[: self._filled])
         self._filled = 0
 

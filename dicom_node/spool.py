@@ -20,6 +20,8 @@ from core.files import PARTIAL_SUFFIX, commit_file, fsync_dir, partial_path
 from dicom_node.receive import ReceiveFile
 
 _PLAIN_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+#: Series folders remembered as present (the memory starts over when full).
+MAX_REMEMBERED_FOLDERS = 10_000
 
 
 def safe_component(uid: str) -> str:
@@ -43,6 +45,8 @@ class InstanceSpool:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Folders this spool made durable or found: not looked up again for each instance.
+        self._folders: set[str] = set()
 
     def relative_path(self, study_uid: str, series_uid: str, sop_uid: str) -> PurePosixPath:
         """The spool-relative path an instance with these UIDs is stored under."""
@@ -53,6 +57,10 @@ class InstanceSpool:
     def absolute(self, relative: PurePosixPath | str) -> Path:
         """The absolute path of a spool-relative path."""
         return self.root / relative
+
+    def holds(self, relative: PurePosixPath | str) -> bool:
+        """Whether a file is stored under the spool-relative path ``relative``."""
+        return os.path.exists(os.path.join(self.root, relative))
 
     def store(self, received: ReceiveFile, relative: PurePosixPath) -> SpooledFile:
         """Make a received Part-10 file durable at its place in the spool.
@@ -67,18 +75,38 @@ class InstanceSpool:
             When the file cannot be written (``ENOSPC`` for a full disk); no
             partial file is left behind.
         """
-        final = self.absolute(relative)
-        self._make_folders(final.parent)
+        final = os.path.join(self.root, relative)
+        folder = os.path.dirname(final)
+        self._ensure_folder(folder)
         received.sync()
+        try:
+            self._move(received, final)
+        except FileNotFoundError:
+            if os.path.isdir(folder):
+                raise
+            # The folder was removed since it was remembered: make it again.
+            self._folders.discard(folder)
+            self._ensure_folder(folder)
+            self._move(received, final)
+        fsync_dir(folder)
+        return SpooledFile(relative_path=relative, size_bytes=received.size)
+
+    def _ensure_folder(self, folder: str) -> None:
+        if folder not in self._folders:
+            self._make_folders(Path(folder))
+            if len(self._folders) >= MAX_REMEMBERED_FOLDERS:
+                self._folders.clear()
+            self._folders.add(folder)
+
+    def _move(self, received: ReceiveFile, final: str) -> None:
+        """Rename the received file to ``final`` (copy it across file systems)."""
         try:
             os.replace(received.path, final)
             received.moved()
         except OSError as exc:
             if exc.errno != errno.EXDEV:
                 raise
-            self._copy(received.path, final)
-        fsync_dir(final.parent)
-        return SpooledFile(relative_path=relative, size_bytes=final.stat().st_size)
+            self._copy(received.path, Path(final))
 
     @staticmethod
     def _make_folders(folder: Path) -> None:

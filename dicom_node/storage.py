@@ -10,6 +10,7 @@ fsynced under its final name and its row is committed.
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from pydicom.uid import UID
 
 from core.errors import InputRejected, StoreStatus
 from dicom_node.header import PIXEL_DATA, UNDEFINED, WANTED, ScannedHeader, scan_header
-from dicom_node.receive import ReceiveFile
+from dicom_node.receive import HEAD_BYTES, ReceiveFile
 from dicom_node.received import ReceivedInstance, Recorder, RecordingFailed
 from dicom_node.spool import InstanceSpool
 
@@ -29,8 +30,6 @@ log = logging.getLogger(__name__)
 
 MAX_UID_LENGTH = 64
 DEFER_BYTES = 4096
-#: Bytes of a received file scanned for its header (a larger header is read by pydicom).
-HEAD_BYTES = 1 << 16
 _REQUIRED_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
 
 
@@ -64,14 +63,37 @@ def read_received(
         If the file is not a readable dataset, lacks a required UID, or its
         pixel data is cut short.
     """
-    scanned = None
+    head = b""
     if dataset_offset is not None and transfer_syntax is not None:
         with path.open("rb") as handle:
             head = handle.read(HEAD_BYTES)
-        scanned = scan_header(head, dataset_offset, transfer_syntax, len(head) < HEAD_BYTES)
+    return checked_header(path, head, path.stat().st_size, dataset_offset, transfer_syntax)
+
+
+def checked_header(
+    path: Path,
+    head: bytes,
+    file_size: int,
+    dataset_offset: int | None,
+    transfer_syntax: str | None,
+) -> InstanceHeader:
+    """:func:`read_received` for a file whose first bytes ``head`` are already in memory.
+
+    The Storage SCP keeps them as the file arrives, so it need not read the
+    file back; pydicom reads ``path`` only when the scan is unsure.
+    """
+    scanned = None
+    if head and dataset_offset is not None and transfer_syntax is not None:
+        scanned = scan_header(head, dataset_offset, transfer_syntax, len(head) >= file_size)
     if scanned is None or transfer_syntax is None:
         scanned, transfer_syntax = _read_with_pydicom(path)
-    return _checked(scanned, transfer_syntax, path.stat().st_size)
+    return _checked(scanned, transfer_syntax, file_size)
+
+
+@functools.lru_cache(maxsize=64)
+def _is_compressed(transfer_syntax: str) -> bool:
+    """Whether pixel data in ``transfer_syntax`` is encapsulated (a UID check costs a regex)."""
+    return UID(transfer_syntax).is_compressed
 
 
 def _read_with_pydicom(path: Path) -> tuple[ScannedHeader, str]:
@@ -113,7 +135,7 @@ def _checked(scanned: ScannedHeader, transfer_syntax: str, file_size: int) -> In
         raise InputRejected(
             f"UID longer than 64 characters: {', '.join(too_long)}", StoreStatus.INVALID_UID
         )
-    check_pixel_data_size(scanned, UID(transfer_syntax).is_compressed, file_size)
+    check_pixel_data_size(scanned, _is_compressed(transfer_syntax), file_size)
     return InstanceHeader(
         uids={keyword: str(value) for keyword, value in uids.items()},
         transfer_syntax_uid=transfer_syntax,
@@ -218,7 +240,13 @@ class InstanceStore:
             return self._out_of_resources(request_uid, "cannot receive", received.error)
         received.flush()
         try:
-            header = read_received(received.path, received.dataset_offset, transfer_syntax)
+            header = checked_header(
+                received.path,
+                received.head,
+                received.size,
+                received.dataset_offset,
+                transfer_syntax,
+            )
         except InputRejected as exc:
             log.warning("rejected instance %s from %s: %s", request_uid, calling_ae, exc)
             return StoreOutcome(exc.status, str(exc))
@@ -234,7 +262,7 @@ class InstanceStore:
         relative = self.spool.relative_path(
             uids["StudyInstanceUID"], uids["SeriesInstanceUID"], uids["SOPInstanceUID"]
         )
-        replaced = self.spool.absolute(relative).exists()
+        replaced = self.spool.holds(relative)
         try:
             stored = self.spool.store(received, relative)
         except OSError as exc:

@@ -88,6 +88,22 @@ def test_store_replaces_an_earlier_copy(spool: InstanceSpool, tmp_path: Path) ->
     assert len(all_files(spool.root)) == 1
 
 
+def test_store_makes_a_removed_series_folder_again(spool: InstanceSpool, tmp_path: Path) -> None:
+    first = spool.relative_path(STUDY, SERIES, SOP)
+    spool.store(receive_file(tmp_path, b"first"), first)
+    # an operator removes the study while the node runs; the spool remembered its folder
+    for path in all_files(spool.root):
+        path.unlink()
+    spool.absolute(first).parent.rmdir()
+    spool.absolute(first).parent.parent.rmdir()
+    second = spool.relative_path(STUDY, SERIES, SOP + ".2")
+
+    stored = spool.store(receive_file(tmp_path, b"second"), second)
+
+    assert spool.absolute(stored.relative_path).read_bytes() == b"second"
+    assert spool.holds(second) and not spool.holds(first)
+
+
 @pytest.mark.parametrize(
     "hostile",
     [
