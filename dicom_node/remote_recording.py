@@ -32,9 +32,8 @@ from dicom_node.received import ReceivedInstance, RecordingFailed
 
 log = logging.getLogger(__name__)
 
-#: What a child is told when the main process could not record its row.
-DATABASE_UNAVAILABLE = "database unavailable"
-#: ... and when recording failed for another reason (a fault of the node, logged there).
+#: What a child is told when recording failed for a reason other than the database
+#: (a fault of the node, logged in the main process); a database failure's own text is passed on.
 RECORDING_ERROR = "recording failed in the main process"
 #: Why a child's row fails when its pipe to the main process has closed.
 MAIN_PROCESS_GONE = "the node's main process is gone"
@@ -240,6 +239,6 @@ class RecordingServer:
         """What the child is told, after logging why (UIDs only)."""
         if isinstance(exc, RecordingFailed):
             log.error("cannot record instance %s: %s", row.sop_instance_uid, exc)
-            return DATABASE_UNAVAILABLE
+            return str(exc)  # names the cause, e.g. "database unavailable (OperationalError)"
         log.error("cannot record instance %s", row.sop_instance_uid, exc_info=exc)
         return RECORDING_ERROR
