@@ -46,6 +46,13 @@ def markdown(results: dict[str, Any]) -> str:
         + ", ".join(f"{k} {v}" for k, v in results.get("versions", {}).items()),
         "",
     ]
+    sections = results.get("section_times")
+    if sections:
+        out += [
+            "Sections (a `BENCH_ONLY` run refreshes its own and keeps the others): "
+            + ", ".join(f"{k} {v[0]} → {v[1]}" for k, v in sections.items()),
+            "",
+        ]
     loads = results.get("load_average")
     if loads:
         out += [

@@ -45,10 +45,14 @@ def _versions() -> dict[str, str]:
     }
 
 
+def _utc_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
 def main() -> int:
     only = set(filter(None, os.environ.get("BENCH_ONLY", "").split(",")))
     results: dict[str, Any] = {
-        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "started": _utc_now(),
         "quick": QUICK,
         "runs": RUNS,
         "versions": _versions(),
@@ -62,12 +66,15 @@ def main() -> int:
             return
         print(f"[bench] {name} ...", flush=True)
         start = time.perf_counter()
+        started = _utc_now()
         load_before = os.getloadavg()
         results[name] = fn()
         results.setdefault("load_average", {})[name] = [
             round(load_before[0], 2),
             round(os.getloadavg()[0], 2),
         ]
+        # A BENCH_ONLY run keeps the other sections of the last run: say when each one ran.
+        results.setdefault("section_times", {})[name] = [started, _utc_now()]
         print(f"[bench] {name} done in {time.perf_counter() - start:.0f} s", flush=True)
         RESULTS_DIR.mkdir(parents=True, exist_ok=True)
         previous.write_text(json.dumps(results, indent=2) + "\n")
@@ -81,7 +88,7 @@ def main() -> int:
     )
     step("seg", segwriter.run)
     step("backlog", backlog.run)
-    results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    results["finished"] = _utc_now()
     previous.write_text(json.dumps(results, indent=2) + "\n")
 
     from bench.report import write_report
