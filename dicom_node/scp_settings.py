@@ -10,7 +10,7 @@ process builds it from the validated settings, so the values are checked once.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,26 +47,12 @@ class ScpSettings:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ScpSettings:
-        """The SCP's part of the node's validated settings."""
-        return cls(
-            ae_title=settings.ae_title,
-            host=settings.host,
-            port=settings.port,
-            allowed_callers=tuple(
-                (caller.ae_title, caller.host) for caller in settings.allowed_callers
-            ),
-            max_associations=settings.max_associations,
-            max_pdu_size=settings.max_pdu_size,
-            acse_timeout_seconds=settings.acse_timeout_seconds,
-            network_timeout_seconds=settings.network_timeout_seconds,
-            spool_path=settings.spool_path,
-            incoming_dir=settings.incoming_dir,
-            tls_enabled=settings.tls_enabled,
-            tls_cert_file=settings.tls_cert_file,
-            tls_key_file=settings.tls_key_file,
-            tls_ca_file=settings.tls_ca_file,
-            log_level=settings.log_level,
+        """The SCP's part of the node's validated settings (each field read by its own name)."""
+        values = {field.name: getattr(settings, field.name) for field in fields(cls)}
+        values["allowed_callers"] = tuple(
+            (caller.ae_title, caller.host) for caller in settings.allowed_callers
         )
+        return cls(**values)
 
     def to_json(self) -> str:
         """These settings as JSON, for a receiver process."""

@@ -51,4 +51,6 @@ def test_the_settings_arrive_in_a_receiver_process_unchanged(
 
     assert ScpSettings.from_json(scp.to_json()) == scp
     assert scp.incoming_dir == settings.incoming_dir
+    assert scp.max_pdu_size == 1 << 20 and scp.ae_title == settings.ae_title
+    assert scp.allowed_callers == (("PACS", "10.0.0.5"), ("CT", None))
     assert scp.tls_enabled and scp.tls_ca_file is None
