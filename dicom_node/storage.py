@@ -22,7 +22,7 @@ from pydicom.uid import UID
 
 from core.errors import InputRejected, StoreStatus
 from dicom_node.header import PIXEL_DATA, UNDEFINED, WANTED, ScannedHeader, scan_header
-from dicom_node.receive import HEAD_BYTES, ReceiveFile
+from dicom_node.receive import ReceiveFile
 from dicom_node.received import ReceivedInstance, Recorder, RecordingFailed
 from dicom_node.spool import InstanceSpool
 
@@ -48,28 +48,6 @@ class InstanceHeader:
     series_description: str | None
 
 
-def read_received(
-    path: Path, dataset_offset: int | None = None, transfer_syntax: str | None = None
-) -> InstanceHeader:
-    """Read and check the header of a received Part-10 file.
-
-    With ``dataset_offset`` and ``transfer_syntax`` (known to the SCP, which
-    wrote the file meta itself) the header is scanned directly; otherwise, or
-    when the scan is unsure, pydicom reads it.  Both give the same answers.
-
-    Raises
-    ------
-    InputRejected
-        If the file is not a readable dataset, lacks a required UID, or its
-        pixel data is cut short.
-    """
-    head = b""
-    if dataset_offset is not None and transfer_syntax is not None:
-        with path.open("rb") as handle:
-            head = handle.read(HEAD_BYTES)
-    return checked_header(path, head, path.stat().st_size, dataset_offset, transfer_syntax)
-
-
 def checked_header(
     path: Path,
     head: bytes,
@@ -77,10 +55,18 @@ def checked_header(
     dataset_offset: int | None,
     transfer_syntax: str | None,
 ) -> InstanceHeader:
-    """:func:`read_received` for a file whose first bytes ``head`` are already in memory.
+    """Check the header of a received Part-10 file whose first bytes ``head`` are in memory.
 
-    The Storage SCP keeps them as the file arrives, so it need not read the
-    file back; pydicom reads ``path`` only when the scan is unsure.
+    The Storage SCP keeps those bytes as the file arrives and knows where the
+    dataset begins and its transfer syntax (it wrote the file meta itself), so
+    the header is scanned without reading the file back.  Without them, or
+    when the scan is unsure, pydicom reads ``path``.  Both give the same answers.
+
+    Raises
+    ------
+    InputRejected
+        If the file is not a readable dataset, lacks a required UID, or its
+        pixel data is cut short.
     """
     scanned = None
     if head and dataset_offset is not None and transfer_syntax is not None:

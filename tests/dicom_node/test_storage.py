@@ -17,8 +17,17 @@ from pydicom.sequence import Sequence
 
 from core.errors import InputRejected, StoreStatus
 from dicom_node.header import scan_header
-from dicom_node.storage import InstanceHeader, read_received
+from dicom_node.receive import HEAD_BYTES
+from dicom_node.storage import InstanceHeader, checked_header
 from pipelines.phantom import generate_ct_phantom
+
+
+def read_received(
+    path: Path, dataset_offset: int | None = None, transfer_syntax: str | None = None
+) -> InstanceHeader:
+    """The header check as the SCP runs it on the file's first bytes (pydicom without an offset)."""
+    head = path.read_bytes()[:HEAD_BYTES] if dataset_offset is not None else b""
+    return checked_header(path, head, path.stat().st_size, dataset_offset, transfer_syntax)
 
 
 def _dataset_start(path: Path) -> tuple[int, str]:
