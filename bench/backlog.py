@@ -30,6 +30,7 @@ def _count(url: str, sql: str) -> Any:
 
 
 def backlog(workers: int, studies: int, slices: int) -> dict[str, Any]:
+    """Queue ``studies`` studies, start ``workers`` workers, time until every delivery succeeded."""
     folders = [study_dir(slices, seed=5000 + i) for i in range(studies)]
     workdir = scratch(f"backlog-{workers}")
     env = {
@@ -82,6 +83,7 @@ def backlog(workers: int, studies: int, slices: int) -> dict[str, Any]:
 
 
 def run() -> list[dict[str, Any]]:
+    """The backlog section: the same queue cleared by 1 and by 2 workers."""
     studies, slices = (6, 50) if QUICK else (20, 100)
     return [backlog(workers, studies, slices) for workers in (1, 2)]
 

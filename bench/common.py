@@ -31,6 +31,7 @@ RESULTS_DIR = Path(__file__).parent / "results"
 
 
 def median(values: Sequence[float]) -> float:
+    """The median of ``values`` (NaN when there are none), the figure every table reports."""
     return float(statistics.median(values)) if values else float("nan")
 
 
@@ -63,10 +64,12 @@ def study_dir(slices: int, size: int = 512, syntax: str = "explicit", seed: int 
 
 
 def study_files(folder: Path) -> list[Path]:
+    """The slice files of a generated study folder, in slice order."""
     return sorted(folder.glob("CT*.dcm"))
 
 
 def total_bytes(files: Sequence[Path]) -> int:
+    """The bytes on disk of ``files``, for the MB/s columns."""
     return sum(path.stat().st_size for path in files)
 
 

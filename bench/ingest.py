@@ -38,6 +38,7 @@ Receiver = Callable[[], Any]
 
 @contextmanager
 def dcmtk_receiver(associations: int) -> Iterator[tuple[int, str, int]]:
+    """A dcmtk ``storescp`` peer: yields its port, AE title and PID."""
     # storescp serves one association at a time unless it forks one child per association
     extra = ["--fork"] if associations > 1 else []
     with StoreSCP(aet="STORESCP", output_dir=scratch("storescp"), extra_args=extra) as scp:
@@ -46,6 +47,7 @@ def dcmtk_receiver(associations: int) -> Iterator[tuple[int, str, int]]:
 
 @contextmanager
 def orthanc_receiver(associations: int, sync: str = "") -> Iterator[tuple[int, str, int]]:
+    """An Orthanc peer (``sync``: with ``SyncStorageArea``): yields its port, AE title and PID."""
     # Orthanc's DCMTK reads TCP_NODELAY from the environment as storescp does.
     os.environ["TCP_NODELAY"] = "1"
     extra = {"SyncStorageArea": True} if sync else {}
@@ -54,6 +56,7 @@ def orthanc_receiver(associations: int, sync: str = "") -> Iterator[tuple[int, s
 
 
 def node_env(**extra: str) -> dict[str, str]:
+    """The environment of a node under test: no study goes stable during the run, INFO logging."""
     # INFO, the level a site runs at: a line per association
     env = {"AINODE_STABILITY_SECONDS": "3600", "AINODE_LOG_LEVEL": "INFO"}
     env.update(extra)
@@ -127,6 +130,7 @@ def measure(
     extra: tuple[str, ...] = (),
     **env: str,
 ) -> dict[str, Any]:
+    """Send ``files`` to ``receiver`` over ``associations`` associations ``runs`` times."""
     seconds = []
     for _ in range(runs):
         if receiver == "disk":
@@ -219,6 +223,7 @@ def _interleaved(
 
 
 def run(runs: int = RUNS) -> dict[str, Any]:
+    """The ingest section: every receiver and association count, interleaved, and peak RSS."""
     slices = 100 if QUICK else 300
     files = study_files(study_dir(slices))
     configs = [

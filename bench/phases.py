@@ -18,6 +18,7 @@ from bench.common import RUNS, median
 
 
 def phases_once(paths: list[Path]) -> dict[str, float]:
+    """Time the job's compute phases once in this process: load, inference, SEG/SR build, write."""
     from core import __version__
     from core.files import write_durably
     from core.uids import ResultUIDs
@@ -89,6 +90,7 @@ def phases_once(paths: list[Path]) -> dict[str, float]:
 
 
 def phases(paths: list[Path], runs: int = RUNS) -> dict[str, Any]:
+    """Medians of :func:`phases_once` over ``runs`` runs."""
     samples = [phases_once(paths) for _ in range(runs)]
     return {key: round(median([s[key] for s in samples]), 3) for key in samples[0]} | {"runs": runs}
 

@@ -38,6 +38,7 @@ def _find(rows: list[dict[str, Any]], receiver: str, associations: int) -> dict[
 
 
 def markdown(results: dict[str, Any]) -> str:
+    """The Markdown report of a run: targets, tables per section, and when each section ran."""
     out = [
         "# Benchmark results",
         "",
@@ -274,6 +275,7 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def plots(results: dict[str, Any], folder: Path) -> list[Path]:
+    """Draw the README's PNG plots (ingest bars, phase stacks, scaling lines); their paths."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -339,6 +341,7 @@ def plots(results: dict[str, Any], folder: Path) -> list[Path]:
 
 
 def write_report(results: dict[str, Any], folder: Path) -> None:
+    """Write ``latest.md`` and the plots of ``results`` into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "latest.md").write_text(markdown(results))
     plots(results, folder)

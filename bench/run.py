@@ -50,6 +50,7 @@ def _utc_now() -> str:
 
 
 def main() -> int:
+    """Run the sections ``BENCH_ONLY`` names (all by default) and write the results and report."""
     only = set(filter(None, os.environ.get("BENCH_ONLY", "").split(",")))
     results: dict[str, Any] = {
         "started": _utc_now(),

@@ -166,6 +166,7 @@ def _child(config: str, slices: int, out: str) -> dict[str, Any]:
 
 
 def measure(config: str, slices: int, runs: int) -> dict[str, Any]:
+    """Build and write the 117-segment SEG with ``config`` in a fresh process ``runs`` times."""
     samples = []
     for _ in range(runs):
         with tempfile.TemporaryDirectory() as folder:
@@ -189,6 +190,7 @@ def measure(config: str, slices: int, runs: int) -> dict[str, Any]:
 
 
 def run(runs: int = RUNS) -> list[dict[str, Any]]:
+    """The SEG-writing section: highdicom's defaults and the node's writer, LABELMAP and BINARY."""
     slices = 100 if QUICK else 300
     configs = ["highdicom-labelmap", "node-labelmap", "highdicom-binary", "node-binary"]
     return [measure(config, slices, runs) for config in configs]

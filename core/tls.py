@@ -20,13 +20,20 @@ class TlsFiles(Protocol):
     """The TLS settings a context is made from: the node's settings, or the SCP's part of them."""
 
     @property
-    def tls_enabled(self) -> bool: ...
+    def tls_enabled(self) -> bool:
+        """Whether associations use TLS."""
+
     @property
-    def tls_cert_file(self) -> Path | None: ...
+    def tls_cert_file(self) -> Path | None:
+        """The node's certificate (PEM)."""
+
     @property
-    def tls_key_file(self) -> Path | None: ...
+    def tls_key_file(self) -> Path | None:
+        """The private key of that certificate (PEM)."""
+
     @property
-    def tls_ca_file(self) -> Path | None: ...
+    def tls_ca_file(self) -> Path | None:
+        """The CA that peers' certificates must chain to (PEM); the SCP then requires them."""
 
 
 def _load_identity(context: ssl.SSLContext, settings: TlsFiles) -> None:

@@ -1,0 +1,1 @@
+"""The DICOM side of the node: storage SCP, spool, recorder, stability monitor, SCU."""

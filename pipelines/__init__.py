@@ -1,0 +1,1 @@
+"""Modality pipelines (one module each), their volume loading and their DICOM outputs."""

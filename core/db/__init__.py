@@ -1,0 +1,1 @@
+"""The database: its models, its sessions, and its schema upgrades (Alembic)."""

@@ -42,11 +42,13 @@ class UTCDateTime(TypeDecorator[datetime]):
     cache_ok = True
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Store ``value`` in UTC; a naive datetime is refused (its zone would be a guess)."""
         if value is not None and value.tzinfo is None:
             raise ValueError("naive datetime stored; use core.db.models.utcnow()")
         return value.astimezone(UTC) if value is not None else None
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Read ``value`` as UTC (SQLite keeps no zone; what was stored was UTC)."""
         if value is not None and value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value
