@@ -21,10 +21,9 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 
 from .ports import LOOPBACK, free_port, port_is_open
-from .processes import BackgroundProcess
+from .processes import BackgroundProcess, ScopedPeer
 from .waiting import wait_until
 
 #: Environment added to every network tool.
@@ -308,7 +307,7 @@ def dcmconv(
 
 
 # --------------------------------------------------------------------- storescp
-class StoreSCP:
+class StoreSCP(ScopedPeer):
     """A dcmtk ``storescp`` receiving into a directory, stopped by PID.
 
     Parameters
@@ -450,13 +449,4 @@ class StoreSCP:
             shutil.rmtree(self.output_dir, ignore_errors=True)
             self.output_dir = None
 
-    def __enter__(self) -> StoreSCP:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    teardown = stop

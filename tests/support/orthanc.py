@@ -17,11 +17,10 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from .ports import LOOPBACK, free_port, port_is_open
-from .processes import BackgroundProcess, tail
+from .processes import BackgroundProcess, ScopedPeer, tail
 
 ORTHANC_BINARY = "/usr/sbin/Orthanc"
 
@@ -33,7 +32,7 @@ class OrthancError(RuntimeError):
     """An Orthanc REST call failed or the server could not be started."""
 
 
-class OrthancServer:
+class OrthancServer(ScopedPeer):
     """Run ``/usr/sbin/Orthanc`` on free loopback ports with a throw-away config.
 
     Parameters
@@ -240,16 +239,7 @@ class OrthancServer:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None
 
-    def __enter__(self) -> OrthancServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    teardown = stop
 
     # ------------------------------------------------------------------ raw REST
     def request(

@@ -16,10 +16,9 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from types import TracebackType
 
 from .ports import LOOPBACK, free_port, port_is_open
-from .processes import tail
+from .processes import ScopedPeer, tail
 from .services import ServiceUnavailable
 from .waiting import WaitTimeout, wait_until
 
@@ -38,7 +37,7 @@ def postgres_bin_dir() -> Path:
     return candidates[-1]
 
 
-class PrivatePostgres:
+class PrivatePostgres(ScopedPeer):
     """A throw-away PostgreSQL cluster listening on ``127.0.0.1:<free port>`` only.
 
     ``start()`` runs ``initdb`` the first time; ``stop()`` and ``start()`` can be
@@ -166,13 +165,4 @@ class PrivatePostgres:
         """The end of the server log (for assertion messages)."""
         return tail(self.log_path, max_bytes)
 
-    def __enter__(self) -> PrivatePostgres:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.destroy()
+    teardown = destroy

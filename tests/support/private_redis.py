@@ -11,15 +11,14 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
-from types import TracebackType
 
 from .ports import LOOPBACK, free_port
-from .processes import BackgroundProcess
+from .processes import BackgroundProcess, ScopedPeer
 from .services import ServiceUnavailable, redis_ping
 from .waiting import WaitTimeout, wait_until
 
 
-class PrivateRedis:
+class PrivateRedis(ScopedPeer):
     """``redis-server --port P --bind 127.0.0.1 --save "" --appendonly no`` in a temp dir."""
 
     def __init__(self, port: int | None = None) -> None:
@@ -84,13 +83,4 @@ class PrivateRedis:
         self.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def __enter__(self) -> PrivateRedis:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.destroy()
+    teardown = destroy

@@ -6,8 +6,10 @@ import contextlib
 import os
 import signal
 import subprocess
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Self
 
 
 def tail(path: Path, max_bytes: int = 4000) -> str:
@@ -126,3 +128,24 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
     """Send ``sig`` to process group ``pgid``, ignoring a group that is gone."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
+
+
+class ScopedPeer(ABC):
+    """A peer a test runs for one ``with`` block: started on entry, torn down on exit.
+
+    Teardown runs whatever the block raised, so no server outlives its test.
+    """
+
+    @abstractmethod
+    def start(self) -> Self:
+        """Start the peer; returns it once it serves."""
+
+    @abstractmethod
+    def teardown(self) -> None:
+        """Stop the peer by PID and remove what it owns."""
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.teardown()
