@@ -7,8 +7,11 @@ memory of the database layer (the main process records their rows).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Protocol
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,20 @@ class ReceivedInstance:
 
 class RecordingFailed(Exception):
     """An instance's row could not be recorded: the database failed, or the process writing it."""
+
+
+def recording_failure_reason(exc: Exception, sop_instance_uid: str, other: str) -> str:
+    """Log why ``sop_instance_uid`` was not recorded (UIDs only); what the sender is told.
+
+    A :class:`RecordingFailed` names its cause and no patient data, so its
+    text is passed on; any other fault is a fault of the node, logged with
+    its traceback and told as ``other``.
+    """
+    if isinstance(exc, RecordingFailed):
+        log.error("cannot record instance %s: %s", sop_instance_uid, exc)
+        return str(exc)
+    log.error("cannot record instance %s", sop_instance_uid, exc_info=exc)
+    return other
 
 
 class Recorder(Protocol):

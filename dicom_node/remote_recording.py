@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
-from dicom_node.received import ReceivedInstance, RecordingFailed
+from dicom_node.received import ReceivedInstance, RecordingFailed, recording_failure_reason
 
 log = logging.getLogger(__name__)
 
@@ -226,19 +226,11 @@ class RecordingServer:
             outcomes = [exc] * len(rows)
         for (connection, request_id, row), outcome in zip(rows, outcomes, strict=True):
             if isinstance(outcome, Exception):
-                reply = (request_id, None, self._reason(row, outcome))
+                reason = recording_failure_reason(outcome, row.sop_instance_uid, RECORDING_ERROR)
+                reply = (request_id, None, reason)
             else:
                 # before the reply, as for the main process's own instances
                 self._on_recorded(outcome)
                 reply = (request_id, outcome, None)
             with contextlib.suppress(OSError):
                 connection.send(reply)
-
-    @staticmethod
-    def _reason(row: ReceivedInstance, exc: Exception) -> str:
-        """What the child is told, after logging why (UIDs only)."""
-        if isinstance(exc, RecordingFailed):
-            log.error("cannot record instance %s: %s", row.sop_instance_uid, exc)
-            return str(exc)  # names the cause, e.g. "database unavailable (OperationalError)"
-        log.error("cannot record instance %s", row.sop_instance_uid, exc_info=exc)
-        return RECORDING_ERROR

@@ -23,13 +23,15 @@ from pydicom.uid import UID
 from core.errors import InputRejected, StoreStatus
 from dicom_node.header import PIXEL_DATA, UNDEFINED, WANTED, ScannedHeader, scan_header
 from dicom_node.receive import ReceiveFile
-from dicom_node.received import ReceivedInstance, Recorder, RecordingFailed
+from dicom_node.received import ReceivedInstance, Recorder, recording_failure_reason
 from dicom_node.spool import InstanceSpool
 
 log = logging.getLogger(__name__)
 
 MAX_UID_LENGTH = 64
 DEFER_BYTES = 4096
+#: What the sender is told when an instance was not recorded because of a fault of the node.
+RECORDING_FAILED = "recording failed"
 _REQUIRED_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
 
 
@@ -271,12 +273,7 @@ class InstanceStore:
         except Exception as exc:
             # Answered as a failure of this instance alone, whatever kept it from being
             # recorded: the sender keeps its copy, and the association goes on.
-            if isinstance(exc, RecordingFailed):  # its message names the cause, no patient data
-                log.error("cannot record instance %s: %s", request_uid, exc)
-                reason = str(exc)
-            else:
-                log.exception("cannot record instance %s", request_uid)
-                reason = "recording failed"
+            reason = recording_failure_reason(exc, request_uid, RECORDING_FAILED)
             if not replaced:
                 self.spool.absolute(relative).unlink(missing_ok=True)
             return StoreOutcome(StoreStatus.OUT_OF_RESOURCES, reason)
