@@ -16,11 +16,14 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import psutil
 
 from tests.support.dcmtk import NETWORK_ENV
 from tests.support.ports import LOOPBACK
+
+T = TypeVar("T")
 
 QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
 #: Repetitions per figure (medians are reported).
@@ -73,10 +76,10 @@ def total_bytes(files: Sequence[Path]) -> int:
     return sum(path.stat().st_size for path in files)
 
 
-def split(files: Sequence[Path], parts: int) -> list[list[Path]]:
-    """``parts`` contiguous chunks of ``files`` (one association each)."""
-    size = -(-len(files) // parts)
-    return [list(files[i : i + size]) for i in range(0, len(files), size)]
+def split(items: Sequence[T], parts: int) -> list[list[T]]:
+    """``parts`` contiguous chunks of ``items`` (one association each)."""
+    size = -(-len(items) // parts)
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]
 
 
 #: Seconds a send may take before its storescu processes are killed.

@@ -7,6 +7,8 @@ The node runs as ``ainode serve`` (SCP + scheduler; stability long enough that
 no job starts during the measurement) with its durable writes (fsync + rename +
 database row before the response).  Peers: dcmtk writes without fsync; Orthanc
 with ``SyncStorageArea: false`` (the harness default), so they do less per instance.
+Every run also records where the CPU went (:mod:`bench.cpu`): the machine's busy,
+idle and disk-wait shares, and CPU per instance of the receiver and the senders.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -25,10 +28,12 @@ from bench.common import (
     median,
     scratch,
     send_parallel,
+    split,
     study_dir,
     study_files,
     total_bytes,
 )
+from bench.cpu import CpuAccount
 from tests.support.dcmtk import StoreSCP
 from tests.support.node import NodeProcesses
 from tests.support.orthanc import OrthancServer
@@ -85,32 +90,41 @@ def node_receiver(
             drop()
 
 
-def durable_writes(files: list[Path]) -> float:
+def durable_writes(files: list[Path], writers: int = 1) -> float:
     """Seconds this disk takes to store ``files`` as the node does, without network or database.
 
     Each file's bytes (read beforehand) are written to a temp file, fsynced,
     renamed into a series folder, and the folder fsynced: the node's durable
     write alone, the ceiling of any receiver that answers only after it.
+    ``writers`` threads share the files as associations share a study (the
+    system calls release the GIL), which shows how far the disk overlaps
+    concurrent flushes.
     """
     folder = scratch("disk")
     incoming = folder / "incoming"
     incoming.mkdir()
-    payloads = [path.read_bytes() for path in files]
+    payloads = list(enumerate(path.read_bytes() for path in files))
+
+    def write(chunk: list[tuple[int, bytes]]) -> None:
+        folder_fd = os.open(incoming, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for number, payload in chunk:
+                temp = folder / f"{number}.receiving"
+                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                try:
+                    os.write(fd, payload)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                os.replace(temp, incoming / f"{number}.dcm")
+                os.fsync(folder_fd)
+        finally:
+            os.close(folder_fd)
+
     start = time.perf_counter()
-    folder_fd = os.open(incoming, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        for number, payload in enumerate(payloads):
-            temp = folder / f"{number}.receiving"
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                os.write(fd, payload)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(temp, incoming / f"{number}.dcm")
-            os.fsync(folder_fd)
-    finally:
-        os.close(folder_fd)
+    with ThreadPoolExecutor(writers) as pool:
+        for done in [pool.submit(write, chunk) for chunk in split(payloads, writers)]:
+            done.result()
     return time.perf_counter() - start
 
 
@@ -132,16 +146,34 @@ def measure(
 ) -> dict[str, Any]:
     """Send ``files`` to ``receiver`` over ``associations`` associations ``runs`` times."""
     seconds = []
+    cpu = []
     for _ in range(runs):
         if receiver == "disk":
-            seconds.append(durable_writes(files))
-            continue
-        with RECEIVERS[receiver](associations, **env) as (port, aet, _pid):
-            seconds.append(send_parallel(port, aet, files, associations, extra))
+            # The bare loop runs in this process: it is the receiver.
+            with CpuAccount(os.getpid()) as account:
+                seconds.append(durable_writes(files, associations))
+        else:
+            with (
+                RECEIVERS[receiver](associations, **env) as (port, aet, pid),
+                CpuAccount(pid) as account,
+            ):
+                seconds.append(send_parallel(port, aet, files, associations, extra))
+        cpu.append(account.per_instance(len(files)))
+    return _row(label or receiver, associations, files, seconds, cpu)
+
+
+def _row(
+    label: str,
+    associations: int,
+    files: list[Path],
+    seconds: list[float],
+    cpu: list[dict[str, float]],
+) -> dict[str, Any]:
+    """A table row: the runs' times and CPU figures, and their medians."""
     mb = total_bytes(files) / 1e6
     sec = median(seconds)
     return {
-        "receiver": label or receiver,
+        "receiver": label,
         "associations": associations,
         "instances": len(files),
         "megabytes": round(mb, 1),
@@ -149,6 +181,8 @@ def measure(
         "seconds": round(sec, 3),
         "instances_per_s": round(len(files) / sec, 1),
         "mb_per_s": round(mb / sec, 1),
+        "cpu_runs": cpu,
+        "cpu": {key: round(median([run[key] for run in cpu]), 3) for key in cpu[0]},
     }
 
 
@@ -207,19 +241,16 @@ def _interleaved(
     for _ in range(runs):
         for receiver, label, env in configs:
             samples[label].append(measure(receiver, files, associations, 1, label, extra, **env))
-    rows = []
-    for items in samples.values():
-        seconds = [s for item in items for s in item["seconds_runs"]]
-        row = dict(items[0])
-        sec = median(seconds)
-        row.update(
-            seconds_runs=seconds,
-            seconds=round(sec, 3),
-            instances_per_s=round(row["instances"] / sec, 1),
-            mb_per_s=round(row["megabytes"] / sec, 1),
+    return [
+        _row(
+            label,
+            associations,
+            files,
+            [s for item in items for s in item["seconds_runs"]],
+            [c for item in items for c in item["cpu_runs"]],
         )
-        rows.append(row)
-    return rows
+        for label, items in samples.items()
+    ]
 
 
 def run(runs: int = RUNS) -> dict[str, Any]:
@@ -238,8 +269,9 @@ def run(runs: int = RUNS) -> dict[str, Any]:
     ]
     rows = []
     for associations in (1, 4, 8):
-        # The disk's own durable-write rate, measured between the receivers (no network).
-        extra_configs = [("disk", "disk-durable-writes", {})] if associations == 1 else []
+        # The disk's own durable-write rate, one writer per association, measured
+        # between the receivers (no network).
+        extra_configs = [("disk", "disk-durable-writes", {})] if associations < 8 else []
         rows += _interleaved(configs + extra_configs, files, associations, runs)
     j2k = study_files(study_dir(100, syntax="j2k"))
     # -xv: storescu proposes JPEG 2000 lossless (the files' own syntax)

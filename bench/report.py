@@ -37,6 +37,55 @@ def _find(rows: list[dict[str, Any]], receiver: str, associations: int) -> dict[
     )
 
 
+def _scaling_line(rows: list[dict[str, Any]]) -> list[str]:
+    """Every receiver's 4- and 8-association rate over its own single association."""
+    ratios = []
+    for one in (r for r in rows if r["associations"] == 1):
+        four, eight = (_find(rows, one["receiver"], n) for n in (4, 8))
+        if four is None:
+            continue
+        text = f"{one['receiver']} {four['instances_per_s'] / one['instances_per_s']:.2f}×"
+        if eight is not None:
+            text += f" / {eight['instances_per_s'] / one['instances_per_s']:.2f}×"
+        ratios.append(text)
+    if not ratios:
+        return []
+    return [
+        "",
+        "Each receiver's 4 (/ 8) associations over its own single association: "
+        + ", ".join(ratios)
+        + ".",
+    ]
+
+
+def _cpu_table(rows: list[dict[str, Any]], cores: int) -> list[str]:
+    """Where the CPU went in the ingest runs (rows of runs without CPU figures are left out)."""
+    rows = [r for r in rows if "cpu" in r]
+    if not rows:
+        return []
+    out = [
+        "",
+        "Where the CPU went (medians of the same runs): CPU ms per instance for the whole "
+        "machine (kernel threads and interrupts included), the receiver's process tree and "
+        "the storescu senders; the shares of the cores' time that were busy, idle with a task "
+        "waiting for the disk, and idle; and the rate the machine's CPU per instance would "
+        f"allow with all {cores or '?'} cores busy all the time:",
+        "",
+        "| receiver | assoc. | machine ms | receiver ms | senders ms | busy | disk wait | idle "
+        "| CPU-bound rate /s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        cpu = row["cpu"]
+        bound = cores * 1000 / cpu["machine_ms"] if cores and cpu["machine_ms"] else float("nan")
+        out.append(
+            f"| {row['receiver']} | {row['associations']} | {cpu['machine_ms']:.2f} | "
+            f"{cpu['receiver_ms']:.2f} | {cpu['sender_ms']:.2f} | {cpu['busy']:.0%} | "
+            f"{cpu['iowait']:.0%} | {cpu['idle']:.0%} | {bound:.0f} |"
+        )
+    return out
+
+
 def markdown(results: dict[str, Any]) -> str:
     """The Markdown report of a run: targets, tables per section, and when each section ran."""
     out = [
@@ -84,6 +133,8 @@ def markdown(results: dict[str, Any]) -> str:
                 f"{row['mb_per_s']:.0f} | {ratio_d:.2f} | {ratio_o:.2f} | "
                 f"{', '.join(f'{s:.2f}' for s in row['seconds_runs'])} |"
             )
+        out += _scaling_line(rows)
+        out += _cpu_table(rows, int(results.get("versions", {}).get("cpus", 0)))
         j2k = [r for r in ingest.get("throughput", []) if r.get("syntax")]
         if j2k:
             out += ["", "JPEG 2000 lossless variant (100 slices, 1 association):", ""]
