@@ -5,7 +5,9 @@ bytes go from the socket through one buffer into a Part-10 file (a file meta
 header written from the command, then the dataset exactly as sent), so the
 durable store is an fsync and a rename.  The buffer is the association's,
 reused for each of its instances, and the file's first bytes are kept from
-it so that the header is scanned without reading the file back.  A write
+it so that the header is scanned without reading the file back.  Each time
+the buffer fills, its bytes are written and their writeback started
+(:mod:`dicom_node.writeback`), so the disk works while the rest arrives.  A write
 error (a full disk) does not interrupt the association: the file frees what
 it wrote and remembers the error, the rest of the dataset is read and
 dropped, and the SCP answers 0xA700 (out of resources) so that the sender
@@ -22,10 +24,14 @@ import time
 from pathlib import Path
 
 from core.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from dicom_node.writeback import start_writeback
 
 RECEIVE_SUFFIX = ".receiving"
-#: Bytes gathered before each write to the file.
-WRITE_BUFFER_BYTES = 1 << 20
+#: Bytes gathered before each write to the file, whose writeback then starts at once.
+#: Measured (README, *Performance*): with 256 KiB chunks and early writeback one
+#: association stored 633-662 CT slices of 526 KB a second, against 569-576 with one
+#: write per instance through a 1 MiB buffer; 192, 384 and 512 KiB did no better.
+WRITE_BUFFER_BYTES = 256 << 10
 #: Bytes at the start of a received file kept in memory for its header scan.
 HEAD_BYTES = 1 << 16
 
@@ -124,9 +130,14 @@ class ReceiveFile:
             data = data[take:]
 
     def free_space(self) -> memoryview:
-        """The unfilled part of the buffer; fill a prefix, then call :meth:`commit`."""
+        """The unfilled part of the buffer; fill a prefix, then call :meth:`commit`.
+
+        A full buffer is written out first and its writeback started.
+        """
         if self._filled == len(self._view):
             self.flush()
+            if self.error is None:
+                start_writeback(self._fd)
         return self._view[self._filled :]
 
     def commit(self, count: int) -> None:

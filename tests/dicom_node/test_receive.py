@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
+
+import pytest
 
 from dicom_node.receive import HEAD_BYTES, RECEIVE_SUFFIX, ReceiveFile, new_receive_file
 
@@ -73,3 +76,38 @@ def test_receive_files_get_new_private_names_past_leftovers(tmp_path: Path) -> N
     assert second.name.endswith(RECEIVE_SUFFIX)
     assert leftover.read_bytes() == b"old"
     assert second.stat().st_mode & 0o777 == 0o600
+
+
+def test_each_full_buffer_starts_its_writeback_and_the_rest_is_left_to_the_fsync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started: list[int] = []
+    monkeypatch.setattr("dicom_node.receive.start_writeback", started.append)
+    header, body = b"H" * 300, os.urandom(3 * HEAD_BYTES + 5)
+
+    received = receive(tmp_path, header, body, bytearray(HEAD_BYTES))
+    received.sync()
+    received.close()
+
+    # the buffer filled three times; the last 305 bytes go out with the fsync
+    assert len(started) == 3
+    assert received.path.read_bytes() == header + body
+
+
+def test_a_failed_write_starts_no_writeback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started: list[int] = []
+    monkeypatch.setattr("dicom_node.receive.start_writeback", started.append)
+
+    def disk_full(fd: int, data: memoryview) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("dicom_node.receive.os.write", disk_full)
+
+    received = receive(tmp_path, b"H", os.urandom(2 * HEAD_BYTES), bytearray(HEAD_BYTES))
+    received.close()
+
+    assert isinstance(received.error, OSError)
+    assert received.error.errno == errno.ENOSPC
+    assert started == []
