@@ -90,7 +90,7 @@ def node_receiver(
             drop()
 
 
-def durable_writes(files: list[Path], writers: int = 1, account: CpuAccount | None = None) -> float:
+def durable_writes(files: list[Path], writers: int, account: CpuAccount) -> float:
     """Seconds this disk takes to store ``files`` as the node does, without network or database.
 
     Each file's bytes (read beforehand) are written to a temp file, fsynced,
@@ -98,7 +98,7 @@ def durable_writes(files: list[Path], writers: int = 1, account: CpuAccount | No
     write alone, the ceiling of any receiver that answers only after it.
     ``writers`` threads share the files as associations share a study (the
     system calls release the GIL), which shows how far the disk overlaps
-    concurrent flushes.  ``account`` (this process's) covers the timed writes alone.
+    concurrent flushes.  ``account`` (this process's) is kept over the timed writes alone.
     """
     folder = scratch("disk")
     incoming = folder / "incoming"
@@ -121,7 +121,7 @@ def durable_writes(files: list[Path], writers: int = 1, account: CpuAccount | No
         finally:
             os.close(folder_fd)
 
-    with account or CpuAccount():
+    with account:
         start = time.perf_counter()
         with ThreadPoolExecutor(writers) as pool:
             for done in [pool.submit(write, chunk) for chunk in split(payloads, writers)]:

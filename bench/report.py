@@ -134,7 +134,8 @@ def markdown(results: dict[str, Any]) -> str:
                 f"{', '.join(f'{s:.2f}' for s in row['seconds_runs'])} |"
             )
         out += _scaling_line(rows)
-        out += _cpu_table(rows, int(results.get("versions", {}).get("cpus", 0)))
+        cpus = str(results.get("versions", {}).get("cpus", ""))
+        out += _cpu_table(rows, int(cpus) if cpus.isdigit() else 0)
         j2k = [r for r in ingest.get("throughput", []) if r.get("syntax")]
         if j2k:
             out += ["", "JPEG 2000 lossless variant (100 slices, 1 association):", ""]

@@ -31,9 +31,6 @@ def test_writeback_started_midway_leaves_the_file_as_written(tmp_path: Path) -> 
     assert path.read_bytes() == first + second
 
 
-def test_a_failure_is_left_to_the_fsync(tmp_path: Path) -> None:
-    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
-    os.close(fd)
-
-    # a closed descriptor: the call fails (EBADF), and says nothing
-    writeback.start_writeback(fd)
+def test_a_failure_is_left_to_the_fsync() -> None:
+    # no such descriptor: the call fails (EBADF), and says nothing
+    writeback.start_writeback(-1)
