@@ -125,6 +125,11 @@ def send_parallel(
     return elapsed
 
 
+def process_tree(root: psutil.Process) -> list[psutil.Process]:
+    """``root`` and its descendants alive now (raises ``psutil.Error`` once it has exited)."""
+    return [root, *root.children(recursive=True)]
+
+
 class RssSampler:
     """Peak RSS of a process tree (the process and its children), sampled every 20 ms."""
 
@@ -138,7 +143,7 @@ class RssSampler:
     def _sample(self) -> int:
         total = 0
         try:
-            procs = [self.root, *self.root.children(recursive=True)]
+            procs = process_tree(self.root)
         except psutil.Error:
             return 0
         for proc in procs:

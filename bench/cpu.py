@@ -4,49 +4,45 @@ On a machine with few cores the senders share them with the receiver, so a
 receiver's rate over several associations is bound by the CPU every party
 spends per instance and by how much of the time the cores are busy at all.
 The ingest bench takes these figures in every run, beside the rates, so the
-report says why a ratio is what it is, not only that it is.  Read from
-``/proc`` and ``getrusage`` only (no third-party package), in clock ticks.
+report says why a ratio is what it is, not only that it is.  Read with psutil
+(as the bench's RSS sampling) and ``getrusage``, in seconds.
 """
 
 from __future__ import annotations
 
-import os
+import contextlib
 import resource
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
-CLOCK_TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
-PROC = Path("/proc")
+import psutil
+
+from bench.common import process_tree
 
 
 @dataclass(frozen=True)
 class MachineTimes:
-    """The machine's cumulative CPU time over all cores, in clock ticks, by what the cores did."""
+    """The machine's cumulative CPU time over all cores, in seconds, by what the cores did."""
 
-    busy: int
-    idle: int
-    iowait: int
-    stolen: int
+    busy: float
+    idle: float
+    iowait: float
+    stolen: float
 
     @classmethod
-    def parse(cls, line: str) -> MachineTimes:
-        """From the aggregate ``cpu`` line of ``/proc/stat``.
+    def of(cls, times: Any) -> MachineTimes:
+        """From :func:`psutil.cpu_times` (Linux fields).
 
         Busy is user, nice, system, irq and softirq (guest time is already in
         user); ``iowait`` is idle time with a task waiting for the disk.
         """
-        name, *fields = line.split()
-        if name != "cpu":
-            raise ValueError(f"not the aggregate cpu line of /proc/stat: {line!r}")
-        user, nice, system, idle, iowait, irq, softirq, steal = (int(f) for f in fields[:8])
-        return cls(user + nice + system + irq + softirq, idle, iowait, steal)
+        busy = times.user + times.nice + times.system + times.irq + times.softirq
+        return cls(busy, times.idle, times.iowait, times.steal)
 
     @classmethod
     def read(cls) -> MachineTimes:
         """The machine's times now."""
-        with open(PROC / "stat", encoding="ascii") as stat:
-            return cls.parse(stat.readline())
+        return cls.of(psutil.cpu_times())
 
     def __sub__(self, earlier: MachineTimes) -> MachineTimes:
         return MachineTimes(
@@ -57,43 +53,23 @@ class MachineTimes:
         )
 
     @property
-    def total(self) -> int:
-        """Every core's ticks: wall time times the number of cores."""
+    def total(self) -> float:
+        """Every core's time: wall time times the number of cores."""
         return self.busy + self.idle + self.iowait + self.stolen
 
 
-def _process_times(stat: str) -> tuple[int, int, int]:
-    """``(pid, ppid, CPU ticks of the process and of its reaped children)`` from a ``stat`` line."""
-    pid, rest = stat.split(" (", 1)
-    # The command name may hold spaces and parentheses; the fields follow its last ')'.
-    fields = rest.rsplit(")", 1)[1].split()
-    utime, stime, cutime, cstime = (int(f) for f in fields[11:15])
-    return int(pid), int(fields[1]), utime + stime + cutime + cstime
-
-
-def tree_ticks(root: int) -> int:
-    """CPU ticks spent by ``root`` and every descendant alive now, and by their reaped children.
+def tree_seconds(root: int) -> float:
+    """CPU seconds spent by ``root`` and every descendant alive now, and by their reaped children.
 
     A child that has exited and been waited for is counted in its parent's
     children's times, so a receiver that forks one process per association is
     counted whole.
     """
-    ticks: dict[int, int] = {}
-    children: dict[int, list[int]] = {}
-    for entry in PROC.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            pid, ppid, spent = _process_times((entry / "stat").read_text(encoding="utf-8"))
-        except (OSError, ValueError, IndexError):
-            continue  # exited meanwhile
-        ticks[pid] = spent
-        children.setdefault(ppid, []).append(pid)
-    total, pending = 0, [root]
-    while pending:
-        pid = pending.pop()
-        total += ticks.get(pid, 0)
-        pending += children.get(pid, [])
+    total = 0.0
+    for process in process_tree(psutil.Process(root)):
+        with contextlib.suppress(psutil.NoSuchProcess):  # a descendant that exited meanwhile
+            spent = process.cpu_times()
+            total += spent.user + spent.system + spent.children_user + spent.children_system
     return total
 
 
@@ -113,11 +89,11 @@ class CpuAccount:
     def __init__(self, receiver_pid: int | None = None) -> None:
         self.receiver_pid = receiver_pid
         self.machine = MachineTimes(0, 0, 0, 0)
-        self.receiver_ticks = 0
+        self.receiver_seconds = 0.0
         self.sender_seconds = 0.0
 
-    def _receiver(self) -> int:
-        return tree_ticks(self.receiver_pid) if self.receiver_pid else 0
+    def _receiver(self) -> float:
+        return tree_seconds(self.receiver_pid) if self.receiver_pid else 0.0
 
     def __enter__(self) -> Self:
         self._start = (MachineTimes.read(), self._receiver(), _reaped_children_seconds())
@@ -126,17 +102,17 @@ class CpuAccount:
     def __exit__(self, *exc: object) -> None:
         machine, receiver, senders = self._start
         self.machine = MachineTimes.read() - machine
-        self.receiver_ticks = self._receiver() - receiver
+        self.receiver_seconds = self._receiver() - receiver
         self.sender_seconds = _reaped_children_seconds() - senders
 
     def per_instance(self, instances: int) -> dict[str, float]:
         """CPU ms per instance (machine, receiver, senders) and the shares of the cores' time."""
-        tick_ms = 1000 / CLOCK_TICKS_PER_SECOND / instances
+        ms = 1000 / instances
         total = self.machine.total or 1
         return {
-            "machine_ms": round(self.machine.busy * tick_ms, 3),
-            "receiver_ms": round(self.receiver_ticks * tick_ms, 3),
-            "sender_ms": round(self.sender_seconds * 1000 / instances, 3),
+            "machine_ms": round(self.machine.busy * ms, 3),
+            "receiver_ms": round(self.receiver_seconds * ms, 3),
+            "sender_ms": round(self.sender_seconds * ms, 3),
             "busy": round(self.machine.busy / total, 3),
             "iowait": round(self.machine.iowait / total, 3),
             "idle": round(self.machine.idle / total, 3),

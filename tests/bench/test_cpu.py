@@ -1,4 +1,4 @@
-"""The ingest bench's CPU accounting: ``/proc`` parsing and who is charged for what."""
+"""The ingest bench's CPU accounting: the machine's times, the receiver's tree, the senders."""
 
 from __future__ import annotations
 
@@ -6,10 +6,12 @@ import os
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
+import psutil
 import pytest
 
-from bench.cpu import CLOCK_TICKS_PER_SECOND, CpuAccount, MachineTimes, _process_times, tree_ticks
+from bench.cpu import CpuAccount, MachineTimes, tree_seconds
 
 
 def _spin(cpu_seconds: float) -> None:
@@ -20,14 +22,16 @@ def _spin(cpu_seconds: float) -> None:
 
 
 def test_machine_times_sum_busy_fields_and_keep_waits_apart() -> None:
-    times = MachineTimes.parse("cpu  100 5 40 900 30 2 3 7 11 0\n")
+    fields = dict(user=100, nice=5, system=40, idle=900, iowait=30, irq=2, softirq=3, steal=7)
+    times = MachineTimes.of(SimpleNamespace(guest=11, guest_nice=0, **fields))
     assert times == MachineTimes(busy=100 + 5 + 40 + 2 + 3, idle=900, iowait=30, stolen=7)
     assert times.total == 150 + 900 + 30 + 7
 
 
-def test_machine_times_refuse_a_single_cores_line() -> None:
-    with pytest.raises(ValueError, match="aggregate"):
-        MachineTimes.parse("cpu0 1 2 3 4 5 6 7 8 9 10")
+def test_machine_times_read_from_this_machine() -> None:
+    times = MachineTimes.read()
+    assert times.busy > 0
+    assert times.total >= times.busy + times.idle
 
 
 def test_machine_times_difference_is_per_field() -> None:
@@ -36,11 +40,9 @@ def test_machine_times_difference_is_per_field() -> None:
     assert later - earlier == MachineTimes(busy=30, idle=30, iowait=5, stolen=0)
 
 
-def test_process_stat_with_parentheses_in_the_command_name() -> None:
-    # pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt
-    # utime stime cutime cstime ...
-    line = "4242 (odd) (name)) S 17 4242 4242 0 -1 4194304 10 0 0 0 120 30 5 2 20 0 1 0"
-    assert _process_times(line) == (4242, 17, 120 + 30 + 5 + 2)
+def _spent(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system + times.children_user + times.children_system
 
 
 def test_tree_counts_a_living_child_of_the_root() -> None:
@@ -48,14 +50,18 @@ def test_tree_counts_a_living_child_of_the_root() -> None:
         [sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE
     )
     try:
-        with open(f"/proc/{child.pid}/stat", encoding="utf-8") as stat:
-            _, _, own = _process_times(stat.read())
-        with open(f"/proc/{os.getpid()}/stat", encoding="utf-8") as stat:
-            _, _, mine = _process_times(stat.read())
+        own, mine = _spent(child.pid), _spent(os.getpid())
         # Both were read before the tree: the tree cannot count less than them.
-        assert tree_ticks(os.getpid()) >= mine + own
+        assert tree_seconds(os.getpid()) >= mine + own
     finally:
         child.communicate(b"")
+
+
+def test_tree_of_a_receiver_that_is_gone_is_an_error() -> None:
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    with pytest.raises(psutil.NoSuchProcess):
+        tree_seconds(gone.pid)
 
 
 def test_account_charges_the_receiver_tree_and_the_reaped_senders() -> None:
@@ -67,10 +73,10 @@ def test_account_charges_the_receiver_tree_and_the_reaped_senders() -> None:
     with CpuAccount(os.getpid()) as account:
         _spin(0.3)
         subprocess.run(sender, check=True)
-    # 0.3 s of CPU each, counted in clock ticks (10 ms on Linux).
-    assert account.receiver_ticks >= 0.25 * CLOCK_TICKS_PER_SECOND
+    # 0.3 s of CPU each; the kernel counts in clock ticks (10 ms on Linux).
+    assert account.receiver_seconds >= 0.25
     assert account.sender_seconds >= 0.25
-    assert account.machine.busy >= account.receiver_ticks // 2
+    assert account.machine.busy >= account.receiver_seconds / 2
     figures = account.per_instance(10)
     assert figures["sender_ms"] >= 25
     assert figures["receiver_ms"] >= 25
