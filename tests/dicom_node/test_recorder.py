@@ -67,10 +67,10 @@ def test_a_batch_of_several_series_and_a_repeat_is_recorded_in_one_go(
     rows.append(received_instance(2, 0))
     outcomes = InstanceRecorder(sessions).record_batch(rows)
     with sessions() as session:
-        ids = dict(session.execute(select(Study.study_instance_uid, Study.id)).tuples().all())
+        ids = dict(session.execute(select(Study.study_instance_uid, Study.id)).all())
         counts = session.execute(select(Series.series_instance_uid, Series.instance_count))
         times = session.scalars(select(Instance.times_received).order_by(Instance.id))
-        assert dict(counts.tuples().all()) == {"1.2.3.1.1": 3, "1.2.3.2.1": 3}
+        assert dict(counts.all()) == {"1.2.3.1.1": 3, "1.2.3.2.1": 3}
         assert times.all() == [1, 1, 1, 2, 1, 1]
     assert outcomes == [ids[row.study_uid] for row in rows]
 
