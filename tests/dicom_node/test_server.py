@@ -269,6 +269,7 @@ def test_a_recording_fault_fails_that_instance_and_the_association_goes_on(
     assert len(node.spooled_files()) == 2
 
 
+@pytest.mark.filterwarnings("ignore:The value length .* exceeds the maximum length")
 def test_overlong_uid_is_rejected_not_recorded(node: Node) -> None:
     dataset = phantom().datasets[0]
     dataset.SeriesInstanceUID = "1." + "2" * 70
