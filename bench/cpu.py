@@ -58,18 +58,26 @@ class MachineTimes:
         return self.busy + self.idle + self.iowait + self.stolen
 
 
+def process_seconds(process: psutil.Process) -> float:
+    """CPU seconds spent by ``process`` and by its children that it has waited for."""
+    spent = process.cpu_times()
+    return spent.user + spent.system + spent.children_user + spent.children_system
+
+
 def tree_seconds(root: int) -> float:
     """CPU seconds spent by ``root`` and every descendant alive now, and by their reaped children.
 
     A child that has exited and been waited for is counted in its parent's
     children's times, so a receiver that forks one process per association is
-    counted whole.
+    counted whole.  A receiver that has exited raises ``psutil.NoSuchProcess``
+    (its figures would be wrong, not zero); a descendant that exits meanwhile
+    is counted by its parent once reaped.
     """
-    total = 0.0
-    for process in process_tree(psutil.Process(root)):
-        with contextlib.suppress(psutil.NoSuchProcess):  # a descendant that exited meanwhile
-            spent = process.cpu_times()
-            total += spent.user + spent.system + spent.children_user + spent.children_system
+    receiver, *descendants = process_tree(psutil.Process(root))
+    total = process_seconds(receiver)
+    for process in descendants:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += process_seconds(process)
     return total
 
 

@@ -22,7 +22,7 @@ def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
     """libc's ``sync_file_range``, or None where there is none."""
     try:
         # ctypes releases the GIL during the call: other associations go on meanwhile.
-        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+        function = ctypes.CDLL(None).sync_file_range
     except (OSError, AttributeError):
         return None
     function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import psutil
 import pytest
 
-from bench.cpu import CpuAccount, MachineTimes, tree_seconds
+from bench.cpu import CpuAccount, MachineTimes, process_seconds, tree_seconds
 
 
 def _spin(cpu_seconds: float) -> None:
@@ -40,17 +40,13 @@ def test_machine_times_difference_is_per_field() -> None:
     assert later - earlier == MachineTimes(busy=30, idle=30, iowait=5, stolen=0)
 
 
-def _spent(pid: int) -> float:
-    times = psutil.Process(pid).cpu_times()
-    return times.user + times.system + times.children_user + times.children_system
-
-
 def test_tree_counts_a_living_child_of_the_root() -> None:
     child = subprocess.Popen(
         [sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE
     )
     try:
-        own, mine = _spent(child.pid), _spent(os.getpid())
+        own = process_seconds(psutil.Process(child.pid))
+        mine = process_seconds(psutil.Process(os.getpid()))
         # Both were read before the tree: the tree cannot count less than them.
         assert tree_seconds(os.getpid()) >= mine + own
     finally:
