@@ -172,6 +172,7 @@ class Settings(BaseSettings):
     gpu_jobs_per_device: int = Field(default=1, ge=1)
     prefetch: bool = True
     multi_series_wait_seconds: float = Field(default=300.0, ge=0)
+    store_identifiers: bool = True
 
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None

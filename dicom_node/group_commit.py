@@ -34,8 +34,10 @@ class GroupCommitRecorder(InstanceRecorder):
     thread, with no hand-over between threads.
     """
 
-    def __init__(self, session_factory: sessionmaker[Session]) -> None:
-        super().__init__(session_factory)
+    def __init__(
+        self, session_factory: sessionmaker[Session], store_identifiers: bool = True
+    ) -> None:
+        super().__init__(session_factory, store_identifiers)
         self._pending: queue.SimpleQueue[tuple[ReceivedInstance, Future[int]]] = queue.SimpleQueue()
         self._leader = threading.Lock()
 

@@ -15,14 +15,20 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from pydicom.charset import convert_encodings, decode_bytes
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
 
 #: Attributes kept: tag -> keyword.
 WANTED: dict[int, str] = {
+    0x00080005: "SpecificCharacterSet",
     0x00080016: "SOPClassUID",
     0x00080018: "SOPInstanceUID",
+    0x00080020: "StudyDate",
+    0x00080050: "AccessionNumber",
     0x00080060: "Modality",
+    0x00081030: "StudyDescription",
     0x0008103E: "SeriesDescription",
+    0x00100020: "PatientID",
     0x00180015: "BodyPartExamined",
     0x0020000D: "StudyInstanceUID",
     0x0020000E: "SeriesInstanceUID",
@@ -31,7 +37,10 @@ WANTED: dict[int, str] = {
     0x00280010: "Rows",
     0x00280011: "Columns",
     0x00280100: "BitsAllocated",
+    0x00321060: "RequestedProcedureDescription",
 }
+#: Free-text attributes decoded in the dataset's character set when not plain ASCII.
+_TEXT = {"PatientID", "StudyDescription", "SeriesDescription", "RequestedProcedureDescription"}
 _BINARY = {"SamplesPerPixel", "Rows", "Columns", "BitsAllocated"}
 PIXEL_DATA = 0x7FE00010
 UNDEFINED = 0xFFFFFFFF
@@ -143,6 +152,10 @@ class _Scanner:
             if len(raw) != 2 or vr not in (b"", b"US"):
                 raise _Unsure(f"{keyword} is not one US value")
             self.values[keyword] = _U16.unpack(raw)[0]
+        elif keyword in _TEXT and not raw.isascii():
+            charset = str(self.values.get("SpecificCharacterSet", "")).split("\\")
+            encodings = convert_encodings([name.strip() for name in charset])
+            self.values[keyword] = decode_bytes(raw, encodings, set()).strip(" \0")
         else:
             self.values[keyword] = raw.decode("ascii").strip(" \0")
 

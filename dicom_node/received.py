@@ -15,6 +15,24 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class StudyIdentifiers:
+    """The order context of an instance's study: patient data, never logged.
+
+    Kept on the study row (when ``AINODE_STORE_IDENTIFIERS`` is on) for the
+    HL7 result message and the console; ``study_date`` is the DICOM DA text.
+    """
+
+    accession_number: str | None = None
+    patient_id: str | None = None
+    study_date: str | None = None
+    requested_procedure: str | None = None
+
+    def __repr__(self) -> str:
+        """No values: a row that ends up in a log line or traceback shows no patient data."""
+        return "StudyIdentifiers(...)"
+
+
+@dataclass(frozen=True)
 class ReceivedInstance:
     """The facts about one stored instance that go into the database."""
 
@@ -29,6 +47,7 @@ class ReceivedInstance:
     calling_ae: str | None
     path: str
     size_bytes: int
+    identifiers: StudyIdentifiers | None = None
 
 
 class RecordingFailed(Exception):

@@ -1,14 +1,17 @@
 """Recording received instances in the database (study, series, instance rows).
 
-Only UIDs, modality, SOP class, body part, series description, the calling AE,
-sizes and times are recorded: nothing that identifies the patient.
+UIDs, modality, SOP class, body part, series description, the calling AE,
+sizes and times are recorded; and, unless ``AINODE_STORE_IDENTIFIERS`` is off,
+the study's order context (accession number, patient ID, study date,
+requested procedure) from its first instance: written, never logged.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import date, datetime
+from typing import Any
 
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -18,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.dml import ReturningInsert
 
 from core.db.models import Instance, Series, Study, StudyState, utcnow
-from dicom_node.received import ReceivedInstance, RecordingFailed
+from dicom_node.received import ReceivedInstance, RecordingFailed, StudyIdentifiers
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +80,33 @@ _TOUCH_STUDY = (
 MAX_REMEMBERED_SERIES = 10_000
 
 
+def _study_date(text: str | None) -> date | None:
+    """The date of a DICOM DA value (``YYYYMMDD``), None when absent or malformed."""
+    try:
+        return date(int(text[:4]), int(text[4:6]), int(text[6:8])) if text else None
+    except ValueError:
+        return None
+
+
+def study_identifier_columns(identifiers: StudyIdentifiers | None) -> dict[str, Any]:
+    """The order-context columns of a new study row, cut to their column sizes.
+
+    Sizes follow the DICOM value lengths (SH 16, LO 64); an over-long value
+    from a non-conformant sender is cut rather than failing the C-STORE.
+    """
+    if identifiers is None:
+        return {}
+    columns = {
+        name: (value[: _studies.c[name].type.length] if value else None)
+        for name, value in (
+            ("accession_number", identifiers.accession_number),
+            ("patient_id", identifiers.patient_id),
+            ("requested_procedure", identifiers.requested_procedure),
+        )
+    }
+    return {**columns, "study_date": _study_date(identifiers.study_date)}
+
+
 class InstanceRecorder:
     """Writes the rows of received instances, creating their study and series on first sight.
 
@@ -84,10 +114,15 @@ class InstanceRecorder:
     so recording the next instance of a series is one statement (insert the
     instance, or count a repeat of it), then touching its series and study
     once per transaction, and one commit, without loading ORM objects.
+    ``store_identifiers`` (``AINODE_STORE_IDENTIFIERS``) keeps each new
+    study's order context on its row.
     """
 
-    def __init__(self, session_factory: sessionmaker[Session]) -> None:
+    def __init__(
+        self, session_factory: sessionmaker[Session], store_identifiers: bool = True
+    ) -> None:
         self._engine: Engine = session_factory.kw["bind"]
+        self._store_identifiers = store_identifiers
         self._upsert = _upsert_instance(self._engine.dialect.name)
         self._ids: dict[tuple[str, str], tuple[int, int]] = {}
 
@@ -195,9 +230,8 @@ class InstanceRecorder:
         }
         return int(connection.execute(self._upsert, row).scalar_one() == 1)
 
-    @staticmethod
     def _study_and_series(
-        connection: Connection, item: ReceivedInstance, now: datetime
+        self, connection: Connection, item: ReceivedInstance, now: datetime
     ) -> tuple[int, int]:
         """The ids of the instance's study and series rows, created when missing."""
         study_id = connection.scalar(
@@ -210,6 +244,9 @@ class InstanceRecorder:
                     state=StudyState.RECEIVING,
                     first_received_at=now,
                     last_received_at=now,
+                    **study_identifier_columns(
+                        item.identifiers if self._store_identifiers else None
+                    ),
                 )
             ).inserted_primary_key[0]
         series_id = connection.scalar(

@@ -41,7 +41,7 @@ class NodeService:
             sweep_seconds=settings.recovery_interval_seconds,
         )
         # One recorder for the rows of every receiver process: they share commits.
-        recorder = GroupCommitRecorder(self.session_factory)
+        recorder = GroupCommitRecorder(self.session_factory, settings.store_identifiers)
         scp_settings = ScpSettings.from_settings(settings)
         self.receivers = ReceiverPool(scp_settings, recorder, on_recorded=self.monitor.notify)
         # With several receiver processes this one accepts, hands over and records.

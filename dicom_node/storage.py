@@ -23,7 +23,12 @@ from pydicom.uid import UID
 from core.errors import InputRejected, StoreStatus
 from dicom_node.header import PIXEL_DATA, UNDEFINED, WANTED, ScannedHeader, scan_header
 from dicom_node.receive import ReceiveFile
-from dicom_node.received import ReceivedInstance, Recorder, recording_failure_reason
+from dicom_node.received import (
+    ReceivedInstance,
+    Recorder,
+    StudyIdentifiers,
+    recording_failure_reason,
+)
 from dicom_node.spool import InstanceSpool
 
 log = logging.getLogger(__name__)
@@ -48,6 +53,7 @@ class InstanceHeader:
     modality: str | None
     body_part: str | None
     series_description: str | None
+    identifiers: StudyIdentifiers
 
 
 def checked_header(
@@ -130,6 +136,13 @@ def _checked(scanned: ScannedHeader, transfer_syntax: str, file_size: int) -> In
         modality=_text(values.get("Modality")),
         body_part=_text(values.get("BodyPartExamined")),
         series_description=_text(values.get("SeriesDescription")),
+        identifiers=StudyIdentifiers(
+            accession_number=_text(values.get("AccessionNumber")),
+            patient_id=_text(values.get("PatientID")),
+            study_date=_text(values.get("StudyDate")),
+            requested_procedure=_text(values.get("RequestedProcedureDescription"))
+            or _text(values.get("StudyDescription")),
+        ),
     )
 
 
@@ -267,6 +280,7 @@ class InstanceStore:
             calling_ae=calling_ae,
             path=str(stored.relative_path),
             size_bytes=stored.size_bytes,
+            identifiers=header.identifiers,
         )
         try:
             study_id = self.recorder.record(item)

@@ -1,17 +1,21 @@
 """The node's bookkeeping: every study, instance, job, result and delivery.
 
 The database is the source of truth: the queue only carries job ids, and a
-recovery sweep re-enqueues what the queue lost.  No patient data is stored:
-only UIDs, modality, SOP class, the calling AE and sizes and times.
+recovery sweep re-enqueues what the queue lost.  Patient data is limited to a
+study's order context (accession number, patient ID, study date, requested
+procedure; ``AINODE_STORE_IDENTIFIERS``), which the HL7 result message needs
+and no log line shows; the rest is UIDs, modality, SOP class, the calling AE,
+sizes and times.
 """
 
 from __future__ import annotations
 
 import enum
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from sqlalchemy import (
     BigInteger,
+    Date,
     DateTime,
     Enum,
     Float,
@@ -111,6 +115,11 @@ class Study(Base):
     last_received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     routed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     routing_note: Mapped[str | None] = mapped_column(Text)
+    # Order context, from the study's first instance (patient data: never logged).
+    accession_number: Mapped[str | None] = mapped_column(String(16))
+    patient_id: Mapped[str | None] = mapped_column(String(64))
+    study_date: Mapped[date | None] = mapped_column(Date)
+    requested_procedure: Mapped[str | None] = mapped_column(String(64))
 
     series: Mapped[list[Series]] = relationship(back_populates="study", order_by="Series.id")
     jobs: Mapped[list[Job]] = relationship(back_populates="study", order_by="Job.id")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.db.migrate import upgrade
 from core.db.models import Instance, Series, Study, StudyState
 from core.db.session import make_engine, make_session_factory
-from dicom_node.received import RecordingFailed
+from dicom_node.received import RecordingFailed, StudyIdentifiers
 from dicom_node.recorder import InstanceRecorder
 from tests.support.rows import received_instance
 from tests.support.services import fresh_postgres_database
@@ -102,3 +103,40 @@ def test_a_study_deleted_behind_the_recorders_back_is_created_again(
         assert session.scalars(select(Study.id)).all() == [study_id]
         assert session.scalars(select(Series.instance_count)).one() == 1
         assert len(session.scalars(select(Instance)).all()) == 1
+
+
+def test_a_new_study_keeps_its_order_context_cut_to_size(sessions: sessionmaker[Session]) -> None:
+    identifiers = StudyIdentifiers("A" * 20, "PID-1", "20261201", "CT Thorax")
+    InstanceRecorder(sessions).record(replace(received_instance(1, 1), identifiers=identifiers))
+    malformed_date = replace(identifiers, study_date="2026-12")
+    InstanceRecorder(sessions).record(replace(received_instance(2, 1), identifiers=malformed_date))
+    with sessions() as session:
+        rows = session.execute(
+            select(
+                Study.accession_number,
+                Study.patient_id,
+                Study.study_date,
+                Study.requested_procedure,
+            ).order_by(Study.id)
+        ).all()
+    assert [tuple(row) for row in rows] == [
+        ("A" * 16, "PID-1", date(2026, 12, 1), "CT Thorax"),
+        ("A" * 16, "PID-1", None, "CT Thorax"),
+    ]
+
+
+def test_order_context_is_not_kept_when_identifiers_are_off(
+    sessions: sessionmaker[Session],
+) -> None:
+    identifiers = StudyIdentifiers("ACC-1", "PID-1", "20261201", "CT Thorax")
+    row = replace(received_instance(1, 1), identifiers=identifiers)
+    InstanceRecorder(sessions, store_identifiers=False).record(row)
+    with sessions() as session:
+        study = session.scalars(select(Study)).one()
+        assert (study.accession_number, study.patient_id, study.study_date) == (None, None, None)
+        assert study.requested_procedure is None
+
+
+def test_identifiers_do_not_show_in_a_rows_text() -> None:
+    identifiers = StudyIdentifiers("ACC-SECRET", "PID-SECRET", "20261201", "CT Thorax")
+    assert "SECRET" not in repr(replace(received_instance(1, 1), identifiers=identifiers))

@@ -18,6 +18,7 @@ from pydicom.sequence import Sequence
 from core.errors import InputRejected, StoreStatus
 from dicom_node.header import scan_header
 from dicom_node.receive import HEAD_BYTES
+from dicom_node.received import StudyIdentifiers
 from dicom_node.storage import InstanceHeader, checked_header
 from pipelines.phantom import generate_ct_phantom
 
@@ -87,6 +88,39 @@ def test_uids_read_from_the_dataset(tmp_path: Path, read: Callable[[Path], Insta
         "SOPInstanceUID": dataset.SOPInstanceUID,
         "SOPClassUID": dataset.SOPClassUID,
     }
+
+
+def test_order_context_read_from_the_dataset(
+    tmp_path: Path, read: Callable[[Path], InstanceHeader]
+) -> None:
+    dataset = generate_ct_phantom(slices=1, rows=8, columns=8, patient_id="PID-7").datasets[0]
+    dataset.AccessionNumber, dataset.StudyDate = "ACC-42", "20261201"
+    dataset.StudyDescription = "CT THORAX"
+    path = tmp_path / "instance.dcm"
+    dataset.save_as(path, enforce_file_format=True)
+    without_procedure = read(path).identifiers
+
+    dataset.RequestedProcedureDescription = "CT Thorax nativ"
+    dataset.save_as(path, enforce_file_format=True)
+
+    assert without_procedure == StudyIdentifiers("ACC-42", "PID-7", "20261201", "CT THORAX")
+    assert read(path).identifiers == StudyIdentifiers(
+        "ACC-42", "PID-7", "20261201", "CT Thorax nativ"
+    )
+
+
+def test_scan_decodes_free_text_in_the_datasets_character_set(tmp_path: Path) -> None:
+    dataset = generate_ct_phantom(slices=1, rows=8, columns=8).datasets[0]
+    dataset.SpecificCharacterSet = "ISO_IR 100"
+    dataset.RequestedProcedureDescription = "Schädel nativ"
+    path = tmp_path / "instance.dcm"
+    dataset.save_as(path, enforce_file_format=True)
+    start, syntax = _dataset_start(path)
+
+    assert scan_header(path.read_bytes(), start, syntax, complete=True) is not None
+    header = read_received(path, start, syntax)
+    assert header == read_received(path)
+    assert header.identifiers.requested_procedure == "Schädel nativ"
 
 
 def _saved(tmp_path: Path, dataset, truncate_by: int = 0) -> Path:
