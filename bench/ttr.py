@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,9 @@ from tests.support.orthanc import OrthancServer
 from tests.support.waiting import wait_until
 
 STABILITY_SECONDS = float(os.environ.get("BENCH_STABILITY_SECONDS", "1"))
+
+Sample = tuple[str, float, float]
+"""A study's UID, when its last instance was answered, when its results were in Orthanc."""
 
 
 def _ts(value: Any) -> float:
@@ -102,10 +106,8 @@ def _phases(facts: dict[str, Any], t_last: float, t_done: float) -> dict[str, fl
     }
 
 
-def time_to_result(slices: int, runs: int = RUNS) -> dict[str, Any]:
-    """Median phases of ``runs`` studies of ``slices`` slices through node and Orthanc."""
-    production = os.environ.get("BENCH_PRODUCTION", "") not in ("", "0")
-    workdir = scratch(f"ttr-{slices}")
+def _node_env(workdir: Path, production: bool) -> tuple[dict[str, str], Callable[[], None] | None]:
+    """The node's environment for the bench, and how to drop its PostgreSQL database (if any)."""
     env = {
         "AINODE_STABILITY_SECONDS": str(STABILITY_SECONDS),
         "AINODE_LOG_LEVEL": "WARNING",
@@ -116,14 +118,54 @@ def time_to_result(slices: int, runs: int = RUNS) -> dict[str, Any]:
         ),
         "AINODE_BENCH_TIMINGS": str(workdir / "timings.jsonl"),
     }
-    drop_database = None
-    if production:
-        from tests.support.services import ensure_redis, fresh_postgres_database
+    if not production:
+        return env, None
+    from tests.support.services import ensure_redis, fresh_postgres_database
 
-        env["AINODE_DATABASE_URL"], drop_database = fresh_postgres_database("bench")
-        env["AINODE_BROKER_URL"] = ensure_redis(db=14)
-    warm = study_dir(24, size=256, seed=990)
-    studies = [study_dir(slices, seed=1000 + slices + i) for i in range(runs)]
+    env["AINODE_DATABASE_URL"], drop_database = fresh_postgres_database("bench")
+    env["AINODE_BROKER_URL"] = ensure_redis(db=14)
+    return env, drop_database
+
+
+def _send_until_results(node: NodeProcesses, orthanc: OrthancServer, folder: Path) -> Sample:
+    """Send a study to the node and wait until its SEG and SR are in Orthanc.
+
+    Returns the study's UID, the time storescu had the last response and the
+    time Orthanc listed both results.
+    """
+    from pydicom import dcmread
+
+    files = study_files(folder)
+    study_uid = str(dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
+    send_parallel(node.port, "AINODE", files, 1)
+    t_last = time.time()
+    wait_until(
+        lambda: _results_in_orthanc(orthanc, study_uid),
+        600,
+        0.05,
+        message=lambda: node.logs()[-3000:],
+    )
+    return study_uid, t_last, time.time()
+
+
+def _delivered_facts(url: str, study_uid: str) -> dict[str, Any]:
+    """The study's database facts once every delivery of its job has succeeded."""
+    return wait_until(
+        lambda: (
+            f
+            if (f := _db_facts(url, study_uid))["deliveries"]
+            and all(d.state == "succeeded" for d in f["deliveries"])
+            else None
+        ),
+        30,
+        0.1,
+    )
+
+
+def _measure_studies(
+    workdir: Path, env: dict[str, str], warm: Path, studies: list[Path]
+) -> list[dict[str, float]]:
+    """Phases of each study in ``studies`` through a fresh node and Orthanc, after ``warm``."""
     samples = []
     with NodeProcesses(workdir, env=env) as node:  # noqa: SIM117 (Orthanc needs node.port)
         with OrthancServer({"ainode": ["AINODE", "127.0.0.1", node.port]}) as orthanc:
@@ -133,44 +175,38 @@ def time_to_result(slices: int, runs: int = RUNS) -> dict[str, Any]:
             node.start("worker")
             node.wait_listening()
             url = node.env.get("AINODE_DATABASE_URL") or f"sqlite:///{workdir / 'var/ainode.db'}"
-            for folder in [warm, *studies]:
-                files = study_files(folder)
-                from pydicom import dcmread
+            _send_until_results(node, orthanc, warm)
+            for folder in studies:
+                study_uid, t_last, t_done = _send_until_results(node, orthanc, folder)
+                samples.append(_phases(_delivered_facts(url, study_uid), t_last, t_done))
+    return samples
 
-                study_uid = str(dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
-                send_parallel(node.port, "AINODE", files, 1)
-                t_last = time.time()
-                wait_until(
-                    lambda uid=study_uid: _results_in_orthanc(orthanc, uid),
-                    600,
-                    0.05,
-                    message=lambda: node.logs()[-3000:],
-                )
-                t_done = time.time()
-                if folder is warm:
-                    continue
-                facts = wait_until(
-                    lambda uid=study_uid: (
-                        f
-                        if (f := _db_facts(url, uid))["deliveries"]
-                        and all(d.state == "succeeded" for d in f["deliveries"])
-                        else None
-                    ),
-                    30,
-                    0.1,
-                )
-                samples.append(_phases(facts, t_last, t_done))
-    if drop_database is not None:
-        drop_database()
-    builds = _worker_builds(workdir / "timings.jsonl")[1:]  # the first job is the warm-up
+
+def _summary(samples: list[dict[str, float]], builds: list[dict[str, float]]) -> dict[str, Any]:
+    """Median phases, the worker's SEG/SR build split off its write time, and derived phases."""
     for sample, build in zip(samples, builds, strict=True):
         sample.update(build)
         sample["write"] = max(0.0, sample["write"] - build["seg_build"] - build["sr_build"])
-    out = {key: round(median([s[key] for s in samples]), 3) for key in samples[0]}
+    out: dict[str, Any] = {key: round(median([s[key] for s in samples]), 3) for key in samples[0]}
     out["orchestration"] = round(
         out["routing"] + out["queue_wait"] + out["send_scheduling"] + out["db_writes"], 3
     )
     out["overhead"] = round(out["total"] - out["stability_wait"] - out["inference"], 3)
+    return out
+
+
+def time_to_result(slices: int, runs: int = RUNS) -> dict[str, Any]:
+    """Median phases of ``runs`` studies of ``slices`` slices through node and Orthanc."""
+    production = os.environ.get("BENCH_PRODUCTION", "") not in ("", "0")
+    workdir = scratch(f"ttr-{slices}")
+    env, drop_database = _node_env(workdir, production)
+    warm = study_dir(24, size=256, seed=990)
+    studies = [study_dir(slices, seed=1000 + slices + i) for i in range(runs)]
+    samples = _measure_studies(workdir, env, warm, studies)
+    if drop_database is not None:
+        drop_database()
+    builds = _worker_builds(workdir / "timings.jsonl")[1:]  # the first job is the warm-up
+    out = _summary(samples, builds)
     out["slices"] = slices
     out["runs"] = runs
     out["mode"] = "production" if production else "embedded"
