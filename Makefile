@@ -15,7 +15,7 @@ $(BIN)/python:
 # unpinned torch would pull a multi-GB CUDA build.
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet --disable-pip-version-check torch==2.13.0
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test,brain]'
 	touch $@
 
 install: $(STAMP)
@@ -46,7 +46,7 @@ test-slow: $(STAMP) system-deps
 # BENCH_QUICK=1 for a smaller run, BENCH_RUNS=n, BENCH_ONLY=ingest,ttr,seg,backlog.
 BENCH_STAMP := $(VENV)/.bench-installed
 $(BENCH_STAMP): $(STAMP) pyproject.toml
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test,bench]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test,brain,bench]'
 	touch $@
 
 bench: $(BENCH_STAMP) system-deps

@@ -36,6 +36,14 @@ class PipelineError(NodeError):
     """A pipeline cannot produce a result for this input; the reason is recorded."""
 
 
+class ContentOutsideDomain(PipelineError):
+    """The image does not show what the pipeline analyses (checked on the pixels, not the tags).
+
+    The job is skipped with this reason, like a header outside the validated
+    domain: a pipeline never reports an organ the image does not show.
+    """
+
+
 class ConfigurationError(NodeError):
     """The settings are inconsistent (unknown pipeline, bad destination)."""
 

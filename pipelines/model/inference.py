@@ -28,6 +28,7 @@ from core.errors import ConfigurationError, PipelineError
 from pipelines.model.config import InputConfig, ModelConfig
 
 __all__ = [
+    "inference_context",
     "load_network",
     "normalise",
     "predict_dense",
@@ -97,7 +98,7 @@ def load_network(path: Path, config: ModelConfig, device: torch.device) -> torch
 
 
 @contextlib.contextmanager
-def _inference_context(device: torch.device) -> Iterator[None]:
+def inference_context(device: torch.device) -> Iterator[None]:
     """``torch.inference_mode`` plus float16 autocast on CUDA."""
     with torch.inference_mode():
         if device.type == "cuda":
@@ -180,7 +181,7 @@ def predict_dense(
             for n, s, t in zip(spatial, spacing, settings.spacing, strict=True)
         ]
         x = F.interpolate(x, size=size, mode=mode, align_corners=False)
-    with _inference_context(device):
+    with inference_context(device):
         if settings.roi_size is not None:
             logits = sliding_window_inference(
                 x,
@@ -219,7 +220,7 @@ def predict_global(
     if config.input.size is not None:
         mode = _interpolation(config.input.spatial_dims)
         x = F.interpolate(x, size=config.input.size, mode=mode, align_corners=False)
-    with _inference_context(device):
+    with inference_context(device):
         logits = network(x)
     _check_channels(logits, config.output_channels, config.name)
     return _activate(logits, config.activation)[0].cpu().numpy()

@@ -1,0 +1,189 @@
+"""The ``mr-brain`` pipeline: deepbet's two-network cascade, run as its authors run it.
+
+Steps (deepbet 1.0.2, ``BrainExtraction.run``), each from :mod:`pipelines.model.steps`:
+
+1. the volume in RAS canonical axis order (nibabel's ``as_closest_canonical``);
+2. a 128³ nearest-exact down-sample; its 0.5 and 99.5 % quantiles scale
+   intensities to ``[0, 1]``, then a z-score mapped to mean 0.449, SD 0.226;
+3. the bounding-box network on the 128³ volume, its largest component,
+   and the box of that foreground grown by 10 % per side on the full grid;
+4. the crop resized to 256³ (nearest-exact), the brain network on it, its
+   output resized back onto the crop, thresholded at 0.5;
+5. in the box: the largest 26-connected component, holes filled;
+6. the mask flipped/transposed back onto the source frames (no resampling).
+
+The weights come from the installed ``deepbet`` distribution and must match
+the SHA-256 of its published 1.0.2 files.
+"""
+
+from __future__ import annotations
+
+from importlib import metadata
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import torch
+from pydicom.sr.codedict import codes
+from pydicom.sr.coding import Code
+
+from core.errors import ConfigurationError, ContentOutsideDomain
+from pipelines.base import (
+    Pipeline,
+    PipelineInput,
+    SegmentationResult,
+    SegmentDefinition,
+)
+from pipelines.model.config import sha256_of
+from pipelines.model.inference import inference_context, resolve_device
+from pipelines.model.steps import (
+    bbox_with_margin,
+    fill_holes,
+    largest_component,
+    percentile_range,
+    reorientation,
+    resize,
+    scale_and_standardise,
+)
+from pipelines.mr_brain.domain import T1HeadDomain
+from pipelines.mr_brain.spec import SPEC
+from pipelines.registry import PipelineSpec
+
+__all__ = ["BRAIN", "DEEPBET_WEIGHTS", "MrBrainPipeline", "deepbet_weights"]
+
+#: The segment: SNOMED CT 12738006 "Brain", an anatomical structure.
+BRAIN = SegmentDefinition(
+    label="Brain",
+    category=codes.SCT.AnatomicalStructure,
+    property_type=Code("12738006", "SCT", "Brain"),
+    tracking_id="brain",
+)
+#: deepbet's weight files in its wheel and their published SHA-256 (deepbet 1.0.2).
+DEEPBET_WEIGHTS = {
+    "bbox_model.pt": "39a7b2b5f799faa1391ea97bfcdc0b9299f20d84f2316a4ff8918dc4685e40aa",
+    "model.pt": "de8ee7c69654d0dd3935dc4a5d84571d8ecf4637a6bfc01df399c4c2bc86e0fd",
+}
+DEEPBET_VERSION = "1.0.2"
+
+
+def deepbet_weights() -> dict[str, Path]:
+    """The installed deepbet weight files by name, checked against their published SHA-256.
+
+    Raises
+    ------
+    ConfigurationError
+        deepbet is not installed, is another version, or a file is missing
+        or altered.
+    """
+    try:
+        distribution = metadata.distribution("deepbet")
+    except metadata.PackageNotFoundError as exc:
+        raise ConfigurationError(
+            "mr-brain needs deepbet's weights: pip install 'pacs-ai-node[brain]'"
+        ) from exc
+    if distribution.version != DEEPBET_VERSION:
+        raise ConfigurationError(
+            f"mr-brain is validated with deepbet {DEEPBET_VERSION}, found {distribution.version}"
+        )
+    paths = {}
+    for name, expected in DEEPBET_WEIGHTS.items():
+        path = Path(str(distribution.locate_file(f"data/models/{name}")))
+        if not path.is_file():
+            raise ConfigurationError(f"mr-brain: missing file: deepbet's {path}")
+        if sha256_of(path) != expected:
+            raise ConfigurationError(f"mr-brain: {path} differs from deepbet's published weights")
+        paths[name] = path
+    return paths
+
+
+class MrBrainPipeline(Pipeline):
+    """Brain mask of a T1-weighted head MR by deepbet's cascade; skips what shows no brain."""
+
+    spec = SPEC
+    intensity_unit: ClassVar[Code] = Code("1", "UCUM", "no units")
+    domain = T1HeadDomain(
+        modalities=frozenset({"MR"}),
+        pixel_spacing_mm=(0.4, 1.6),
+        slice_thickness_mm=(0.4, 6.0),
+    )
+    domain_policy = "skip"
+    #: Down-sample of the bounding-box network, matrix of the brain network.
+    small_shape: ClassVar[tuple[int, int, int]] = (128, 128, 128)
+    shape: ClassVar[tuple[int, int, int]] = (256, 256, 256)
+    #: Plausible whole-brain mask of an adult (mL); outside it the image shows no whole brain.
+    brain_volume_ml: ClassVar[tuple[float, float]] = (700.0, 2400.0)
+
+    def __init__(self, weights: dict[str, Path], device: str) -> None:
+        torch_device = resolve_device(device)
+        self.device = str(torch_device)
+        self._torch_device = torch_device
+        self.bbox_network = _load(weights["bbox_model.pt"], torch_device)
+        self.network = _load(weights["model.pt"], torch_device)
+        self.weights_sha256 = DEEPBET_WEIGHTS["model.pt"]
+        self.parameters = {  # type: ignore[misc]
+            "model": f"deepbet {DEEPBET_VERSION}",
+            "bbox_weights_sha256": DEEPBET_WEIGHTS["bbox_model.pt"],
+            "axes": "RAS",
+            "threshold": "0.5",
+        }
+
+    @classmethod
+    def create(cls, spec: PipelineSpec, models_dir: Path | None, device: str = "auto") -> Pipeline:
+        """Locate and verify deepbet's weights, load both networks once."""
+        return cls(deepbet_weights(), device)
+
+    def probabilities(self, x: np.ndarray) -> tuple[np.ndarray, tuple[slice, ...]]:
+        """Brain probability of every voxel of ``x`` (RAS axes), and the cascade's box.
+
+        Raises
+        ------
+        ContentOutsideDomain
+            The bounding-box network finds no head.
+        """
+        volume = torch.nan_to_num(torch.from_numpy(x).to(self._torch_device))
+        small = resize(volume, self.small_shape, "nearest-exact")
+        low, high = percentile_range(small, (0.005, 0.995))
+        with inference_context(self._torch_device):
+            coarse = self.bbox_network(self._normalise(small, low, high))[0, 1].float()
+        foreground = largest_component((coarse > 0.5).cpu().numpy())
+        try:
+            box = bbox_with_margin(torch.from_numpy(foreground.astype(np.float32)), x.shape, 0.1)
+        except ValueError as exc:
+            raise ContentOutsideDomain(f"no brain found: {exc}") from exc
+        crop = resize(volume[box], self.shape, "nearest-exact")
+        with inference_context(self._torch_device):
+            fine = self.network(self._normalise(crop, low, high))[0, 1].float()
+        probability = torch.zeros_like(volume)
+        probability[box] = resize(fine, tuple(probability[box].shape), "nearest-exact")
+        return probability.cpu().numpy(), box
+
+    @staticmethod
+    def _normalise(x: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+        """deepbet's ``normalize``, batched: quantile scaling, z-score to 0.449 ± 0.226."""
+        return scale_and_standardise(x, low, high, mean=0.449, std=0.226)[None, None]
+
+    def brain_mask(self, x: np.ndarray) -> np.ndarray:
+        """The post-processed brain mask of ``x`` (RAS axes)."""
+        probability, box = self.probabilities(x)
+        mask = probability > 0.5
+        if not mask[box].any():
+            raise ContentOutsideDomain("no brain found: the brain network marks no voxel")
+        mask[box] = fill_holes(largest_component(mask[box]))
+        return mask
+
+    def run(self, data: PipelineInput) -> SegmentationResult:
+        """Brain mask in the source geometry; skips an image that shows no whole brain."""
+        axes = reorientation(np.asarray(data.volume.affine), "RAS")
+        mask = axes.invert(self.brain_mask(axes.apply(np.asarray(data.volume.array, np.float32))))
+        volume_ml = float(np.count_nonzero(mask)) * data.voxel_volume_ml
+        low, high = self.brain_volume_ml
+        if not low <= volume_ml <= high:
+            raise ContentOutsideDomain(
+                f"no whole adult brain: mask of {volume_ml:.0f} mL outside {low:g}-{high:g} mL"
+            )
+        return SegmentationResult(segments=[BRAIN], masks=[mask])
+
+
+def _load(path: Path, device: torch.device) -> torch.nn.Module:
+    """A TorchScript network on ``device`` in eval mode."""
+    return torch.jit.load(str(path), map_location="cpu").to(device).eval()
