@@ -11,35 +11,36 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.common import RUNS, median
 
-
-def phases_once(paths: list[Path]) -> dict[str, float]:
-    """Time the job's compute phases once in this process: load, inference, SEG/SR build, write."""
-    from core import __version__
-    from core.files import write_durably
+if TYPE_CHECKING:
     from core.uids import ResultUIDs
-    from pipelines.base import measure_segments
-    from pipelines.io import load_series
-    from pipelines.outputs import build_measurement_report, build_segmentation
+    from pipelines.base import Pipeline, PipelineInput
     from pipelines.outputs.provenance import ResultProvenance
-    from pipelines.registry import load_pipeline
 
-    out: dict[str, float] = {}
-    pipeline = load_pipeline("ct-lungs")
+
+@contextmanager
+def _clock(out: dict[str, float], phase: str) -> Iterator[None]:
+    """Record the seconds the ``with`` block takes as ``out[phase]``."""
+    start = time.perf_counter()
+    yield
+    out[phase] = time.perf_counter() - start
+
+
+def _uids_and_provenance(
+    pipeline: Pipeline, data: PipelineInput
+) -> tuple[ResultUIDs, ResultProvenance]:
+    """The result UIDs and provenance the worker would give this pipeline's job on ``data``."""
+    from core import __version__
+    from core.uids import ResultUIDs
+    from pipelines.outputs.provenance import ResultProvenance
+
     spec = pipeline.spec
-    t = time.perf_counter()
-    data = load_series(paths)
-    out["load"] = time.perf_counter() - t
-    t = time.perf_counter()
-    result = pipeline.run(data)
-    out["inference"] = time.perf_counter() - t
-    t = time.perf_counter()
-    measurements = measure_segments(data, result)
-    out["measure"] = time.perf_counter() - t
     ds0 = data.datasets[0]
     uids = ResultUIDs.for_job(
         study_uid=ds0.StudyInstanceUID,
@@ -56,36 +57,52 @@ def phases_once(paths: list[Path]) -> dict[str, float]:
         parameters=dict(pipeline.parameters),
         algorithm_family=pipeline.algorithm_family,
     )
-    t = time.perf_counter()
-    seg = build_segmentation(
-        data,
-        result,
-        series_instance_uid=uids.seg_series,
-        sop_instance_uid=uids.seg_instance,
-        series_number=9901,
-        provenance=provenance,
-    )
-    out["seg_build"] = time.perf_counter() - t
-    t = time.perf_counter()
-    sr = build_measurement_report(
-        data,
-        measurements,
-        seg,
-        series_instance_uid=uids.sr_series,
-        sop_instance_uid=uids.sr_instance,
-        series_number=9902,
-        provenance=provenance,
-        intensity_unit=pipeline.intensity_unit,
-    )
-    out["sr_build"] = time.perf_counter() - t
-    with tempfile.TemporaryDirectory() as folder:
-        t = time.perf_counter()
+    return uids, provenance
+
+
+def phases_once(paths: list[Path]) -> dict[str, float]:
+    """Time the job's compute phases once in this process: load, inference, SEG/SR build, write."""
+    from core.files import write_durably
+    from pipelines.base import measure_segments
+    from pipelines.io import load_series
+    from pipelines.outputs import build_measurement_report, build_segmentation
+    from pipelines.registry import load_pipeline
+
+    out: dict[str, float] = {}
+    pipeline = load_pipeline("ct-lungs")
+    with _clock(out, "load"):
+        data = load_series(paths)
+    with _clock(out, "inference"):
+        result = pipeline.run(data)
+    with _clock(out, "measure"):
+        measurements = measure_segments(data, result)
+    uids, provenance = _uids_and_provenance(pipeline, data)
+    with _clock(out, "seg_build"):
+        seg = build_segmentation(
+            data,
+            result,
+            series_instance_uid=uids.seg_series,
+            sop_instance_uid=uids.seg_instance,
+            series_number=9901,
+            provenance=provenance,
+        )
+    with _clock(out, "sr_build"):
+        sr = build_measurement_report(
+            data,
+            measurements,
+            seg,
+            series_instance_uid=uids.sr_series,
+            sop_instance_uid=uids.sr_instance,
+            series_number=9902,
+            provenance=provenance,
+            intensity_unit=pipeline.intensity_unit,
+        )
+    with tempfile.TemporaryDirectory() as folder, _clock(out, "write"):
         for name, dataset in (("seg", seg), ("sr", sr)):
             write_durably(
                 Path(folder) / f"{name}.dcm",
                 lambda handle, d=dataset: d.save_as(handle, enforce_file_format=True),
             )
-        out["write"] = time.perf_counter() - t
     return out
 
 
