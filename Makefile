@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEBIAN_TOOLS := /usr/sbin/Orthanc:orthanc /usr/bin/storescu:dcmtk /usr/bin/dciodvfy:dicom3tools \
-                /usr/bin/systemd-analyze:systemd
+                /usr/bin/systemd-analyze:systemd /usr/bin/chromium:chromium /usr/bin/promtool:prometheus
 
 .PHONY: install run test test-slow lint system-deps clean bench
 
@@ -25,7 +25,8 @@ run: $(STAMP)
 	$(BIN)/ainode run
 
 # Real peers for the integration tests: Debian's orthanc, dcmtk and dicom3tools; systemd-analyze
-# checks the units in deploy/systemd.
+# checks the units in deploy/systemd; chromium runs the console's browser tests (Playwright drives
+# it, no browser download) and promtool checks /metrics and the alert rules.
 system-deps:
 	@missing=""; for pair in $(DEBIAN_TOOLS); do \
 	  [ -x "$${pair%%:*}" ] || missing="$$missing $${pair##*:}"; done; \

@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING
 import click
 
 if TYPE_CHECKING:
-    pass
+    from contextlib import AbstractContextManager
+
+    from sqlalchemy.orm import Session
 
 from core.config import CONFIG_FILE_ENV, Settings, load_settings
 from core.logging import configure_logging
@@ -99,11 +101,15 @@ def serve(ctx: click.Context) -> None:
 @click.pass_context
 def worker(ctx: click.Context, queues: str | None) -> None:
     """Run a Celery worker that executes jobs and deliveries."""
+    from core.db.session import make_engine, make_session_factory
     from worker.celery_app import create_app
+    from worker.liveness import ProcessBeat
 
     settings = _settings(ctx)
     _require_schema(settings)
     app = create_app(settings)
+    factory = make_session_factory(make_engine(settings.effective_database_url))
+    ProcessBeat(factory, "worker", settings.job_heartbeat_seconds).start()
     pool = "solo" if settings.worker_concurrency == 1 else "threads"
     app.worker_main(
         [
@@ -122,7 +128,7 @@ def worker(ctx: click.Context, queues: str | None) -> None:
 @main.command()
 @click.pass_context
 def run(ctx: click.Context) -> None:
-    """Run everything on one machine: migrations, SCP + scheduler, and a worker."""
+    """Run everything on one machine: migrations, SCP + scheduler, a worker and the console."""
     from core.db.migrate import upgrade
     from core.supervisor import Child, ProcessGroup
 
@@ -130,8 +136,125 @@ def run(ctx: click.Context) -> None:
     settings.spool_path.mkdir(parents=True, exist_ok=True, mode=0o700)
     upgrade(settings.effective_database_url)
     base = [sys.executable, "-m", "core.cli"]
-    group = ProcessGroup([Child("serve", [*base, "serve"]), Child("worker", [*base, "worker"])])
+    children = [Child("serve", [*base, "serve"]), Child("worker", [*base, "worker"])]
+    if settings.web_enabled:
+        children.append(Child("web", [*base, "web"]))
+    group = ProcessGroup(children)
     sys.exit(group.run())
+
+
+@main.command()
+@click.pass_context
+def web(ctx: click.Context) -> None:
+    """Run the ops console (AINODE_WEB_HOST:AINODE_WEB_PORT, default 127.0.0.1:8080)."""
+    import uvicorn
+
+    from web.app import create_app
+
+    settings = _settings(ctx)
+    _require_schema(settings)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.web_host,
+        port=settings.web_port,
+        access_log=False,  # request lines carry search terms (accession numbers): not logged
+        log_level=settings.log_level.lower(),
+    )
+
+
+@main.group()
+def users() -> None:
+    """Console users (viewer: read only; operator: actions; admin: users)."""
+
+
+def _user_session(ctx: click.Context) -> AbstractContextManager[Session]:
+    from core.db.session import make_engine, make_session_factory, session_scope
+
+    settings = _settings(ctx)
+    _require_schema(settings)
+    return session_scope(make_session_factory(make_engine(settings.effective_database_url)))
+
+
+def _password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    return click.prompt("Password", hide_input=True, confirmation_prompt=True)
+
+
+@users.command("add")
+@click.argument("username")
+@click.option("--role", default="viewer", show_default=True, help="viewer, operator or admin.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@click.pass_context
+def users_add(ctx: click.Context, username: str, role: str, password_stdin: bool) -> None:
+    """Add a console user."""
+    from web.users import UserError, add_user, parse_role
+
+    try:
+        parsed = parse_role(role)
+        with _user_session(ctx) as session:
+            add_user(session, username, _password(password_stdin), parsed)
+    except UserError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"user {username} added ({parsed.value})")
+
+
+@users.command("passwd")
+@click.argument("username")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@click.pass_context
+def users_passwd(ctx: click.Context, username: str, password_stdin: bool) -> None:
+    """Change a console user's password."""
+    from web.users import UserError, set_password
+
+    try:
+        with _user_session(ctx) as session:
+            set_password(session, username, _password(password_stdin))
+    except UserError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"password of {username} changed")
+
+
+@users.command("role")
+@click.argument("username")
+@click.argument("role")
+@click.pass_context
+def users_role(ctx: click.Context, username: str, role: str) -> None:
+    """Change a console user's role."""
+    from web.users import UserError, parse_role, set_role
+
+    try:
+        with _user_session(ctx) as session:
+            set_role(session, username, parse_role(role))
+    except UserError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"{username} is now {role}")
+
+
+@users.command("remove")
+@click.argument("username")
+@click.pass_context
+def users_remove(ctx: click.Context, username: str) -> None:
+    """Remove a console user."""
+    from web.users import UserError, remove_user
+
+    try:
+        with _user_session(ctx) as session:
+            remove_user(session, username)
+    except UserError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"user {username} removed")
+
+
+@users.command("list")
+@click.pass_context
+def users_list(ctx: click.Context) -> None:
+    """List console users and their roles."""
+    from web.users import list_users
+
+    with _user_session(ctx) as session:
+        for user in list_users(session):
+            click.echo(f"{user.username}\t{user.role.value}")
 
 
 @main.command()

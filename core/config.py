@@ -181,6 +181,16 @@ class Settings(BaseSettings):
     test_pipeline_delay_seconds: float = Field(default=0.0, ge=0)
     receiver_processes: int = Field(default=1, ge=1, le=64)
 
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(default=8080, ge=0, le=65535)
+    web_enabled: bool = True
+    web_secret_key: str | None = None
+    web_session_hours: float = Field(default=12.0, gt=0)
+    web_login_attempts: int = Field(default=5, ge=1)
+    web_login_window_seconds: float = Field(default=300.0, gt=0)
+    web_page_size: int = Field(default=50, ge=1, le=500)
+    time_to_result_target_seconds: float = Field(default=300.0, gt=0)
+
     _check_ae = field_validator("ae_title")(_validate_ae_title)
 
     @field_validator("destinations", mode="before")

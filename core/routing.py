@@ -81,20 +81,28 @@ class RoutingRule(BaseModel):
 
     def matches(self, series: SeriesFacts) -> bool:
         """Whether every selector this rule sets accepts ``series``."""
+        return not self.mismatches(series)
+
+    def mismatches(self, series: SeriesFacts) -> list[str]:
+        """Why this rule does not accept ``series``: one reason per selector that refuses it."""
         checks = (
-            (self.modality, series.modality),
-            (self.sop_class_uid, series.sop_class_uid),
-            (self.body_part, series.body_part),
-            (self.calling_ae, series.calling_ae),
+            ("modality", self.modality, series.modality),
+            ("SOP class", self.sop_class_uid, series.sop_class_uid),
+            ("body part", self.body_part, series.body_part),
+            ("calling AE", self.calling_ae, series.calling_ae),
         )
-        for accepted, value in checks:
-            if accepted is not None and (value or "").strip().upper() not in accepted:
-                return False
+        reasons = [
+            f"{label} {value or '(none)'} not in {sorted(accepted)}"
+            for label, accepted, value in checks
+            if accepted is not None and (value or "").strip().upper() not in accepted
+        ]
         if self.series_description is not None and not self.series_description.search(
             series.series_description or ""
         ):
-            return False
-        return series.instance_count >= self.min_instances
+            reasons.append(f"series description does not match /{self.series_description.pattern}/")
+        if series.instance_count < self.min_instances:
+            reasons.append(f"{series.instance_count} instances, fewer than {self.min_instances}")
+        return reasons
 
 
 def default_rules() -> list[RoutingRule]:

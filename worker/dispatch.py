@@ -18,6 +18,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from core.config import Destination, Settings
+from core.control import ROUTING, is_paused
 from core.db.models import (
     Delivery,
     DeliveryState,
@@ -157,6 +158,8 @@ class Dispatcher:
         now = now or utcnow()
         cutoff = now - timedelta(seconds=self.settings.stability_seconds)
         with session_scope(self.session_factory) as session:
+            if is_paused(session, ROUTING):
+                return None  # stays receiving: routed once an operator resumes routing
             claimed = session.execute(
                 update(Study)
                 .where(
@@ -287,11 +290,24 @@ class Dispatcher:
         return True
 
     def retry_deliveries(
-        self, states: tuple[DeliveryState, ...] = (DeliveryState.FAILED,)
+        self,
+        states: tuple[DeliveryState, ...] = (DeliveryState.FAILED,),
+        *,
+        destination: str | None = None,
+        ids: Sequence[int] | None = None,
     ) -> list[int]:
-        """Send deliveries in ``states`` again with a fresh attempt budget (retry-deliveries)."""
+        """Send deliveries in ``states`` again with a fresh attempt budget (retry-deliveries).
+
+        ``destination`` limits it to one destination (the console's bulk retry),
+        ``ids`` to the given deliveries (a retry of one failed delivery).
+        """
+        chosen = Delivery.state.in_(states)
+        if destination is not None:
+            chosen &= Delivery.destination == destination
+        if ids is not None:
+            chosen &= Delivery.id.in_(ids)
         with session_scope(self.session_factory) as session:
-            deliveries = session.scalars(select(Delivery).where(Delivery.state.in_(states))).all()
+            deliveries = session.scalars(select(Delivery).where(chosen)).all()
             for delivery in deliveries:
                 reset_delivery(delivery)
             ids = [delivery.id for delivery in deliveries]

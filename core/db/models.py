@@ -285,3 +285,75 @@ class Delivery(Base):
     send_seconds: Mapped[float | None] = mapped_column(Float)
 
     result: Mapped[Result] = relationship(back_populates="deliveries")
+
+
+class Role(enum.StrEnum):
+    """What a console user may do: read (viewer), act on jobs (operator), manage users (admin)."""
+
+    VIEWER = "viewer"
+    OPERATOR = "operator"
+    ADMIN = "admin"
+
+
+class User(Base):
+    """A console user; the password is stored as an argon2 hash only."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(Text)
+    role: Mapped[Role] = mapped_column(_enum(Role))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AuditEvent(Base):
+    """Who did what to which object, when, from which address (logins included)."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    username: Mapped[str | None] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(64))
+    object: Mapped[str | None] = mapped_column(String(320))
+    outcome: Mapped[str] = mapped_column(String(16))
+    address: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[str | None] = mapped_column(Text)
+
+
+class ControlFlag(Base):
+    """An operator's switch that the scheduler and workers honour (routing or a destination paused).
+
+    A row present means the switch is on; ``name`` is ``routing`` or
+    ``destination:<AE@host:port...>``.
+    """
+
+    __tablename__ = "control_flags"
+
+    name: Mapped[str] = mapped_column(String(320), primary_key=True)
+    set_by: Mapped[str | None] = mapped_column(String(64))
+    set_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Acknowledgement(Base):
+    """An operator acknowledged (discarded) a failed job or delivery: it leaves the failure list."""
+
+    __tablename__ = "acknowledgements"
+    __table_args__ = (UniqueConstraint("kind", "object_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    object_id: Mapped[int] = mapped_column(Integer)
+    username: Mapped[str | None] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ProcessHeartbeat(Base):
+    """A node process's proof of life (workers stamp it), shown by the console's health panel."""
+
+    __tablename__ = "process_heartbeats"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16))
+    beat_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

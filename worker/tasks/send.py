@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import func, select
 
 from core.config import Destination
+from core.control import destination_flag, is_paused
 from core.db.models import Delivery, DeliveryState, Job, Result, utcnow
 from core.db.session import session_scope
 from core.errors import TransientError
@@ -39,6 +40,7 @@ class DeliveryOutcome(enum.StrEnum):
     RETRYING = "retrying"
     FAILED = "failed"
     SKIPPED = "skipped"
+    PAUSED = "paused"
 
 
 def backoff_seconds(attempt: int, base: float, ceiling: float) -> float:
@@ -71,6 +73,12 @@ def execute_delivery(
         if delivery is None or delivery.state in (DeliveryState.SUCCEEDED, DeliveryState.FAILED):
             return DeliveryOutcome.SKIPPED
         name, path = delivery.destination, Path(delivery.result.path)
+        if is_paused(session, destination_flag(name)):
+            # Held without spending an attempt; resuming the destination sends it again.
+            wait = timedelta(seconds=runtime.settings.recovery_interval_seconds)
+            delivery.next_attempt_at = utcnow() + wait
+            log.info("delivery %d held: destination %s is paused", delivery_id, name)
+            return DeliveryOutcome.PAUSED
     destination = _configured(runtime, name)
     if destination is None:
         fail_delivery(runtime, delivery_id, f"destination {name} is no longer configured")

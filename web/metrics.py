@@ -1,0 +1,237 @@
+"""Prometheus ``/metrics``: read from the database at scrape time.
+
+The node's processes (SCP, workers, console) are separate; rather than the
+client's multiprocess mode, one collector reads every number from SQL when
+Prometheus scrapes, so the figures are those of the source of truth and
+survive restarts.  Counters are ``_total`` sums over rows (they only fall if
+rows are deleted); labels carry pipelines, stages, states and destinations,
+never UIDs or patient data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector, CollectorRegistry
+from sqlalchemy import ColumnElement, case, func, literal_column, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.config import Settings
+from core.control import DESTINATION_PREFIX, ROUTING, paused_flags
+from core.db.models import (
+    Delivery,
+    DeliveryState,
+    Instance,
+    Job,
+    JobState,
+    Result,
+    Study,
+    StudyState,
+    utcnow,
+)
+from core.db.session import session_scope
+from web.overview import DiskTrend, queue_depths, workers_alive
+
+#: Buckets (seconds) of time to result and stage durations: 1 s .. 1 h.
+BUCKETS = (1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+STAGE_COLUMNS = {
+    "queue_wait": Job.queue_wait_seconds,
+    "load": Job.load_seconds,
+    "inference": Job.inference_seconds,
+    "write": Job.write_seconds,
+    "send": Job.send_seconds,
+}
+
+
+def seconds_between(dialect: str, later: Any, earlier: Any) -> ColumnElement[float]:
+    """SQL for ``later - earlier`` in seconds, on SQLite or PostgreSQL."""
+    if dialect == "sqlite":
+        return (func.julianday(later) - func.julianday(earlier)) * literal_column("86400.0")
+    return func.extract("epoch", later - earlier)
+
+
+def _bucket_columns(value: Any) -> list[Any]:
+    sums = [func.sum(case((value <= bound, 1), else_=0)) for bound in BUCKETS]
+    return [*sums, func.count(value), func.sum(value)]
+
+
+def _histogram(family: HistogramMetricFamily, labels: Sequence[str], row: Sequence[Any]) -> None:
+    *cumulative, count, total = row
+    if not count:
+        return
+    buckets = [(str(bound), int(n or 0)) for bound, n in zip(BUCKETS, cumulative, strict=True)]
+    buckets.append(("+Inf", int(count)))
+    family.add_metric(list(labels), buckets, float(total or 0.0))
+
+
+class DatabaseCollector(Collector):
+    """Every ``ainode_`` metric, read from SQL on each scrape."""
+
+    def __init__(
+        self, settings: Settings, session_factory: sessionmaker[Session], trend: DiskTrend
+    ) -> None:
+        self.settings = settings
+        self.session_factory = session_factory
+        self.trend = trend
+
+    def collect(self) -> Iterator[Metric]:
+        """Read the database once and yield the metric families."""
+        with session_scope(self.session_factory) as session:
+            yield from self._states(session)
+            yield from self._counters(session)
+            yield from self._histograms(session)
+            yield from self._health(session)
+
+    def _states(self, session: Session) -> Iterator[Metric]:
+        now = utcnow()
+        studies = GaugeMetricFamily("ainode_studies", "Studies by state.", labels=["state"])
+        counts = dict(session.execute(select(Study.state, func.count()).group_by(Study.state)))
+        for state in StudyState:
+            studies.add_metric([state.value], counts.get(state, 0))
+        yield studies
+        jobs = GaugeMetricFamily(
+            "ainode_jobs", "Jobs by pipeline and state.", ["pipeline", "state"]
+        )
+        for pipeline, state, count in session.execute(
+            select(Job.pipeline, Job.state, func.count()).group_by(Job.pipeline, Job.state)
+        ):
+            jobs.add_metric([pipeline, state.value], count)
+        yield jobs
+        deliveries = GaugeMetricFamily(
+            "ainode_deliveries", "Deliveries by destination and state.", ["destination", "state"]
+        )
+        for destination, state, count in session.execute(
+            select(Delivery.destination, Delivery.state, func.count()).group_by(
+                Delivery.destination, Delivery.state
+            )
+        ):
+            deliveries.add_metric([destination, state.value], count)
+        yield deliveries
+        stages = GaugeMetricFamily(
+            "ainode_queue_depth", "Items waiting in each stage of the node.", labels=["stage"]
+        )
+        for stage, depth in queue_depths(session, self.settings, now).items():
+            stages.add_metric([stage], depth)
+        yield stages
+        oldest = session.scalar(
+            select(func.min(Job.enqueued_at)).where(Job.state == JobState.QUEUED)
+        )
+        yield GaugeMetricFamily(
+            "ainode_oldest_queued_job_age_seconds",
+            "Age of the job that has waited longest in the queue (0 when none waits).",
+            value=(now - oldest).total_seconds() if oldest is not None else 0.0,
+        )
+
+    def _counters(self, session: Session) -> Iterator[Metric]:
+        received = session.scalar(select(func.coalesce(func.sum(Instance.times_received), 0)))
+        yield CounterMetricFamily(
+            "ainode_instances_received",
+            "Instances stored by the SCP (repeats of an instance included).",
+            value=float(received or 0),
+        )
+        attempts = CounterMetricFamily(
+            "ainode_delivery_attempts",
+            "Delivery attempts by destination and outcome.",
+            labels=["destination", "outcome"],
+        )
+        succeeded = case((Delivery.state == DeliveryState.SUCCEEDED, 1), else_=0)
+        for destination, total, ok in session.execute(
+            select(Delivery.destination, func.sum(Delivery.attempts), func.sum(succeeded)).group_by(
+                Delivery.destination
+            )
+        ):
+            attempts.add_metric([destination, "succeeded"], float(ok or 0))
+            attempts.add_metric([destination, "failed"], float((total or 0) - (ok or 0)))
+        yield attempts
+        finished = CounterMetricFamily(
+            "ainode_jobs_finished", "Jobs that ended, by pipeline and state.", ["pipeline", "state"]
+        )
+        ended = [JobState.SUCCEEDED, JobState.FAILED, JobState.SKIPPED]
+        for pipeline, state, count in session.execute(
+            select(Job.pipeline, Job.state, func.count())
+            .where(Job.state.in_(ended))
+            .group_by(Job.pipeline, Job.state)
+        ):
+            finished.add_metric([pipeline, state.value], float(count))
+        yield finished
+
+    def _histograms(self, session: Session) -> Iterator[Metric]:
+        dialect = session.get_bind().dialect.name
+        ttr = seconds_between(dialect, Delivery.delivered_at, Study.last_received_at)
+        time_to_result = HistogramMetricFamily(
+            "ainode_time_to_result_seconds",
+            "From a study's last received instance to a result confirmed by the destination.",
+            labels=["pipeline", "destination"],
+        )
+        for pipeline, destination, *row in session.execute(
+            select(Job.pipeline, Delivery.destination, *_bucket_columns(ttr))
+            .join(Study, Study.id == Job.study_id)
+            .join(Result, Result.job_id == Job.id)
+            .join(Delivery, Delivery.result_id == Result.id)
+            .where(Delivery.state == DeliveryState.SUCCEEDED)
+            .group_by(Job.pipeline, Delivery.destination)
+        ):
+            _histogram(time_to_result, [pipeline, destination], row)
+        yield time_to_result
+        stages = HistogramMetricFamily(
+            "ainode_stage_duration_seconds",
+            "Duration of each stage of a job, by pipeline.",
+            labels=["pipeline", "stage"],
+        )
+        for stage, column in STAGE_COLUMNS.items():
+            for pipeline, *row in session.execute(
+                select(Job.pipeline, *_bucket_columns(column))
+                .where(column.is_not(None))
+                .group_by(Job.pipeline)
+            ):
+                _histogram(stages, [pipeline, stage], row)
+        yield stages
+
+    def _health(self, session: Session) -> Iterator[Metric]:
+        sample = self.trend.sample(self.settings)
+        yield GaugeMetricFamily(
+            "ainode_spool_free_bytes", "Free bytes on the spool's file system.", value=sample.free
+        )
+        yield GaugeMetricFamily(
+            "ainode_spool_size_bytes", "Size of the spool's file system.", value=sample.total
+        )
+        yield GaugeMetricFamily(
+            "ainode_workers_alive",
+            "Workers whose heartbeat is recent.",
+            value=workers_alive(session, self.settings, utcnow()),
+        )
+        flags = paused_flags(session)
+        yield GaugeMetricFamily(
+            "ainode_routing_paused",
+            "1 while an operator has paused routing.",
+            value=ROUTING in flags,
+        )
+        paused = GaugeMetricFamily(
+            "ainode_destination_paused",
+            "1 while deliveries to a destination are held.",
+            labels=["destination"],
+        )
+        for destination in sorted({str(d) for d in self.settings.destinations}):
+            paused.add_metric([destination], float(f"{DESTINATION_PREFIX}{destination}" in flags))
+        yield paused
+        yield GaugeMetricFamily(
+            "ainode_time_to_result_target_seconds",
+            "The time to result the node is expected to meet (alert threshold).",
+            value=self.settings.time_to_result_target_seconds,
+        )
+
+
+def registry_for(
+    settings: Settings, session_factory: sessionmaker[Session], trend: DiskTrend
+) -> CollectorRegistry:
+    """A registry holding only the node's collector (no process metrics of the console)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(DatabaseCollector(settings, session_factory, trend))
+    return registry
