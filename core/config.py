@@ -49,6 +49,7 @@ SEG_TYPES: tuple[SegType, ...] = get_args(SegType)
 #: Suffixes of the ``AE@host:port`` form: what each one sets on a :class:`Destination`.
 _DESTINATION_OPTIONS: dict[str, tuple[str, bool | str]] = {
     "tls": ("tls", True),
+    "commit": ("commit", True),
     "binary": ("seg_type", "BINARY"),
     "labelmap": ("seg_type", "LABELMAP"),
 }
@@ -62,6 +63,9 @@ class Destination(BaseModel):
     Segmentation Storage, DICOM 2024: smaller, for peers known to support it).
     ``str()`` gives the canonical ``AE@host:port[/tls][/labelmap]`` form, which
     deliveries store: the SEG type is part of a destination's identity.
+    ``commit`` asks the peer for Storage Commitment (push model) of every
+    result sent: a delivery is ``sent`` until the peer's report says
+    ``committed`` or ``commit_failed``.
     """
 
     ae_title: str
@@ -69,6 +73,7 @@ class Destination(BaseModel):
     port: int = Field(ge=1, le=65535)
     tls: bool = False
     seg_type: SegType = "BINARY"
+    commit: bool = False
 
     _check_ae = field_validator("ae_title")(_validate_ae_title)
 
@@ -82,13 +87,13 @@ class Destination(BaseModel):
         """Parse ``AE@host:port`` with optional suffixes, as in the environment.
 
         Suffixes (any order, case-insensitive): ``/tls`` for DICOM TLS,
-        ``/labelmap`` or ``/binary`` for the SEG type (default BINARY), e.g.
-        ``PACS@pacs:104/tls/labelmap``.
+        ``/commit`` for Storage Commitment, ``/labelmap`` or ``/binary`` for
+        the SEG type (default BINARY), e.g. ``PACS@pacs:104/tls/commit``.
         """
         match = _DESTINATION.match(text.strip())
         if not match:
             raise ValueError(
-                f"destination must look like AE@host:port[/tls][/labelmap], got {text!r}"
+                f"destination must look like AE@host:port[/tls][/commit][/labelmap], got {text!r}"
             )
         values: dict[str, Any] = {}
         for option in match["options"].split("/")[1:]:
@@ -103,8 +108,9 @@ class Destination(BaseModel):
 
     def __str__(self) -> str:
         tls = "/tls" if self.tls else ""
+        commit = "/commit" if self.commit else ""
         labelmap = "/labelmap" if self.seg_type == "LABELMAP" else ""
-        return f"{self.ae_title}@{self.host}:{self.port}{tls}{labelmap}"
+        return f"{self.ae_title}@{self.host}:{self.port}{tls}{commit}{labelmap}"
 
 
 class AllowedCaller(BaseModel):
@@ -161,6 +167,7 @@ class Settings(BaseSettings):
     delivery_max_attempts: int = Field(default=6, ge=1)
     delivery_backoff_seconds: float = Field(default=2.0, gt=0)
     delivery_backoff_max_seconds: float = Field(default=300.0, gt=0)
+    commitment_timeout_seconds: float = Field(default=3600.0, gt=0)
     recovery_interval_seconds: float = Field(default=60.0, gt=0)
     job_heartbeat_seconds: float = Field(default=30.0, gt=0)
     job_stale_seconds: float = Field(default=180.0, gt=0)

@@ -60,7 +60,10 @@ def job_rows(session: Session, limit: int) -> list[dict[str, str]]:
         failed_errors = session.scalars(
             select(Delivery.last_error)
             .join(Result)
-            .where(Result.job_id == job.id, Delivery.state == DeliveryState.FAILED)
+            .where(
+                Result.job_id == job.id,
+                Delivery.state.in_([DeliveryState.FAILED, DeliveryState.COMMIT_FAILED]),
+            )
         ).all()
         error = job.error or "; ".join(e for e in failed_errors if e)
         rows.append(

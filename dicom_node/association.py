@@ -20,8 +20,11 @@ import socket
 from collections.abc import Callable
 from pathlib import Path
 
+from pynetdicom.sop_class import StorageCommitmentPushModel
+
 from core.errors import StoreStatus, VerificationStatus
 from dicom_node import pdu
+from dicom_node.commitment_inbox import MAX_REPORT_BYTES, CommitmentInbox
 from dicom_node.dimse import (
     Command,
     CommandField,
@@ -58,6 +61,23 @@ class _Discard:
         """Nothing is kept."""
 
 
+class _Report:
+    """Where the event information of an N-EVENT-REPORT is gathered (it is small)."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self._space = memoryview(bytearray(1 << 16))
+
+    def free_space(self) -> memoryview:
+        return self._space
+
+    def commit(self, count: int) -> None:
+        """Append the ``count`` bytes just read into :meth:`free_space`."""
+        if len(self.data) + count > MAX_REPORT_BYTES:
+            raise pdu.ProtocolViolation("N-EVENT-REPORT dataset too long")
+        self.data += self._space[:count]
+
+
 class StorageAssociation:
     """Serves one accepted TCP connection as a Storage and Verification SCP.
 
@@ -77,6 +97,9 @@ class StorageAssociation:
         Seconds to wait for the association request, and for any later PDU.
     active_count:
         How many other associations are open (for the association limit).
+    commitment:
+        Where Storage Commitment reports (N-EVENT-REPORT) go; without it they
+        are answered as an unsupported operation.
     """
 
     def __init__(
@@ -90,8 +113,10 @@ class StorageAssociation:
         acse_timeout: float,
         network_timeout: float,
         active_count: Callable[[], int],
+        commitment: CommitmentInbox | None = None,
     ) -> None:
         self.sock = sock
+        self._commitment = commitment
         self.peer_host = peer_host
         self._policy = policy
         self._store = store
@@ -105,7 +130,7 @@ class StorageAssociation:
         self._command = bytearray()
         self._request: Command | None = None
         self._request_context = 0
-        self._dataset: ReceiveFile | _Discard | None = None
+        self._dataset: ReceiveFile | _Report | _Discard | None = None
         # Where each received dataset is gathered before it is written (one at a time).
         self._write_buffer: bytearray | None = None
 
@@ -229,8 +254,14 @@ class StorageAssociation:
         else:
             self._answer(request, context_id)
 
-    def _open_dataset(self, request: Command, context_id: int) -> ReceiveFile | _Discard:
+    def _open_dataset(self, request: Command, context_id: int) -> ReceiveFile | _Report | _Discard:
         context = self._context(context_id)
+        if (
+            request.command_field == CommandField.N_EVENT_REPORT_RQ
+            and self._commitment is not None
+            and context.abstract_syntax == StorageCommitmentPushModel
+        ):
+            return _Report()
         if (
             request.command_field != CommandField.C_STORE_RQ
             or request.affected_sop_class_uid != context.abstract_syntax
@@ -265,7 +296,10 @@ class StorageAssociation:
 
     # ------------------------------------------------------------------ responses
     def _answer(
-        self, request: Command, context_id: int, dataset: ReceiveFile | _Discard | None = None
+        self,
+        request: Command,
+        context_id: int,
+        dataset: ReceiveFile | _Report | _Discard | None = None,
     ) -> None:
         reason = ""
         if request.command_field == CommandField.C_CANCEL_RQ:
@@ -282,6 +316,13 @@ class StorageAssociation:
             status, reason = int(outcome.status), outcome.reason
         elif request.command_field == CommandField.C_STORE_RQ:
             status, reason = SOP_CLASS_NOT_SUPPORTED, "SOP class differs from the context's"
+        elif isinstance(dataset, _Report) and self._commitment is not None:
+            status = self._commitment.receive(
+                request.event_type_id,
+                bytes(dataset.data),
+                self._context(context_id).transfer_syntax,
+                self._calling_ae,
+            )
         else:
             status, reason = UNRECOGNIZED_OPERATION, "operation not supported by this node"
         assert self._accepted is not None

@@ -28,6 +28,7 @@ _DATASET_TYPE = 0x0800
 _STATUS = 0x0900
 _ERROR_COMMENT = 0x0902
 _AFFECTED_SOP_INSTANCE = 0x1000
+_EVENT_TYPE_ID = 0x1002
 _MAX_ERROR_COMMENT = 64
 
 
@@ -36,6 +37,7 @@ class CommandField(IntEnum):
 
     C_STORE_RQ = 0x0001
     C_ECHO_RQ = 0x0030
+    N_EVENT_REPORT_RQ = 0x0100
     C_CANCEL_RQ = 0x0FFF
 
 
@@ -52,6 +54,7 @@ class Command:
     affected_sop_class_uid: str = ""
     affected_sop_instance_uid: str = ""
     has_dataset: bool = False
+    event_type_id: int | None = None
 
 
 def _text(value: bytes) -> str:
@@ -83,6 +86,8 @@ def decode_command(data: bytes | bytearray | memoryview) -> Command:
         command_field = _US.unpack(values.pop(_COMMAND_FIELD))[0]
         message_id = _US.unpack(values.pop(_MESSAGE_ID))[0]
         dataset_type = _US.unpack(values.pop(_DATASET_TYPE, _US.pack(NO_DATASET)))[0]
+        event_type = values.pop(_EVENT_TYPE_ID, None)
+        event_type_id = _US.unpack(event_type)[0] if event_type is not None else None
     except (KeyError, struct.error) as exc:
         raise MalformedCommand(f"missing or malformed {exc}") from exc
     return Command(
@@ -91,6 +96,7 @@ def decode_command(data: bytes | bytearray | memoryview) -> Command:
         affected_sop_class_uid=_text(values.pop(_AFFECTED_SOP_CLASS, b"")),
         affected_sop_instance_uid=_text(values.pop(_AFFECTED_SOP_INSTANCE, b"")),
         has_dataset=dataset_type != NO_DATASET,
+        event_type_id=event_type_id,
     )
 
 
@@ -128,5 +134,7 @@ def encode_response(request: Command, status: int, error_comment: str = "") -> b
         elements.append(_element(_ERROR_COMMENT, _comment(error_comment)))
     if request.affected_sop_instance_uid:
         elements.append(_element(_AFFECTED_SOP_INSTANCE, _uid(request.affected_sop_instance_uid)))
+    if request.event_type_id is not None:
+        elements.append(_element(_EVENT_TYPE_ID, _US.pack(request.event_type_id)))
     body = b"".join(elements)
     return _element(0x0000, _UL.pack(len(body))) + body

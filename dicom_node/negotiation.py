@@ -25,7 +25,7 @@ from pynetdicom.pdu_primitives import (
     SCP_SCU_RoleSelectionNegotiation,
 )
 from pynetdicom.presentation import PresentationContext, build_context, negotiate_as_acceptor
-from pynetdicom.sop_class import Verification
+from pynetdicom.sop_class import StorageCommitmentPushModel, Verification
 
 from core.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from dicom_node import pdu
@@ -67,10 +67,17 @@ def preferred_transfer_syntaxes() -> list[str]:
 
 
 def supported_contexts() -> list[PresentationContext]:
-    """Verification and every Storage SOP class, each in every transfer syntax."""
+    """Verification, every Storage SOP class and Storage Commitment, in every transfer syntax.
+
+    Storage Commitment Push Model is accepted for the reports of the node's
+    destinations (N-EVENT-REPORT): the node is its SCU, so a peer proposing
+    the SCP role for it is granted that role.
+    """
     syntaxes = preferred_transfer_syntaxes()
     abstract = [Verification, *(cx.abstract_syntax for cx in AllStoragePresentationContexts)]
-    return [build_context(sop_class, syntaxes) for sop_class in abstract]
+    commitment = build_context(StorageCommitmentPushModel, syntaxes)
+    commitment.scu_role, commitment.scp_role = False, True
+    return [*(build_context(sop_class, syntaxes) for sop_class in abstract), commitment]
 
 
 @dataclass(frozen=True)

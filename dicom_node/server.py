@@ -21,6 +21,7 @@ from pathlib import Path
 
 from core.tls import server_context
 from dicom_node.association import StorageAssociation
+from dicom_node.commitment_inbox import CommitmentInbox
 from dicom_node.negotiation import AssociationPolicy
 from dicom_node.receive import remove_stale
 from dicom_node.received import Recorder
@@ -60,6 +61,8 @@ class StorageSCP:
     clean_spool:
         Remove partial files left by an earlier run at start-up; false for
         receiver processes, which start once the main process has done it.
+    on_commitment_report:
+        Called after a Storage Commitment report is kept in :attr:`commitment`.
     """
 
     def __init__(
@@ -70,11 +73,13 @@ class StorageSCP:
         *,
         hand_over: Callable[[socket.socket], None] | None = None,
         clean_spool: bool = True,
+        on_commitment_report: Callable[[], None] = lambda: None,
     ) -> None:
         self.settings = settings
         self.spool = InstanceSpool(settings.incoming_dir)
         self.recorder = recorder
         self.store = InstanceStore(self.spool, self.recorder, on_recorded)
+        self.commitment = CommitmentInbox(settings.spool_path / "commitment", on_commitment_report)
         self._policy = AssociationPolicy(settings)
         self._tls: ssl.SSLContext | None = None
         self._allowed_hosts = settings.allowed_hosts
@@ -201,6 +206,7 @@ class StorageSCP:
                 acse_timeout=self.settings.acse_timeout_seconds,
                 network_timeout=self.settings.network_timeout_seconds,
                 active_count=active,
+                commitment=self.commitment,
             ).run()
         except (OSError, ssl.SSLError) as exc:
             log.warning("connection from %s failed: %s", host, type(exc).__name__)

@@ -7,6 +7,7 @@ or, with ``ainode run``, as supervised child processes.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from celery import Celery
 
@@ -19,6 +20,7 @@ from dicom_node.scp_settings import ScpSettings
 from dicom_node.server import StorageSCP
 from dicom_node.stability import StabilityMonitor
 from worker.celery_app import create_app
+from worker.commitment import CommitmentOutcome, apply_inbox, sweep_commitments
 from worker.dispatch import Dispatcher
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,7 @@ class NodeService:
             recorder,
             on_recorded=self.monitor.notify,
             hand_over=self.receivers.hand_over if settings.receiver_processes > 1 else None,
+            on_commitment_report=self.apply_commitment_reports,
         )
 
     @property
@@ -58,13 +61,29 @@ class NodeService:
         return self.scp.port
 
     def sweep(self) -> None:
-        """The periodic recovery: lost jobs and deliveries, stale receive files."""
+        """The periodic recovery: lost jobs and deliveries, commitment reports, stale files."""
         self.dispatcher.recover()
+        self._commitments(sweep_commitments)
         remove_stale(self.scp.receive_dir, 2 * self.settings.network_timeout_seconds)
+
+    def apply_commitment_reports(self) -> None:
+        """Apply the Storage Commitment reports received; what failed is sent again."""
+        self._commitments(apply_inbox)
+
+    def _commitments(self, step: Callable[..., CommitmentOutcome]) -> None:
+        try:
+            outcome = step(self.scp.commitment, self.session_factory, self.settings)
+        except Exception:
+            # The reports stay in the inbox; the next sweep applies them.
+            log.exception("cannot apply storage commitment reports now")
+            return
+        for delivery_id in outcome.resend:
+            self.dispatcher.enqueue_delivery(delivery_id)
 
     def start(self) -> None:
         """Re-enqueue what an earlier run left queued, then start listening and monitoring."""
         self.dispatcher.recover(startup=True)
+        self.apply_commitment_reports()
         if self.settings.receiver_processes > 1:
             self.receivers.start(self.settings.receiver_processes)
         self.scp.start()

@@ -362,7 +362,8 @@ class Dispatcher:
           ``job_max_attempts``;
         * ``queued`` jobs are sent again: all of them at start-up, later only
           those waiting longer than ``job_requeue_seconds`` (a lost message);
-        * pending or retrying deliveries whose time has passed are sent again.
+        * pending or retrying deliveries whose time has passed are sent again,
+          and so are those whose storage commitment failed while attempts remain.
 
         Tasks only act on rows in the state they expect, so a message that
         was not lost after all does nothing twice.
@@ -382,7 +383,11 @@ class Dispatcher:
             report.resent_deliveries = list(
                 session.scalars(
                     select(Delivery.id).where(
-                        Delivery.state.in_([DeliveryState.PENDING, DeliveryState.RETRYING]),
+                        Delivery.state.in_([DeliveryState.PENDING, DeliveryState.RETRYING])
+                        | (
+                            (Delivery.state == DeliveryState.COMMIT_FAILED)
+                            & Delivery.next_attempt_at.is_not(None)
+                        ),
                         func.coalesce(Delivery.next_attempt_at, Delivery.created_at) <= overdue,
                     )
                 ).all()

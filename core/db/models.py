@@ -95,12 +95,21 @@ class JobState(enum.StrEnum):
 
 
 class DeliveryState(enum.StrEnum):
-    """A result object's way to one destination."""
+    """A result object's way to one destination.
+
+    A destination with Storage Commitment takes a stored object through
+    ``sent`` (C-STORE done, N-ACTION asked) to ``committed``, or to
+    ``commit_failed`` (the peer does not hold it, or no report came in time);
+    one without ends at ``succeeded``.
+    """
 
     PENDING = "pending"
     RETRYING = "retrying"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    SENT = "sent"
+    COMMITTED = "committed"
+    COMMIT_FAILED = "commit_failed"
 
 
 class Study(Base):
@@ -283,8 +292,46 @@ class Delivery(Base):
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     send_seconds: Mapped[float | None] = mapped_column(Float)
+    # Storage Commitment: the open transaction (kept so a report after a restart finds its row).
+    commit_transaction_uid: Mapped[str | None] = mapped_column(UID, index=True)
+    commit_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    committed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     result: Mapped[Result] = relationship(back_populates="deliveries")
+
+
+class Hl7State(enum.StrEnum):
+    """An HL7 result message's way to one RIS: sent when acknowledged (AA)."""
+
+    PENDING = "pending"
+    RETRYING = "retrying"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+class Hl7Message(Base):
+    """One ORU^R01 of a job to one HL7 destination, with its last acknowledgement.
+
+    The message text holds patient data (PID, accession): shown by
+    ``ainode status`` on request and never logged.
+    """
+
+    __tablename__ = "hl7_messages"
+    __table_args__ = (UniqueConstraint("job_id", "destination"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    destination: Mapped[str] = mapped_column(String(300))
+    control_id: Mapped[str] = mapped_column(String(20), unique=True)
+    message: Mapped[str] = mapped_column(Text)
+    state: Mapped[Hl7State] = mapped_column(_enum(Hl7State), default=Hl7State.PENDING, index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    ack: Mapped[str | None] = mapped_column(Text)
+    ack_code: Mapped[str | None] = mapped_column(String(2))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Role(enum.StrEnum):

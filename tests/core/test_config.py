@@ -137,6 +137,7 @@ def test_destination_parse_direct() -> None:
         ("PACS@h:104/LabelMap/TLS", True, "LABELMAP", "PACS@h:104/tls/labelmap"),
         ("PACS@h:104/binary", False, "BINARY", "PACS@h:104"),
         ("PACS@h:104/tls/binary", True, "BINARY", "PACS@h:104/tls"),
+        ("PACS@h:104/labelmap/commit", False, "LABELMAP", "PACS@h:104/commit/labelmap"),
     ],
 )
 def test_destination_options_and_round_trip(
@@ -145,6 +146,7 @@ def test_destination_options_and_round_trip(
     destination = Destination.parse(text)
 
     assert (destination.tls, destination.seg_type) == (tls, seg_type)
+    assert destination.commit == ("/commit" in text)
     assert str(destination) == canonical  # what deliveries store
     assert Destination.parse(str(destination)) == destination
 
@@ -206,6 +208,7 @@ destinations = [
     "OLD@10.0.0.1:104",
     "NEW@10.0.0.2:104/tls/labelmap",
     { ae_title = "VIEWER", host = "10.0.0.3", port = 11112, seg_type = "labelmap" },
+    { ae_title = "ARCHIVE", host = "10.0.0.4", port = 104, commit = true },
 ]
 """,
     )
@@ -216,8 +219,10 @@ destinations = [
         "OLD@10.0.0.1:104",
         "NEW@10.0.0.2:104/tls/labelmap",
         "VIEWER@10.0.0.3:11112/labelmap",
+        "ARCHIVE@10.0.0.4:104/commit",
     ]
-    assert [d.seg_type for d in settings.destinations] == ["BINARY", "LABELMAP", "LABELMAP"]
+    seg_types = [d.seg_type for d in settings.destinations]
+    assert seg_types == ["BINARY", "LABELMAP", "LABELMAP", "BINARY"]
 
 
 def test_unknown_seg_type_in_toml_is_rejected(

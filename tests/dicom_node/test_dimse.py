@@ -6,8 +6,8 @@ from io import BytesIO
 
 import pytest
 from pydicom.uid import CTImageStorage
-from pynetdicom.dimse_messages import C_ECHO_RQ, C_STORE_RQ
-from pynetdicom.dimse_primitives import C_ECHO, C_STORE
+from pynetdicom.dimse_messages import C_ECHO_RQ, C_STORE_RQ, N_EVENT_REPORT_RQ
+from pynetdicom.dimse_primitives import C_ECHO, C_STORE, N_EVENT_REPORT
 from pynetdicom.dsutils import decode as decode_dataset
 
 from dicom_node.dimse import CommandField, MalformedCommand, decode_command, encode_response
@@ -47,6 +47,25 @@ def test_decodes_a_c_echo_request() -> None:
     assert command.command_field == CommandField.C_ECHO_RQ
     assert command.message_id == 3
     assert not command.has_dataset
+
+
+def test_a_storage_commitment_report_is_decoded_and_answered_with_its_event_type() -> None:
+    primitive = N_EVENT_REPORT()
+    primitive.MessageID = 5
+    primitive.AffectedSOPClassUID = "1.2.840.10008.1.20.1"
+    primitive.AffectedSOPInstanceUID = "1.2.840.10008.1.20.1.1"
+    primitive.EventTypeID = 2
+    primitive.EventInformation = BytesIO(b"\x08\x00\x95\x11\x02\x00\x00\x001\x00")
+    message = N_EVENT_REPORT_RQ()
+    message.primitive_to_message(primitive)
+
+    request = decode_command(_command_bytes(message))
+    response = decode_dataset(BytesIO(encode_response(request, 0)), True, True)
+
+    assert request.command_field == CommandField.N_EVENT_REPORT_RQ and request.has_dataset
+    assert request.event_type_id == 2
+    assert (response.CommandField, response.EventTypeID, response.Status) == (0x8100, 2, 0)
+    assert response.AffectedSOPInstanceUID == "1.2.840.10008.1.20.1.1"
 
 
 @pytest.mark.parametrize("comment", ["", "missing SeriesInstanceUID", "x" * 100])

@@ -24,6 +24,7 @@ from core.db.session import session_scope
 from core.errors import TransientError
 from core.tls import client_context
 from dicom_node.scu import store_files
+from worker.commitment import ask_commitment
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -60,6 +61,17 @@ def fail_delivery(runtime: WorkerRuntime, delivery_id: int, reason: str) -> None
     log.warning("delivery %d failed: %s", delivery_id, reason)
 
 
+def sendable(delivery: Delivery) -> bool:
+    """Whether a delivery is still to be sent: not done, not given up, not awaiting a report.
+
+    A ``commit_failed`` delivery is sent again while it has a next attempt
+    time (its report named it failed and attempts remain).
+    """
+    if delivery.state == DeliveryState.COMMIT_FAILED:
+        return delivery.next_attempt_at is not None
+    return delivery.state in (DeliveryState.PENDING, DeliveryState.RETRYING)
+
+
 def _configured(runtime: WorkerRuntime, name: str) -> Destination | None:
     return next((d for d in runtime.settings.destinations if str(d) == name), None)
 
@@ -70,7 +82,7 @@ def execute_delivery(
     """Attempt delivery ``delivery_id`` once; schedule a retry or give up when it fails."""
     with session_scope(runtime.session_factory) as session:
         delivery = session.get(Delivery, delivery_id)
-        if delivery is None or delivery.state in (DeliveryState.SUCCEEDED, DeliveryState.FAILED):
+        if delivery is None or not sendable(delivery):
             return DeliveryOutcome.SKIPPED
         name, path = delivery.destination, Path(delivery.result.path)
         if is_paused(session, destination_flag(name)):
@@ -94,6 +106,8 @@ def execute_delivery(
             tls=client_context(runtime.settings) if destination.tls else None,
         )[0]
         status, error = outcome.status, outcome.error
+        if error is None and destination.commit:
+            error = ask_commitment(runtime, delivery_id, destination)
     except TransientError as exc:
         status, error = None, str(exc)
     elapsed = time.perf_counter() - start
@@ -103,12 +117,13 @@ def execute_delivery(
         delivery = session.get_one(Delivery, delivery_id)
         delivery.attempts += 1
         delivery.last_status = status
-        delivery.last_error = error
         delivery.send_seconds = (delivery.send_seconds or 0.0) + elapsed
         if error is None:
-            delivery.state = DeliveryState.SUCCEEDED
             delivery.delivered_at = utcnow()
-            delivery.next_attempt_at = None
+            if not destination.commit:  # with commitment, the peer's report decides the state
+                delivery.state = DeliveryState.SUCCEEDED
+                delivery.last_error = None
+                delivery.next_attempt_at = None
             result = delivery.result
             job = session.get_one(Job, result.job_id)
             job.send_seconds = session.scalar(
@@ -116,6 +131,7 @@ def execute_delivery(
             )
             log.info("delivery %d of %s to %s succeeded", delivery_id, result.kind, name)
             return DeliveryOutcome.SUCCEEDED
+        delivery.last_error = error
         if delivery.attempts >= settings.delivery_max_attempts:
             delivery.state = DeliveryState.FAILED
             delivery.next_attempt_at = None
