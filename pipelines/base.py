@@ -34,6 +34,7 @@ from pydicom.sr.coding import Code
 
 from pipelines.domain import InputDomain
 from pipelines.registry import PipelineSpec
+from pipelines.stack import SourceFrames
 
 
 @dataclass(frozen=True)
@@ -74,11 +75,25 @@ class PipelineInput:
     companions:
         Further series of a multi-series input (e.g. T2, FLAIR next to a
         T1c ``volume``), each resampled onto the grid of ``volume``.
+    frames:
+        The source frames when ``volume`` was resampled from a gantry-tilted
+        or variably spaced stack (results are mapped back onto them); None
+        when ``volume`` is the source grid itself.
+    unknown_spacing:
+        Why the pixel size is unknown (a radiograph with Pixel Spacing
+        ``0\\0`` and no other spacing; the affine then uses 1 mm), else None.
+    images:
+        For a series of projection images (a PA and a lateral): each image's
+        own input, analysed one by one; ``volume`` is then the first image's
+        and ``datasets`` lists every image.
     """
 
     volume: hd.Volume
     datasets: Sequence[Dataset]
     companions: Sequence[np.ndarray] = ()
+    frames: SourceFrames | None = None
+    unknown_spacing: str | None = None
+    images: Sequence[PipelineInput] = ()
 
     @property
     def voxel_volume_ml(self) -> float:
@@ -120,6 +135,9 @@ class ClassFinding:
         Model output for the class, in ``[0, 1]``.
     present:
         The decision at the pipeline's threshold.
+    image:
+        The projection image the decision is about, in a series of several
+        (None: the input's only image).
     """
 
     label: str
@@ -127,6 +145,7 @@ class ClassFinding:
     category: Code
     probability: float
     present: bool
+    image: Dataset | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -158,6 +177,9 @@ class DetectedFinding:
         Largest extent of the finding in mm.
     volume_ml:
         Volume of the detected region (None for a projection image).
+    image:
+        The projection image of the finding, in a series of several (None:
+        the slice ``slice_index`` of the input).
     """
 
     label: str
@@ -168,6 +190,7 @@ class DetectedFinding:
     box: tuple[int, int, int, int]
     diameter_mm: float
     volume_ml: float | None
+    image: Dataset | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -218,6 +241,8 @@ class Pipeline(ABC):
     domain_policy: Literal["skip", "flag"] = "skip"
     #: A demonstration model: result descriptions say so.
     demo: bool = False
+    #: Results are in mm (volumes, diameters): an input of unknown pixel size is skipped.
+    measures_mm: bool = True
     #: SHA-256 of the weights file, None for weight-free pipelines.
     weights_sha256: str | None = None
     #: Device inference runs on (``cpu``, ``cuda:0``).
@@ -245,17 +270,27 @@ class Pipeline(ABC):
 
 
 def measure_segments(data: PipelineInput, result: SegmentationResult) -> list[SegmentMeasurement]:
-    """Volume (mL) and mean intensity of every segment of ``result``."""
-    values = data.volume.array
+    """Volume (mL) and mean intensity of every segment of ``result``.
+
+    Voxel volumes use the slice pitch from the slice positions (the volume's
+    affine), never SliceThickness.  For a resampled tilted or variably
+    spaced stack, each mask is first mapped back onto the source frames and
+    measured there: the source pixels and values, each frame's own slab.
+    """
+    frames = data.frames
+    values = data.volume.array if frames is None else frames.array
     measurements = []
     for number, (segment, mask) in enumerate(zip(result.segments, result.masks, strict=True), 1):
+        if frames is not None:
+            mask = frames.from_grid(np.asarray(mask, bool))
         count = int(np.count_nonzero(mask))
         mean = float(values[mask].mean()) if count else float("nan")
+        volume = count * data.voxel_volume_ml if frames is None else frames.volume_ml(mask)
         measurements.append(
             SegmentMeasurement(
                 segment=segment,
                 segment_number=number,
-                volume_ml=count * data.voxel_volume_ml,
+                volume_ml=volume,
                 mean_intensity=mean,
                 voxel_count=count,
             )

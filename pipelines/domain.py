@@ -16,21 +16,24 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, field_validator
 from pydicom import Dataset
 
+from pipelines.header import image_orientation, pixel_spacing, slice_thickness
+
 __all__ = ["InputDomain", "orientation_name"]
 
 
 def orientation_name(dataset: Dataset) -> str | None:
     """``AXIAL``, ``CORONAL`` or ``SAGITTAL`` from the slice normal; None without geometry."""
-    if "ImageOrientationPatient" not in dataset:
+    orientation = image_orientation(dataset)
+    if orientation is None:
         return None
-    cosines = np.asarray(dataset.ImageOrientationPatient, float).reshape(2, 3)
+    cosines = np.asarray(orientation, float).reshape(2, 3)
     normal = np.abs(np.cross(cosines[0], cosines[1]))
     return ("SAGITTAL", "CORONAL", "AXIAL")[int(np.argmax(normal))]
 
 
 def _pixel_spacing(dataset: Dataset) -> float | None:
-    spacing = dataset.get("PixelSpacing") or dataset.get("ImagerPixelSpacing")
-    return float(min(spacing)) if spacing else None
+    spacing = pixel_spacing(dataset)
+    return min(spacing) if spacing else None
 
 
 def _number(dataset: Dataset, keyword: str) -> float | None:
@@ -70,12 +73,14 @@ class InputDomain(BaseModel):
             return frozenset(str(item).strip().upper() for item in value)
         return value
 
-    def violations(self, datasets: Sequence[Dataset]) -> list[str]:
+    def violations(self, datasets: Sequence[Dataset], *, spacing_needed: bool = True) -> list[str]:
         """Why the series of ``datasets`` is outside this domain (empty: inside).
 
         Only the first dataset is inspected: the loader has already checked
         that geometry is consistent across the series.  A value the header
-        lacks counts as outside a bounded range (unknown is not validated).
+        lacks counts as outside a bounded range (unknown is not validated),
+        except an unknown pixel spacing when ``spacing_needed`` is False (a
+        classifier resizes the image and measures nothing in mm).
         """
         first = datasets[0]
         reasons = []
@@ -88,10 +93,12 @@ class InputDomain(BaseModel):
                 reasons.append(f"{name} {value or 'unknown'} not in {sorted(accepted)}")
         for name, bounds, value in (
             ("pixel spacing", self.pixel_spacing_mm, _pixel_spacing(first)),
-            ("slice thickness", self.slice_thickness_mm, _number(first, "SliceThickness")),
+            ("slice thickness", self.slice_thickness_mm, slice_thickness(first)),
             ("kVp", self.kvp, _number(first, "KVP")),
         ):
             if bounds is None:
+                continue
+            if value is None and name == "pixel spacing" and not spacing_needed:
                 continue
             if value is None:
                 reasons.append(f"{name} unknown (validated {bounds[0]:g}-{bounds[1]:g})")

@@ -91,6 +91,7 @@ class ModelPipeline(Pipeline):
         self.domain = config.domain
         self.domain_policy = config.domain_policy
         self.demo = config.demo
+        self.measures_mm = config.kind != "classification"  # a classifier resizes, measures nothing
         self.weights_sha256 = sha256_of(weights)
         torch_device = resolve_device(device)
         self.device = str(torch_device)

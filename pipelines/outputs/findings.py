@@ -6,13 +6,17 @@ One TID 1501 measurement group per class: finding type = the class's coded
 finding, a qualitative evaluation naming that finding with the decision at
 the pipeline's threshold (SCT Present / Absent), and the probability as a
 numeric measurement ``(DCM Probability)`` in UCUM ``1`` (no units).  A
-single source image is referenced from every group.
+single source image is referenced from every group.  For a series of
+projection images (a PA and a lateral) there is one group per class *and
+image*, referencing that image, its tracking identifier naming the image.
 
 Detection
 ---------
 One TID 1410 planar ROI group per finding: its location is a closed
 rectangle (SCOORD POLYLINE, image pixel coordinates) on the source image
-through the finding's centre, which the region references; its size
+through the finding's centre, which the region references (for a tilted
+or variably spaced stack, the nearest source frame, the box moved onto its
+pixels); its size
 (SCT Diameter, mm; SCT Volume, mL for volumes) and its score
 (SCT Score, no units).  A finding kind with no detection gets a TID 1501
 group whose qualitative evaluation says it is absent, so "nothing found"
@@ -28,10 +32,17 @@ from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
 from core.uids import derived_uid
-from pipelines.base import ClassificationResult, DetectedFinding, DetectionResult, PipelineInput
+from pipelines.base import (
+    ClassFinding,
+    ClassificationResult,
+    DetectedFinding,
+    DetectionResult,
+    PipelineInput,
+)
 from pipelines.outputs.provenance import ResultProvenance
 from pipelines.outputs.report import algorithm_id, domain_evaluations, measurement_report_document
 from pipelines.outputs.sr import MILLILITER
+from pipelines.stack import SourceFrames
 
 __all__ = ["NO_UNITS", "build_classification_report", "build_detection_report", "source_image"]
 
@@ -46,14 +57,27 @@ def _tracking(sop_instance_uid: str, identifier: str) -> hd.sr.TrackingIdentifie
     )
 
 
+def _image_name(image: Dataset, data: PipelineInput) -> str:
+    """How a tracking identifier names one image of a projection series."""
+    number = image.get("InstanceNumber")
+    if number in (None, ""):
+        number = [ds.SOPInstanceUID for ds in data.datasets].index(image.SOPInstanceUID) + 1
+    view = str(image.get("ViewPosition") or "").strip()
+    return f"image {number}" + (f" {view}" if view else "")
+
+
 def source_image(data: PipelineInput, slice_index: int) -> Dataset:
     """The source instance of slice ``slice_index`` of the input volume.
 
-    A projection image is its only dataset; for a series, the instance whose
-    ImagePositionPatient is the position of that slice's first voxel.
+    A projection image is its only dataset; for a resampled (tilted or
+    variably spaced) stack, the source frame nearest to that grid slice; for
+    a series, the instance whose ImagePositionPatient is the position of that
+    slice's first voxel.
     """
     if len(data.datasets) == 1:
         return data.datasets[0]
+    if data.frames is not None:
+        return data.frames.datasets[_nearest_frame(data.frames, slice_index)]
     position = np.asarray(data.volume.affine, float) @ np.array([slice_index, 0.0, 0.0, 1.0])
     distances = [
         np.linalg.norm(np.asarray(ds.ImagePositionPatient, float) - position[:3])
@@ -107,19 +131,19 @@ def build_classification_report(
     """
     if not result.findings:
         raise ValueError("a classification report needs at least one class")
-    sources = (
-        [hd.sr.SourceImageForMeasurementGroup.from_source_image(data.datasets[0])]
-        if len(data.datasets) == 1
-        else None
-    )
     algorithm = algorithm_id(provenance)
     groups = [
         hd.sr.MeasurementsAndQualitativeEvaluations(
-            tracking_identifier=_tracking(sop_instance_uid, finding.label),
+            tracking_identifier=_tracking(
+                sop_instance_uid,
+                finding.label
+                if finding.image is None
+                else f"{finding.label} {_image_name(finding.image, data)}",
+            ),
             finding_type=finding.finding,
             finding_category=finding.category,
             algorithm_id=algorithm,
-            source_images=sources,
+            source_images=_classified_images(data, finding),
             measurements=[
                 hd.sr.Measurement(
                     name=codes.DCM.Probability, value=finding.probability, unit=NO_UNITS
@@ -144,9 +168,39 @@ def build_classification_report(
     )
 
 
-def _box_region(finding: DetectedFinding, image: Dataset) -> hd.sr.ImageRegion:
-    """Closed rectangle around the finding's pixels; SCOORD (column, row), pixel edges."""
+def _classified_images(
+    data: PipelineInput, finding: ClassFinding
+) -> list[hd.sr.SourceImageForMeasurementGroup] | None:
+    """The image a class decision is about: its own, or the input's only one."""
+    image = finding.image or (data.datasets[0] if len(data.datasets) == 1 else None)
+    if image is None:
+        return None
+    return [hd.sr.SourceImageForMeasurementGroup.from_source_image(image)]
+
+
+def _nearest_frame(frames: SourceFrames, slice_index: int) -> int:
+    """Index of the source frame nearest to grid slice ``slice_index`` of a resampled stack."""
+    return int(np.argmin(np.abs(frames.grid_index[:, 0] - slice_index)))
+
+
+def _located(data: PipelineInput, finding: DetectedFinding) -> tuple[Dataset, tuple[int, ...]]:
+    """The finding's source image and its box in that image's pixels."""
+    if finding.image is not None:
+        return finding.image, finding.box
+    image = source_image(data, finding.slice_index)
+    if data.frames is None:
+        return image, finding.box
+    _, row_offset, column_offset = data.frames.grid_index[
+        _nearest_frame(data.frames, finding.slice_index)
+    ]
+    dr, dc = round(float(row_offset)), round(float(column_offset))
     row_min, column_min, row_max, column_max = finding.box
+    return image, (row_min - dr, column_min - dc, row_max - dr, column_max - dc)
+
+
+def _box_region(box: tuple[int, ...], image: Dataset) -> hd.sr.ImageRegion:
+    """Closed rectangle around the finding's pixels; SCOORD (column, row), pixel edges."""
+    row_min, column_min, row_max, column_max = box
     corners = np.array(
         [
             [column_min, row_min],
@@ -173,6 +227,7 @@ def _finding_group(
     outside_domain: bool,
 ) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
     """TID 1410 group of one finding: region on its source image, size, score."""
+    image, box = _located(data, finding)
     measurements = [
         hd.sr.Measurement(name=codes.SCT.Diameter, value=finding.diameter_mm, unit=MILLIMETER)
     ]
@@ -183,7 +238,7 @@ def _finding_group(
     measurements.append(hd.sr.Measurement(name=codes.SCT.Score, value=finding.score, unit=NO_UNITS))
     return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=_tracking(sop_instance_uid, f"{finding.label} {number}"),
-        referenced_region=_box_region(finding, source_image(data, finding.slice_index)),
+        referenced_region=_box_region(box, image),
         finding_type=finding.finding,
         finding_category=finding.category,
         algorithm_id=algorithm,

@@ -11,6 +11,13 @@ position, orientation and pixel spacing from the volume's affine and infers
 the per-frame source image references by matching positions against the
 source images.  Nothing depends on how the source datasets are ordered.
 
+A volume resampled from a gantry-tilted or variably spaced stack
+(``data.frames``) is not the source grid: every mask is mapped back onto the
+source frames (nearest model voxel) and written as one frame per source
+image, in the source images' own plane positions, so each SEG frame lies
+exactly on its tilted source image.  An enhanced multi-frame source is
+referenced frame by frame (highdicom matches the planes).
+
 Empty segments
 --------------
 A segment whose mask is all false stays in the Segment Sequence with no
@@ -21,6 +28,8 @@ described segment without frames), so segment numbers always equal the
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import highdicom as hd
 import numpy as np
@@ -96,16 +105,24 @@ def _check_shapes(data: PipelineInput, result: SegmentationResult) -> None:
             )
 
 
-def _label_map(data: PipelineInput, result: SegmentationResult) -> np.ndarray | None:
-    """The masks as one label volume (segment number per voxel), or None if they overlap.
-
-    Reads one mask at a time, so ``result.masks`` may be a lazy sequence: memory
-    is one volume of uint8/uint16 instead of one boolean volume per segment.
-    """
-    dtype = np.uint8 if len(result.segments) < 256 else np.uint16
-    labels = np.zeros(data.volume.spatial_shape, dtype=dtype)
-    for number, mask in enumerate(result.masks, 1):
+def _source_masks(data: PipelineInput, result: SegmentationResult) -> Iterator[np.ndarray]:
+    """Each mask on the source grid: as given, or mapped back onto the source frames."""
+    for mask in result.masks:
         mask = np.asarray(mask, dtype=bool)
+        yield mask if data.frames is None else data.frames.from_grid(mask)
+
+
+def _label_map(data: PipelineInput, result: SegmentationResult) -> np.ndarray | None:
+    """The masks on the source grid as one label array (segment number per voxel), or None.
+
+    None if the masks overlap.  Reads one mask at a time, so ``result.masks``
+    may be a lazy sequence: memory is one volume of uint8/uint16 instead of
+    one boolean volume per segment.
+    """
+    shape = data.volume.spatial_shape if data.frames is None else data.frames.array.shape
+    dtype = np.uint8 if len(result.segments) < 256 else np.uint16
+    labels = np.zeros(shape, dtype=dtype)
+    for number, mask in enumerate(_source_masks(data, result), 1):
         # Work on the slices the mask touches only (organs span a fraction of a scan).
         touched = np.flatnonzero(mask.any(axis=(1, 2)))
         if touched.size == 0:
@@ -118,20 +135,28 @@ def _label_map(data: PipelineInput, result: SegmentationResult) -> np.ndarray | 
     return labels
 
 
-def _mask_volume(data: PipelineInput, result: SegmentationResult, labelmap: bool) -> hd.Volume:
-    """The masks in the input geometry: a label volume if disjoint, else stacked channels."""
+def _mask_array(
+    data: PipelineInput, result: SegmentationResult, labelmap: bool
+) -> hd.Volume | np.ndarray:
+    """The masks on the source grid: a label array if disjoint, else stacked channels.
+
+    A Volume in the input geometry, or for resampled input (``data.frames``)
+    a plain array with one frame per source frame, in the frames' order.
+    """
     _check_shapes(data, result)
-    labels = _label_map(data, result) if labelmap or len(result.segments) > 8 else None
+    count = len(result.segments)
+    labels = _label_map(data, result) if labelmap or count > 8 else None
     if labels is not None:
-        return data.volume.with_array(labels)
+        return labels if data.frames is not None else data.volume.with_array(labels)
     if labelmap:
         raise OverlappingSegmentsError("a LABELMAP Segmentation needs non-overlapping segments")
     # Segment-major in memory (each mask contiguous), segment last as a view: highdicom's
     # overlap check sums over the segment axis, which numpy does ~2-4x faster this way
     # than over a contiguous innermost axis of length n (same array values, same SEG).
-    stacked = np.stack([np.asarray(mask, dtype=bool) for mask in result.masks], axis=0)
-    stacked = stacked.transpose(1, 2, 3, 0)
-    numbers = list(range(1, len(result.segments) + 1))
+    stacked = np.stack(list(_source_masks(data, result)), axis=0).transpose(1, 2, 3, 0)
+    if data.frames is not None:
+        return stacked
+    numbers = list(range(1, count + 1))
     return data.volume.with_array(stacked, channels={"SegmentNumber": numbers})
 
 
@@ -205,9 +230,13 @@ def build_segmentation(
         )
         for number, segment in enumerate(result.segments, 1)
     ]
+    sources = list(data.datasets)
+    if data.frames is not None:  # in the frames' order, as the datasets given (headers may differ)
+        by_uid = {ds.SOPInstanceUID: ds for ds in sources}
+        sources = [by_uid[ds.SOPInstanceUID] for ds in data.frames.datasets]
     return hd.seg.Segmentation(
-        source_images=list(data.datasets),
-        pixel_array=_mask_volume(data, result, labelmap),
+        source_images=sources,
+        pixel_array=_mask_array(data, result, labelmap),
         segmentation_type=(
             hd.seg.SegmentationTypeValues.LABELMAP
             if labelmap

@@ -13,6 +13,7 @@ from core.errors import PipelineError
 from pipelines.base import PipelineInput
 from pipelines.io import load_series
 from pipelines.phantom import PhantomStudy, generate_ct_phantom
+from tests.support.stacks import jitter_orientation
 
 SMALL = {"slices": 8, "rows": 40, "columns": 40, "pixel_spacing": 8.0, "slice_thickness": 5.0}
 
@@ -155,12 +156,48 @@ def test_duplicate_positions() -> None:
         load_series(datasets)
 
 
-def test_gantry_tilt_is_not_a_volume() -> None:
+def test_sheared_stack_is_resampled_with_its_source_frames() -> None:
+    """Slices shifted in-plane as they step (gantry tilt): see test_stack.py for the geometry."""
     datasets = _small()
     for k, ds in enumerate(datasets):
         x, y, z = (float(v) for v in ds.ImagePositionPatient)
         ds.ImagePositionPatient = [x, y + 2.0 * k, z]
-    with pytest.raises(PipelineError, match="not stacked along the slice normal"):
+    data = load_series(datasets)
+    assert data.frames is not None and len(data.frames.datasets) == 8
+    assert data.volume.spatial_shape == (8, 40 + 2, 40)  # 14 mm of shift: 2 more rows
+
+
+def test_near_equal_orientations_are_harmonised() -> None:
+    """A GE 3D T1: 32 orientation strings within 3.3e-8 become the series' most common one."""
+    datasets = jitter_orientation(generate_ct_phantom(**{**SMALL, "slices": 40}).datasets)
+    strings = {tuple(ds.ImageOrientationPatient) for ds in datasets}
+    assert len(strings) == 32
+    spread = np.ptp(np.array([list(map(float, s)) for s in strings]), axis=0).max()
+    assert 3e-8 < spread <= 3.3e-8
+    data = load_series(datasets)
+    assert len({tuple(ds.ImageOrientationPatient) for ds in data.datasets}) == 1
+    assert len({tuple(ds.ImageOrientationPatient) for ds in datasets}) == 32  # not modified
+    common = [float(v) for v in data.datasets[0].ImageOrientationPatient]
+    np.testing.assert_allclose(data.volume.affine[:3, 2] / 8.0, common[:3], atol=1e-12)
+
+
+def test_missing_frame_of_reference_is_named() -> None:
+    datasets = _small()
+    for ds in datasets:
+        del ds.FrameOfReferenceUID
+    with pytest.raises(PipelineError) as raised:
+        load_series(datasets)
+    assert str(raised.value) == (
+        "8 of 8 instance(s) have no FrameOfReferenceUID: "
+        "their slices cannot be placed in one patient coordinate system"
+    )
+
+
+def test_zero_pixel_spacing_in_a_series_is_named() -> None:
+    datasets = _small()
+    for ds in datasets:
+        ds.PixelSpacing = [0.0, 0.0]
+    with pytest.raises(PipelineError, match=r"PixelSpacing 0\.0\\0\.0: no in-plane size"):
         load_series(datasets)
 
 
@@ -174,7 +211,7 @@ def test_mixed_series() -> None:
 def test_multiframe_instance() -> None:
     datasets = _small()
     datasets[0].NumberOfFrames = 2
-    with pytest.raises(PipelineError, match="multi-frame"):
+    with pytest.raises(PipelineError, match="holds 2 frames among 8 instances"):
         load_series(datasets)
 
 

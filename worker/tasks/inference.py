@@ -206,6 +206,7 @@ def _produce(
         The input cannot be analysed.
     """
     from pipelines.io import add_companions
+    from pipelines.projections import run_pipeline
     from pipelines.registry import load_pipeline
     from worker.gpu import device_slot
     from worker.results import build_result_objects
@@ -227,7 +228,9 @@ def _produce(
     if upcoming is not None:
         runtime.prefetcher.prefetch(upcoming.id, upcoming.input_key, upcoming.instance_paths)
 
-    violations = pipeline.domain.violations(data.datasets)
+    if data.unknown_spacing and pipeline.measures_mm:
+        raise OutsideDomain(f"{data.unknown_spacing}; {pipeline.spec.name} measures in mm")
+    violations = pipeline.domain.violations(data.datasets, spacing_needed=pipeline.measures_mm)
     note = None
     if violations:
         reason = "outside validated input domain: " + "; ".join(violations)
@@ -237,7 +240,7 @@ def _produce(
 
     start = time.perf_counter()
     with device_slot(settings.locks_dir, pipeline.device, settings.gpu_jobs_per_device):
-        result = pipeline.run(data)
+        result = run_pipeline(pipeline, data)
     timings.inference = time.perf_counter() - start
 
     start = time.perf_counter()
