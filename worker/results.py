@@ -11,7 +11,7 @@ so a re-run rebuilds identical objects.
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pydicom import Dataset
 from pydicom.sr.codedict import codes
@@ -32,6 +32,7 @@ from pipelines.outputs import build_measurement_report, build_segmentation
 from pipelines.outputs.findings import build_classification_report, build_detection_report
 from pipelines.outputs.provenance import ResultProvenance
 from pipelines.outputs.seg import OverlappingSegmentsError
+from pipelines.outputs.sources import result_sources
 
 __all__ = [
     "SEG_SERIES_NUMBER",
@@ -139,7 +140,13 @@ def build_result_objects(
         The input was outside the pipeline's validated domain (flag policy).
     seg_types:
         The SEG types the job's destinations take (ignored for an SR-only result).
+
+    Patient and study attributes the objects copy from the source are made
+    valid first (:func:`pipelines.outputs.sources.result_sources`); the note
+    names every attribute repaired or left out.
     """
+    sources = result_sources(data.datasets)
+    data = replace(data, datasets=sources.datasets)
     provenance = provenance_of(pipeline, ae_title)
     common = {
         "series_number": SR_SERIES_NUMBER,
@@ -150,14 +157,14 @@ def build_result_objects(
     sr_uids = {"series_instance_uid": uids.sr_series, "sop_instance_uid": uids.sr_instance}
     if isinstance(result, ClassificationResult):
         sr = build_classification_report(data, result, **sr_uids, **common)
-        return BuiltResults([ResultObject("sr", sr)])
+        return BuiltResults([ResultObject("sr", sr)], sources.note)
     if isinstance(result, DetectionResult):
         sr = build_detection_report(data, result, **sr_uids, **common)
-        return BuiltResults([ResultObject("sr", sr)])
+        return BuiltResults([ResultObject("sr", sr)], sources.note)
     measurements = measure_segments(data, result)
     wanted = set(seg_types) or {"BINARY"}
     objects: list[ResultObject] = []
-    note = None
+    note = sources.note
     for seg_type in ("LABELMAP", "BINARY"):  # LABELMAP first: if it cannot be, BINARY stands in
         if seg_type not in wanted:
             continue
@@ -173,7 +180,8 @@ def build_result_objects(
                 segmentation_type=seg_type.lower(),
             )
         except OverlappingSegmentsError:
-            note = "segments overlap: no LABELMAP SEG, LABELMAP destinations get the BINARY SEG"
+            overlap = "segments overlap: no LABELMAP SEG, LABELMAP destinations get the BINARY SEG"
+            note = "; ".join(part for part in (note, overlap) if part)
             wanted.add("BINARY")
             continue
         sr = build_measurement_report(

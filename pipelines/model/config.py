@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydicom.sr.coding import Code
 
 from core.errors import ConfigurationError
+from pipelines.content import ContentCheckName
 from pipelines.domain import InputDomain
 
 __all__ = [
@@ -234,6 +235,9 @@ class ModelConfig(_Strict):
     domain, domain_policy:
         Validated input domain, and what to do outside it: ``skip`` the job
         with the reason recorded, or ``flag`` it in the SR.
+    content:
+        Image content checks (:mod:`pipelines.content`, e.g. ``chest-ct``,
+        ``head``) the input must pass; one that fails always skips the job.
     demo:
         A demonstration model: result descriptions and the SR say so.
     """
@@ -253,6 +257,7 @@ class ModelConfig(_Strict):
     activation: Literal["softmax", "sigmoid", "none"] = "softmax"
     domain: InputDomain = Field(default_factory=InputDomain)
     domain_policy: Literal["skip", "flag"] = "skip"
+    content: tuple[ContentCheckName, ...] = ()
     demo: bool = False
 
     @field_validator("modalities", mode="before")

@@ -52,6 +52,7 @@ def test_valid_config_is_discovered_with_its_identity(models_dir: Path) -> None:
         ({"labels": []}, "labels"),
         ({"inputs": [{"role": "t1"}, {"role": "t2"}]}, "2 input series but input.channels is 1"),
         ({"inputs": [{"role": "t1", "series_description": "("}]}, "invalid series_description"),
+        ({"content": ["lungs"]}, "content"),
     ],
 )
 def test_invalid_config_names_file_and_field(tmp_path: Path, change: dict, message: str) -> None:
