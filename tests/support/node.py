@@ -45,8 +45,10 @@ class NodeProcesses:
         base = {k: v for k, v in os.environ.items() if not k.startswith("AINODE_")}
         return {**base, **self.env}
 
-    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """Run one ``ainode`` command to completion."""
+    def cli(
+        self, *args: str, check: bool = True, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run one ``ainode`` command to completion (``stdin``: text fed to it)."""
         proc = subprocess.run(
             [sys.executable, "-m", "core.cli", *args],
             capture_output=True,
@@ -54,6 +56,7 @@ class NodeProcesses:
             env=self._environ(),
             timeout=120,
             check=False,
+            input=stdin,
         )
         if check and proc.returncode != 0:
             raise AssertionError(f"ainode {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
