@@ -92,12 +92,17 @@ class DatabaseCollector(Collector):
     def _states(self, session: Session) -> Iterator[Metric]:
         now = utcnow()
         studies = GaugeMetricFamily("ainode_studies", "Studies by state.", labels=["state"])
-        counts = dict(session.execute(select(Study.state, func.count()).group_by(Study.state)))
+        counts = {
+            state: count
+            for state, count in session.execute(
+                select(Study.state, func.count()).group_by(Study.state)
+            )
+        }
         for state in StudyState:
             studies.add_metric([state.value], counts.get(state, 0))
         yield studies
         jobs = GaugeMetricFamily(
-            "ainode_jobs", "Jobs by pipeline and state.", ["pipeline", "state"]
+            "ainode_jobs", "Jobs by pipeline and state.", labels=["pipeline", "state"]
         )
         for pipeline, state, count in session.execute(
             select(Job.pipeline, Job.state, func.count()).group_by(Job.pipeline, Job.state)
@@ -105,7 +110,9 @@ class DatabaseCollector(Collector):
             jobs.add_metric([pipeline, state.value], count)
         yield jobs
         deliveries = GaugeMetricFamily(
-            "ainode_deliveries", "Deliveries by destination and state.", ["destination", "state"]
+            "ainode_deliveries",
+            "Deliveries by destination and state.",
+            labels=["destination", "state"],
         )
         for destination, state, count in session.execute(
             select(Delivery.destination, Delivery.state, func.count()).group_by(
@@ -151,7 +158,9 @@ class DatabaseCollector(Collector):
             attempts.add_metric([destination, "failed"], float((total or 0) - (ok or 0)))
         yield attempts
         finished = CounterMetricFamily(
-            "ainode_jobs_finished", "Jobs that ended, by pipeline and state.", ["pipeline", "state"]
+            "ainode_jobs_finished",
+            "Jobs that ended, by pipeline and state.",
+            labels=["pipeline", "state"],
         )
         ended = [JobState.SUCCEEDED, JobState.FAILED, JobState.SKIPPED]
         for pipeline, state, count in session.execute(
