@@ -11,6 +11,7 @@ from core.control import ROUTING, destination_flag, set_paused
 from core.db.models import Delivery, DeliveryState, Study, StudyState, utcnow
 from core.db.session import session_scope
 from tests.support.ports import free_port
+from web.actions import Actions
 from worker.celery_app import SEND_DELIVERY
 from worker.dispatch import Dispatcher
 from worker.runtime import WorkerRuntime
@@ -69,3 +70,8 @@ def test_paused_destination_holds_deliveries_without_spending_attempts(
         for delivery in session.scalars(select(Delivery)):
             assert delivery.state == DeliveryState.PENDING and delivery.attempts == 0
             assert delivery.next_attempt_at is not None
+
+    recording_app.sent.clear()
+    actions = Actions(Dispatcher(recording_app, session_factory, settings))
+    assert actions.pause_destination(name, False, "op")
+    assert recording_app.sent == [(SEND_DELIVERY, [i], "send") for i in ids]
