@@ -260,25 +260,34 @@ def users_list(ctx: click.Context) -> None:
 @main.command()
 @click.option("--limit", default=20, show_default=True, help="Rows per table.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option(
+    "--hl7-text", is_flag=True, help="Print each HL7 message and its ACK (holds patient data)."
+)
 @click.pass_context
-def status(ctx: click.Context, limit: int, as_json: bool) -> None:
-    """Recent studies and jobs with their states, timings and errors."""
+def status(ctx: click.Context, limit: int, as_json: bool, hl7_text: bool) -> None:
+    """Recent studies, jobs and HL7 result messages with their states, timings and errors."""
     from core.db.session import make_engine, make_session_factory, session_scope
-    from core.status import format_table, job_rows, study_rows
+    from core.status import format_table, hl7_rows, job_rows, study_rows
 
     settings = _settings(ctx)
     _require_schema(settings)
     engine = make_engine(settings.effective_database_url)
     with session_scope(make_session_factory(engine)) as session:
         studies, jobs = study_rows(session, limit), job_rows(session, limit)
+        messages = hl7_rows(session, limit, with_text=hl7_text)
     engine.dispose()
     if as_json:
-        click.echo(json.dumps({"studies": studies, "jobs": jobs}, indent=2))
+        click.echo(json.dumps({"studies": studies, "jobs": jobs, "hl7": messages}, indent=2))
         return
     click.echo("STUDIES")
     click.echo(format_table(studies))
     click.echo("\nJOBS")
     click.echo(format_table(jobs))
+    texts = [(row.pop("text"), row.pop("ack_text")) for row in messages] if hl7_text else []
+    click.echo("\nHL7 RESULT MESSAGES")
+    click.echo(format_table(messages))
+    for row, (text, ack) in zip(messages, texts, strict=True):
+        click.echo(f"\n-- message {row['message']} --\n{text}\n-- ACK --\n{ack or '(none)'}")
 
 
 def _dispatcher(settings: Settings):

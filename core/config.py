@@ -32,6 +32,7 @@ _AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")
 _DESTINATION = re.compile(
     r"^(?P<ae>[^@]{1,16})@(?P<host>[^:@/]+):(?P<port>\d{1,5})(?P<options>(/[^/]*)*)$"
 )
+_HL7_DESTINATION = re.compile(r"^(?P<host>[^:@/]+):(?P<port>\d{1,5})(?P<tls>/tls)?$", re.IGNORECASE)
 _CALLER = re.compile(r"^(?P<ae>[^@]{1,16})(?:@(?P<host>[^:@]+))?$")
 
 
@@ -113,6 +114,25 @@ class Destination(BaseModel):
         return f"{self.ae_title}@{self.host}:{self.port}{tls}{commit}{labelmap}"
 
 
+class Hl7Destination(BaseModel):
+    """A RIS or reporting worklist that takes ORU^R01 result messages over MLLP."""
+
+    host: str
+    port: int = Field(ge=1, le=65535)
+    tls: bool = False
+
+    @classmethod
+    def parse(cls, text: str) -> Hl7Destination:
+        """Parse ``host:port[/tls]``, the form used in ``AINODE_HL7_DESTINATIONS``."""
+        match = _HL7_DESTINATION.match(text.strip())
+        if not match:
+            raise ValueError(f"HL7 destination must look like host:port[/tls], got {text!r}")
+        return cls(host=match["host"], port=int(match["port"]), tls=bool(match["tls"]))
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}{'/tls' if self.tls else ''}"
+
+
 class AllowedCaller(BaseModel):
     """A calling AE title allowed to associate, optionally only from one host."""
 
@@ -168,6 +188,14 @@ class Settings(BaseSettings):
     delivery_backoff_seconds: float = Field(default=2.0, gt=0)
     delivery_backoff_max_seconds: float = Field(default=300.0, gt=0)
     commitment_timeout_seconds: float = Field(default=3600.0, gt=0)
+    hl7_destinations: Annotated[list[Hl7Destination], NoDecode] = Field(default_factory=list)
+    hl7_sending_facility: str = ""
+    hl7_receiving_application: str = ""
+    hl7_receiving_facility: str = ""
+    hl7_ack_timeout_seconds: float = Field(default=10.0, gt=0)
+    #: OBX-8 abnormal flag per finding (code meaning or code value, case-insensitive), e.g.
+    #: ``{"Nodule" = "A"}``; a critical flag (AA, HH, LL) makes the order's priority stat.
+    hl7_abnormal_flags: dict[str, str] = Field(default_factory=dict)
     recovery_interval_seconds: float = Field(default=60.0, gt=0)
     job_heartbeat_seconds: float = Field(default=30.0, gt=0)
     job_stale_seconds: float = Field(default=180.0, gt=0)
@@ -206,6 +234,11 @@ class Settings(BaseSettings):
     @classmethod
     def _parse_destinations(cls, value: Any) -> Any:
         return _split_list(value, Destination.parse)
+
+    @field_validator("hl7_destinations", mode="before")
+    @classmethod
+    def _parse_hl7_destinations(cls, value: Any) -> Any:
+        return _split_list(value, Hl7Destination.parse)
 
     @field_validator("allowed_callers", mode="before")
     @classmethod

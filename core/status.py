@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from core.db.models import Delivery, DeliveryState, Job, Result, Series, Study
+from core.db.models import Delivery, DeliveryState, Hl7Message, Job, Result, Series, Study
 
 
 def _when(value: datetime | None) -> str:
@@ -85,6 +85,33 @@ def job_rows(session: Session, limit: int) -> list[dict[str, str]]:
                 "error": error,
             }
         )
+    return rows
+
+
+def hl7_rows(session: Session, limit: int, with_text: bool = False) -> list[dict[str, str]]:
+    """The ``limit`` most recent HL7 result messages, newest first, with their ACK code.
+
+    ``with_text`` adds the message and the ACK as sent and received (patient
+    data: for an operator's terminal, never for a log).
+    """
+    messages = session.scalars(select(Hl7Message).order_by(Hl7Message.id.desc()).limit(limit))
+    rows = []
+    for message in messages:
+        row = {
+            "message": str(message.id),
+            "job": str(message.job_id),
+            "destination": message.destination,
+            "control_id": message.control_id,
+            "state": message.state.value,
+            "attempts": str(message.attempts),
+            "ack": message.ack_code or "-",
+            "sent": _when(message.sent_at),
+            "error": message.last_error or "",
+        }
+        if with_text:
+            row["text"] = message.message.replace("\r", "\n")
+            row["ack_text"] = (message.ack or "").replace("\r", "\n")
+        rows.append(row)
     return rows
 
 

@@ -67,7 +67,10 @@ class NodeService:
         remove_stale(self.scp.receive_dir, 2 * self.settings.network_timeout_seconds)
 
     def apply_commitment_reports(self) -> None:
-        """Apply the Storage Commitment reports received; what failed is sent again."""
+        """Apply the Storage Commitment reports received; what failed is sent again.
+
+        A job whose results are all committed gets its HL7 result messages.
+        """
         self._commitments(apply_inbox)
 
     def _commitments(self, step: Callable[..., CommitmentOutcome]) -> None:
@@ -79,6 +82,8 @@ class NodeService:
             return
         for delivery_id in outcome.resend:
             self.dispatcher.enqueue_delivery(delivery_id)
+        for message_id in outcome.hl7_messages:
+            self.dispatcher.enqueue_hl7(message_id)
 
     def start(self) -> None:
         """Re-enqueue what an earlier run left queued, then start listening and monitoring."""

@@ -21,6 +21,7 @@ QUEUES = ("cpu", "gpu", "send")
 EMBEDDED_TRANSPORT = "worker.embedded_broker:Transport"
 RUN_JOB = "ainode.run_job"
 SEND_DELIVERY = "ainode.send_delivery"
+SEND_HL7 = "ainode.send_hl7"
 
 
 def broker_options(settings: Settings) -> tuple[str, dict[str, Any]]:
@@ -74,7 +75,7 @@ def create_app(settings: Settings) -> NodeCelery:
         accept_content=["json"],
         task_queues=[Queue(name) for name in QUEUES],
         task_default_queue="cpu",
-        task_routes={SEND_DELIVERY: {"queue": "send"}},
+        task_routes={SEND_DELIVERY: {"queue": "send"}, SEND_HL7: {"queue": "send"}},
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         task_time_limit=settings.job_time_limit_seconds,

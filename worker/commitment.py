@@ -33,6 +33,7 @@ from core.tls import client_context
 from core.uids import UID_ROOT
 from dicom_node.commitment_inbox import CommitmentInbox
 from dicom_node.commitment_scu import request_commitment
+from worker.hl7.outbox import queue_result_messages
 
 if TYPE_CHECKING:
     from worker.runtime import WorkerRuntime
@@ -94,6 +95,14 @@ class CommitmentOutcome:
     committed: list[int] = field(default_factory=list)
     failed: list[int] = field(default_factory=list)
     resend: list[int] = field(default_factory=list)
+    hl7_messages: list[int] = field(default_factory=list)
+
+    def add(self, other: CommitmentOutcome) -> None:
+        """Count ``other``'s deliveries and messages in this outcome too."""
+        self.committed += other.committed
+        self.failed += other.failed
+        self.resend += other.resend
+        self.hl7_messages += other.hl7_messages
 
 
 def _references(report: object, keyword: str) -> dict[str, int | None]:
@@ -145,6 +154,10 @@ def apply_report(session: Session, report: object, settings: Settings) -> Commit
         log.warning(
             "delivery %d not committed by %s: %s", delivery.id, delivery.destination, reason
         )
+    session.flush()
+    jobs = {delivery.result.job_id for delivery in deliveries if delivery.id in outcome.committed}
+    for job_id in sorted(jobs):
+        outcome.hl7_messages += queue_result_messages(session, job_id, settings)
     return outcome
 
 
@@ -172,9 +185,7 @@ def _apply_file(
     with session_scope(session_factory) as session:
         outcome = apply_report(session, report, settings)
     path.unlink(missing_ok=True)
-    total.committed += outcome.committed
-    total.failed += outcome.failed
-    total.resend += outcome.resend
+    total.add(outcome)
 
 
 def expire_commitments(session: Session, now: datetime, settings: Settings) -> list[int]:

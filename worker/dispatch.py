@@ -22,6 +22,8 @@ from core.control import ROUTING, is_paused
 from core.db.models import (
     Delivery,
     DeliveryState,
+    Hl7Message,
+    Hl7State,
     Job,
     JobEvent,
     JobState,
@@ -36,7 +38,7 @@ from core.errors import ConfigurationError
 from core.routing import SeriesFacts, match_rules
 from core.uids import input_key
 from pipelines.registry import get_spec
-from worker.celery_app import RUN_JOB, SEND_DELIVERY
+from worker.celery_app import RUN_JOB, SEND_DELIVERY, SEND_HL7
 from worker.multiseries import Companions, fill_roles, record_inputs
 
 log = logging.getLogger(__name__)
@@ -49,11 +51,14 @@ class RecoveryReport:
     resent_jobs: list[int] = field(default_factory=list)
     failed_jobs: list[int] = field(default_factory=list)
     resent_deliveries: list[int] = field(default_factory=list)
+    resent_hl7: list[int] = field(default_factory=list)
 
     @property
     def any(self) -> bool:
         """Whether the sweep did anything."""
-        return bool(self.resent_jobs or self.failed_jobs or self.resent_deliveries)
+        return bool(
+            self.resent_jobs or self.failed_jobs or self.resent_deliveries or self.resent_hl7
+        )
 
 
 @dataclass
@@ -276,6 +281,10 @@ class Dispatcher:
         """Put a delivery id on the send queue, after ``countdown`` seconds."""
         return self._send(SEND_DELIVERY, delivery_id, "send", countdown)
 
+    def enqueue_hl7(self, message_id: int, countdown: float = 0) -> bool:
+        """Put an HL7 message id on the send queue, after ``countdown`` seconds."""
+        return self._send(SEND_HL7, message_id, "send", countdown)
+
     def _send(self, task: str, item_id: int, queue: str, countdown: float = 0) -> bool:
         try:
             self.app.send_task(task, args=[item_id], queue=queue, countdown=countdown or None)
@@ -363,7 +372,8 @@ class Dispatcher:
         * ``queued`` jobs are sent again: all of them at start-up, later only
           those waiting longer than ``job_requeue_seconds`` (a lost message);
         * pending or retrying deliveries whose time has passed are sent again,
-          and so are those whose storage commitment failed while attempts remain.
+          and so are those whose storage commitment failed while attempts remain,
+          and HL7 result messages waiting to be sent.
 
         Tasks only act on rows in the state they expect, so a message that
         was not lost after all does nothing twice.
@@ -392,10 +402,20 @@ class Dispatcher:
                     )
                 ).all()
             )
+            report.resent_hl7 = list(
+                session.scalars(
+                    select(Hl7Message.id).where(
+                        Hl7Message.state.in_([Hl7State.PENDING, Hl7State.RETRYING]),
+                        func.coalesce(Hl7Message.next_attempt_at, Hl7Message.created_at) <= overdue,
+                    )
+                ).all()
+            )
         for job_id in report.resent_jobs:
             self.enqueue_job(job_id)
         for delivery_id in report.resent_deliveries:
             self.enqueue_delivery(delivery_id)
+        for message_id in report.resent_hl7:
+            self.enqueue_hl7(message_id)
         if report.any:
             log.info("recovery: %s", report)
         return report

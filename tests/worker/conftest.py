@@ -16,6 +16,7 @@ from dicom_node.receive import ReceiveFile
 from dicom_node.received import ReceivedInstance
 from dicom_node.recorder import InstanceRecorder
 from dicom_node.spool import InstanceSpool
+from dicom_node.storage import checked_header
 from pipelines.phantom import PhantomStudy, generate_ct_phantom, write_phantom
 from worker.runtime import WorkerRuntime
 
@@ -95,6 +96,9 @@ def spool_study(
                     calling_ae="TESTSCU",
                     path=str(stored.relative_path),
                     size_bytes=stored.size_bytes,
+                    identifiers=checked_header(
+                        path, b"", path.stat().st_size, None, None
+                    ).identifiers,
                 )
             )
         return study_id

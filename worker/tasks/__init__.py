@@ -11,8 +11,9 @@ if TYPE_CHECKING:
 
 
 def register_tasks(app: NodeCelery) -> None:
-    """Register ``ainode.run_job`` and ``ainode.send_delivery`` on ``app``."""
-    from worker.celery_app import RUN_JOB, SEND_DELIVERY
+    """Register ``ainode.run_job``, ``ainode.send_delivery`` and ``ainode.send_hl7`` on ``app``."""
+    from worker.celery_app import RUN_JOB, SEND_DELIVERY, SEND_HL7
+    from worker.hl7 import outbox
     from worker.tasks import inference, send
 
     @app.task(
@@ -29,3 +30,7 @@ def register_tasks(app: NodeCelery) -> None:
     )
     def send_delivery(task: NodeTask, delivery_id: int) -> str:
         return send.execute_delivery(task.app.runtime, delivery_id, task.app).value
+
+    @app.task(name=SEND_HL7, base=NodeTask, bind=True, record_failure=staticmethod(outbox.fail_hl7))
+    def send_hl7(task: NodeTask, message_id: int) -> str:
+        return outbox.execute_hl7(task.app.runtime, message_id, task.app).value

@@ -25,6 +25,7 @@ from core.errors import TransientError
 from core.tls import client_context
 from dicom_node.scu import store_files
 from worker.commitment import ask_commitment
+from worker.hl7.outbox import enqueue_result_messages, queue_result_messages
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -130,6 +131,10 @@ def execute_delivery(
                 select(func.sum(Delivery.send_seconds)).join(Result).where(Result.job_id == job.id)
             )
             log.info("delivery %d of %s to %s succeeded", delivery_id, result.kind, name)
+            if not destination.commit:  # else the commitment report queues them
+                messages = queue_result_messages(session, job.id, settings)
+                session.commit()  # the messages exist before their tasks are queued
+                enqueue_result_messages(runtime, app, messages)
             return DeliveryOutcome.SUCCEEDED
         delivery.last_error = error
         if delivery.attempts >= settings.delivery_max_attempts:
