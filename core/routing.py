@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,11 @@ class RoutingRule(BaseModel):
 
 
 def default_rules() -> list[RoutingRule]:
-    """The route a fresh node has: CT image series go to ``ct-lungs``."""
+    """The routes a fresh node has: CT image series to ``ct-lungs``, MR to ``mr-brain``.
+
+    ``mr-brain`` skips, with the reason, every MR series that is not a
+    T1-weighted head image; it needs the ``[brain]`` extra.
+    """
     return [
         RoutingRule(
             name="ct-default",
@@ -114,7 +119,14 @@ def default_rules() -> list[RoutingRule]:
             modality=frozenset({"CT"}),
             sop_class_uid=frozenset({CT_IMAGE_STORAGE}),
             min_instances=3,
-        )
+        ),
+        RoutingRule(
+            name="mr-default",
+            pipeline="mr-brain",
+            modality=frozenset({"MR"}),
+            sop_class_uid=frozenset({MR_IMAGE_STORAGE}),
+            min_instances=3,
+        ),
     ]
 
 

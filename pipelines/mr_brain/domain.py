@@ -128,10 +128,10 @@ class T1HeadDomain(InputDomain):
     inversion_ms: tuple[float, float] = (300.0, 1500.0)
     head_body_parts: frozenset[str] = frozenset({"BRAIN", "HEAD", "SKULL", "HEADNECK"})
 
-    def violations(self, datasets: Sequence[Dataset]) -> list[str]:
-        """The generic bounds' reasons, then the T1 head ones."""
+    def violations(self, datasets: Sequence[Dataset], **options: bool) -> list[str]:
+        """The generic bounds' reasons (``options`` go to them), then the T1 head ones."""
         return [
-            *super().violations(datasets),
+            *super().violations(datasets, **options),
             *t1_head_reasons(
                 datasets[0],
                 max_echo_ms=self.max_echo_ms,

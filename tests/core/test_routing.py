@@ -102,13 +102,16 @@ def test_every_selector_must_match() -> None:
     assert not combined.matches(facts(body_part="HEAD"))
 
 
-def test_default_rule_routes_ct_to_ct_lungs() -> None:
+def test_default_rules_route_ct_to_ct_lungs_and_mr_to_mr_brain() -> None:
     rules = default_rules()
 
     assert [(r.name, r.pipeline) for r in match_rules(rules, CHEST_CT)] == [
         ("ct-default", "ct-lungs")
     ]
-    assert match_rules(rules, facts(modality="MR", sop_class_uid=MR_IMAGE_STORAGE)) == []
+    head_mr = facts(modality="MR", sop_class_uid=MR_IMAGE_STORAGE)
+    assert [(r.name, r.pipeline) for r in match_rules(rules, head_mr)] == [
+        ("mr-default", "mr-brain")
+    ]
     # A CT dose report or localiser with a different SOP class is not routed.
     assert match_rules(rules, facts(sop_class_uid="1.2.840.10008.5.1.4.1.1.88.67")) == []
     assert match_rules(rules, facts(instance_count=2)) == []
