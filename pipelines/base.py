@@ -32,6 +32,7 @@ from pydicom import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
+from pipelines.content import ContentCheckName, check_content
 from pipelines.domain import InputDomain
 from pipelines.registry import PipelineSpec
 from pipelines.stack import SourceFrames
@@ -239,6 +240,8 @@ class Pipeline(ABC):
     domain: InputDomain = InputDomain()
     #: Outside the domain: ``skip`` the job, or ``flag`` the SR and go on.
     domain_policy: Literal["skip", "flag"] = "skip"
+    #: Image content the pipeline relies on (:mod:`pipelines.content`); missing: always skip.
+    content: tuple[ContentCheckName, ...] = ()
     #: A demonstration model: result descriptions say so.
     demo: bool = False
     #: Results are in mm (volumes, diameters): an input of unknown pixel size is skipped.
@@ -263,6 +266,16 @@ class Pipeline(ABC):
             Code-only pipelines ignore all three.
         """
         return cls()
+
+    def missing_content(self, data: PipelineInput) -> list[str]:
+        """What ``data`` fails to show of the content this pipeline relies on (empty: all there).
+
+        Checked on the primary volume before the pipeline runs; unlike the
+        tag domain, a failure always skips the job whatever ``domain_policy``
+        says, since a pipeline must never report an organ the image lacks.
+        """
+        modality = str(data.datasets[0].get("Modality", ""))
+        return check_content(self.content, data.volume, modality)
 
     @abstractmethod
     def run(self, data: PipelineInput) -> PipelineResult:

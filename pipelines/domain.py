@@ -49,6 +49,9 @@ class InputDomain(BaseModel):
     modalities, body_parts, patient_orientations:
         Accepted values (case-insensitive); orientation is ``AXIAL``,
         ``CORONAL`` or ``SAGITTAL`` of the image plane.
+    body_part_may_be_missing:
+        Accept a series without Body Part Examined (the tag is often left
+        empty); a pipeline that sets it checks the image content instead.
     pixel_spacing_mm, slice_thickness_mm, kvp:
         Inclusive ``[low, high]`` ranges.
     contrast:
@@ -64,6 +67,7 @@ class InputDomain(BaseModel):
     kvp: tuple[float, float] | None = None
     contrast: bool | None = None
     body_parts: frozenset[str] | None = None
+    body_part_may_be_missing: bool = False
     patient_orientations: frozenset[str] | None = None
 
     @field_validator("modalities", "body_parts", "patient_orientations", mode="before")
@@ -89,7 +93,11 @@ class InputDomain(BaseModel):
             ("body part", self.body_parts, first.get("BodyPartExamined")),
             ("orientation", self.patient_orientations, orientation_name(first)),
         ):
-            if accepted is not None and str(value or "").upper() not in accepted:
+            if accepted is None:
+                continue
+            if name == "body part" and not value and self.body_part_may_be_missing:
+                continue
+            if str(value or "").upper() not in accepted:
                 reasons.append(f"{name} {value or 'unknown'} not in {sorted(accepted)}")
         for name, bounds, value in (
             ("pixel spacing", self.pixel_spacing_mm, _pixel_spacing(first)),

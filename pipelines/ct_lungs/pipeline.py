@@ -29,39 +29,13 @@ from scipy import ndimage
 
 from core.errors import PipelineError
 from pipelines.base import Pipeline, PipelineInput, SegmentationResult
+from pipelines.content import ContentCheckName, fill_holes, largest_components
 from pipelines.ct_lungs.segments import SEGMENTS
 from pipelines.ct_lungs.spec import SPEC
+from pipelines.domain import InputDomain
 from pipelines.registry import PipelineSpec
 
 __all__ = ["CtLungsPipeline"]
-
-#: 6-connectivity restricted to the slice plane: morphology slice by slice.
-_IN_PLANE = np.zeros((3, 3, 3), bool)
-_IN_PLANE[1] = ndimage.generate_binary_structure(2, 1)
-
-
-def _largest_components(mask: np.ndarray, count: int) -> list[np.ndarray]:
-    """Masks of the ``count`` largest 6-connected components, largest first."""
-    labels, n = ndimage.label(mask)
-    if n == 0:
-        return []
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0
-    order = np.argsort(sizes)[::-1][: min(count, n)]
-    return [labels == index for index in order if sizes[index] > 0]
-
-
-def _fill_holes(mask: np.ndarray) -> np.ndarray:
-    """Fill holes in 3D, then in every slice plane (labelling is faster than scipy's fill)."""
-    filled = mask.copy()
-    for structure, axes in ((None, (0, 1, 2)), (_IN_PLANE, (1, 2))):
-        background, _ = ndimage.label(~filled, structure)
-        faces = [np.moveaxis(background, axis, 0)[end] for axis in axes for end in (0, -1)]
-        outside = np.zeros(background.max() + 1, bool)
-        outside[np.concatenate([face.ravel() for face in faces])] = True
-        outside[0] = True
-        filled |= ~outside[background]
-    return filled
 
 
 def _close_and_fill(mask: np.ndarray, iterations: int) -> np.ndarray:
@@ -73,7 +47,7 @@ def _close_and_fill(mask: np.ndarray, iterations: int) -> np.ndarray:
     crop = np.pad(mask[box], pad)
     if iterations > 0:
         crop = ndimage.binary_closing(crop, iterations=iterations)
-    crop = _fill_holes(crop)
+    crop = fill_holes(crop)
     out = np.zeros_like(mask)
     out[box] = crop[(slice(pad, -pad),) * mask.ndim]
     return out
@@ -88,6 +62,23 @@ def _left_of_midline(affine: np.ndarray, shape: tuple[int, ...], midline_x: floa
     for k in range(shape[0]):
         np.greater(plane, midline_x - affine[0, 0] * k, out=left[k])
     return left
+
+
+#: Body Part Examined values (DICOM PS3.16 Annex L, plus THORAX) of a scan that holds the chest.
+CHEST_BODY_PARTS = (
+    "CHEST",
+    "THORAX",
+    "LUNG",
+    "HEART",
+    "MEDIASTINUM",
+    "CHESTABDOMEN",
+    "CHESTABDPELVIS",
+    "NECKCHEST",
+    "NECKCHESTABDOMEN",
+    "NECKCHESTABDPELV",
+    "TSPINE",
+    "WHOLEBODY",
+)
 
 
 class CtLungsPipeline(Pipeline):
@@ -113,6 +104,10 @@ class CtLungsPipeline(Pipeline):
 
     spec: ClassVar[PipelineSpec] = SPEC
     algorithm_family: ClassVar[Code] = codes.cid7162.HistogramAnalysis
+    domain = InputDomain(
+        modalities=["CT"], body_parts=CHEST_BODY_PARTS, body_part_may_be_missing=True
+    )
+    content: tuple[ContentCheckName, ...] = ("chest-ct",)
 
     body_threshold_hu: ClassVar[float] = -500.0
     air_threshold_hu: ClassVar[float] = -400.0
@@ -178,10 +173,10 @@ class CtLungsPipeline(Pipeline):
 
     def _body(self, hu: np.ndarray) -> np.ndarray:
         """Largest component above the body threshold, holes filled."""
-        found = _largest_components(hu > self.body_threshold_hu, 1)
+        found = largest_components(hu > self.body_threshold_hu, 1)
         if not found:
             raise PipelineError(f"no body found: no voxel above {self.body_threshold_hu:g} HU")
-        return _fill_holes(found[0])
+        return fill_holes(found[0])
 
     def _lung_components(
         self, hu: np.ndarray, body: np.ndarray, voxel_ml: float
@@ -189,7 +184,7 @@ class CtLungsPipeline(Pipeline):
         """The one or two air components inside the body that are lungs."""
         candidates = hu < self.air_threshold_hu
         candidates &= body
-        found = _largest_components(candidates, 2)
+        found = largest_components(candidates, 2)
         del candidates
         sizes = [np.count_nonzero(mask) * voxel_ml for mask in found]
         if not found or sizes[0] < self.min_lung_ml:

@@ -90,6 +90,7 @@ class ModelPipeline(Pipeline):
         self.config = config
         self.domain = config.domain
         self.domain_policy = config.domain_policy
+        self.content = config.content
         self.demo = config.demo
         self.measures_mm = config.kind != "classification"  # a classifier resizes, measures nothing
         self.weights_sha256 = sha256_of(weights)

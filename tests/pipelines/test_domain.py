@@ -62,3 +62,14 @@ def test_missing_value_is_outside_a_bounded_range() -> None:
 def test_orientation_names() -> None:
     assert orientation_name(_ct(ImageOrientationPatient=[1, 0, 0, 0, 0, -1])) == "CORONAL"
     assert orientation_name(pydicom.Dataset()) is None
+
+
+def test_missing_body_part_may_be_left_to_the_content() -> None:
+    lenient = InputDomain(body_parts=["chest"], body_part_may_be_missing=True)
+    ds = _ct()
+    del ds.BodyPartExamined
+    assert lenient.violations([ds]) == []
+    assert DOMAIN.violations([ds]) == ["body part unknown not in ['CHEST']"]
+    assert lenient.violations([_ct(BodyPartExamined="BRAIN")]) == [
+        "body part BRAIN not in ['CHEST']"
+    ]

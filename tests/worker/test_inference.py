@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import copy
 from datetime import timedelta
 
 import highdicom as hd
+import pytest
+from pydicom import Dataset, dcmread
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.config import Settings
 from core.db.models import Delivery, DeliveryState, Job, JobState, Result, utcnow
 from pipelines.phantom import PhantomStudy
+from tests.support.bad_values import EXPECTED_CHANGES, with_invalid_values
 from tests.support.dciodvfy import dciodvfy_errors
+from tests.support.real_data import real_images
 from worker.celery_app import SEND_DELIVERY
 from worker.dispatch import Dispatcher
 from worker.runtime import WorkerRuntime
@@ -121,3 +126,85 @@ def test_broken_series_fails_the_job_with_a_reason(
         assert "spacing" in (job.error or "")
         assert job.events[-1].state == "failed" and job.finished_at is not None
         assert "SECRET" not in job.error
+
+
+def _head_ct(body_part: str | None) -> list[Dataset]:
+    """The real head CT as received, with Body Part Examined set (or removed)."""
+    datasets = [dcmread(path) for path in real_images("ct-head-phantom-axial-5mm")]
+    for dataset in datasets:
+        if body_part is None:
+            del dataset.BodyPartExamined
+        else:
+            dataset.BodyPartExamined = body_part
+    return datasets
+
+
+@pytest.mark.parametrize(
+    ("body_part", "reason"),
+    [
+        ("BRAIN", "outside validated input domain: body part BRAIN not in"),
+        (None, "image content missing: no chest-sized body: the body is 139 mm wide"),
+        ("CHEST", "image content missing: no chest-sized body: the body is 139 mm wide"),
+    ],
+    ids=["tagged-brain", "untagged", "mistagged-chest"],
+)
+def test_head_ct_on_the_default_route_is_skipped_saying_why(
+    make_settings,
+    spool_study: SpoolStudy,
+    recording_app: RecordingApp,
+    session_factory: sessionmaker[Session],
+    body_part: str | None,
+    reason: str,
+) -> None:
+    settings = make_settings(destinations="PACS@127.0.0.1:104")
+    runtime = WorkerRuntime.from_settings(settings)
+    study_id = spool_study(_head_ct(body_part))
+    job_id = _job_for(settings, session_factory, recording_app, study_id)
+
+    assert execute_job(runtime, job_id, recording_app) == JobOutcome.OUTSIDE_DOMAIN
+    with session_factory() as session:
+        job = session.get_one(Job, job_id)
+        assert (job.pipeline, job.state) == ("ct-lungs", JobState.SKIPPED)
+        assert (job.error or "").startswith(reason)
+        assert job.events[-1].state == "skipped" and job.events[-1].message == job.error
+        assert job.results == [] and session.scalars(select(Delivery)).all() == []
+    assert not any(name == SEND_DELIVERY for name, _, _ in recording_app.sent)
+
+
+def test_chest_without_body_part_tag_is_segmented(
+    settings,
+    runtime,
+    spool_study: SpoolStudy,
+    small_phantom: PhantomStudy,
+    recording_app: RecordingApp,
+    session_factory: sessionmaker[Session],
+) -> None:
+    untagged = copy.deepcopy(small_phantom)
+    for dataset in untagged.datasets:
+        del dataset.BodyPartExamined
+    job_id = _job_for(settings, session_factory, recording_app, spool_study(untagged))
+    assert execute_job(runtime, job_id) == JobOutcome.SUCCEEDED
+
+
+def test_invalid_source_values_are_repaired_and_the_job_events_say_which(
+    settings,
+    runtime,
+    spool_study: SpoolStudy,
+    small_phantom: PhantomStudy,
+    recording_app: RecordingApp,
+    session_factory: sessionmaker[Session],
+) -> None:
+    invalid = copy.deepcopy(small_phantom)
+    for dataset in invalid.datasets:
+        with_invalid_values(dataset)
+    job_id = _job_for(settings, session_factory, recording_app, spool_study(invalid))
+    assert execute_job(runtime, job_id) == JobOutcome.SUCCEEDED
+    with session_factory() as session:
+        job = session.get_one(Job, job_id)
+        message = job.events[-1].message or ""
+        assert job.events[-1].state == "succeeded"
+        for change in EXPECTED_CHANGES:
+            assert change in message
+        for result in job.results:
+            assert dcmread(result.path).PatientAge == "042Y"
+            assert dciodvfy_errors(result.path) == []

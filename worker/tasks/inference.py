@@ -7,7 +7,9 @@ destinations take; an SR for classification and detection) carry UIDs
 derived from the job's input, so a re-run overwrites the same files and the
 PACS receives the same objects, never duplicates.  A series outside the
 pipeline's validated input domain is skipped with the reasons recorded, or
-processed with the SR saying so, per the pipeline's ``domain_policy``.
+processed with the SR saying so, per the pipeline's ``domain_policy``; one
+whose pixels lack what the pipeline relies on (a chest, a head) is always
+skipped, with what is missing recorded.
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ class Produced:
 
 
 class OutsideDomain(Exception):
-    """The input is outside the pipeline's validated domain and its policy is ``skip``."""
+    """The input is outside the pipeline's validated domain (policy ``skip``) or lacks content."""
 
 
 @dataclass(frozen=True)
@@ -237,6 +239,9 @@ def _produce(
         if pipeline.domain_policy == "skip":
             raise OutsideDomain(reason)
         note = reason
+    missing = pipeline.missing_content(data)
+    if missing:
+        raise OutsideDomain("image content missing: " + "; ".join(missing))
 
     start = time.perf_counter()
     with device_slot(settings.locks_dir, pipeline.device, settings.gpu_jobs_per_device):
