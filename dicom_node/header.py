@@ -6,8 +6,8 @@ reader builds a full dataset for that, which costs more than everything else
 the SCP does per instance; :func:`scan_header` walks the encoded elements of
 a little-endian dataset once and keeps only those attributes.  Anything it
 is not sure about (big endian, deflate, a malformed element) returns None,
-and the caller reads the file with pydicom instead, so unusual input is
-handled exactly as before, only slower.
+and the caller parses the whole file instead (:mod:`dicom_node.structure`),
+so unusual input is handled exactly as before, only slower.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ WANTED: dict[int, str] = {
     0x0020000D: "StudyInstanceUID",
     0x0020000E: "SeriesInstanceUID",
     0x00280002: "SamplesPerPixel",
+    0x00280004: "PhotometricInterpretation",
     0x00280008: "NumberOfFrames",
     0x00280010: "Rows",
     0x00280011: "Columns",
@@ -43,6 +44,8 @@ WANTED: dict[int, str] = {
 _TEXT = {"PatientID", "StudyDescription", "SeriesDescription", "RequestedProcedureDescription"}
 _BINARY = {"SamplesPerPixel", "Rows", "Columns", "BitsAllocated"}
 PIXEL_DATA = 0x7FE00010
+#: Float Pixel Data, Double Float Pixel Data and Pixel Data: a dataset holds at most one.
+PIXEL_DATA_TAGS = frozenset({0x7FE00008, 0x7FE00009, PIXEL_DATA})
 UNDEFINED = 0xFFFFFFFF
 _ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _LONG_VRS = {
@@ -67,7 +70,22 @@ _MAX_DEPTH = 16
 
 
 class _Unsure(ValueError):
-    """The scan cannot vouch for its result; the caller falls back to pydicom."""
+    """The scan cannot vouch for its result; the caller falls back to the full parse."""
+
+
+def text_value(keyword: str, raw: bytes, values: dict[str, str | int]) -> str:
+    """The text of a kept attribute; free text in the character set of ``values`` if not ASCII.
+
+    Raises
+    ------
+    UnicodeDecodeError
+        If an attribute that must be ASCII (a UID, a code string) is not.
+    """
+    if keyword in _TEXT and not raw.isascii():
+        charset = str(values.get("SpecificCharacterSet", "")).split("\\")
+        encodings = convert_encodings([name.strip() for name in charset])
+        return decode_bytes(raw, encodings, set()).strip(" \0")
+    return raw.decode("ascii").strip(" \0")
 
 
 @dataclass(frozen=True)
@@ -75,19 +93,21 @@ class ScannedHeader:
     """The filing attributes of one dataset and where its pixel data lies.
 
     ``pixel_data_length`` is None for encapsulated (undefined length) pixel
-    data; ``pixel_data_end`` is the file offset where the pixel data ends.
+    data; ``pixel_data_end`` is the file offset where the pixel data ends;
+    ``pixel_data_tag`` is which of :data:`PIXEL_DATA_TAGS` holds it.
     """
 
     values: dict[str, str | int]
     has_pixel_data: bool
     pixel_data_length: int | None
     pixel_data_end: int | None
+    pixel_data_tag: int = PIXEL_DATA
 
 
 def scan_header(
     data: bytes | memoryview, start: int, transfer_syntax: str, complete: bool
 ) -> ScannedHeader | None:
-    """Scan the dataset that begins at ``start`` of ``data``; None when pydicom must decide.
+    """Scan the dataset that begins at ``start`` of ``data``; None when the full parse must decide.
 
     ``data`` is the start of the file; ``complete`` says whether it is the
     whole file (else an element running past its end makes the scan unsure).
@@ -129,10 +149,10 @@ class _Scanner:
             if tag <= last_tag:
                 raise _Unsure("elements out of order")
             last_tag = tag
-            if tag == PIXEL_DATA:
+            if tag in PIXEL_DATA_TAGS:
                 if length == UNDEFINED:
-                    return ScannedHeader(self.values, True, None, None)
-                return ScannedHeader(self.values, True, length, value + length)
+                    return ScannedHeader(self.values, True, None, None, tag)
+                return ScannedHeader(self.values, True, length, value + length, tag)
             if length == UNDEFINED:
                 if vr not in (b"", b"SQ"):
                     raise _Unsure(f"undefined length {vr!r}")
@@ -152,12 +172,8 @@ class _Scanner:
             if len(raw) != 2 or vr not in (b"", b"US"):
                 raise _Unsure(f"{keyword} is not one US value")
             self.values[keyword] = _U16.unpack(raw)[0]
-        elif keyword in _TEXT and not raw.isascii():
-            charset = str(self.values.get("SpecificCharacterSet", "")).split("\\")
-            encodings = convert_encodings([name.strip() for name in charset])
-            self.values[keyword] = decode_bytes(raw, encodings, set()).strip(" \0")
         else:
-            self.values[keyword] = raw.decode("ascii").strip(" \0")
+            self.values[keyword] = text_value(keyword, raw, self.values)
 
     def skip_sequence(self, offset: int, depth: int) -> int:
         """Offset after an undefined-length sequence whose items start at ``offset``."""

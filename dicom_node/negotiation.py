@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pydicom import uid
+from pydicom._uid_dict import UID_dictionary
 from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
 from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RQ
 from pynetdicom.pdu_primitives import (
@@ -66,6 +67,26 @@ def preferred_transfer_syntaxes() -> list[str]:
     return first + [syntax for syntax in ALL_TRANSFER_SYNTAXES if syntax not in first]
 
 
+def storage_sop_classes() -> list[str]:
+    """Every Storage SOP class: pynetdicom's, and the retired and newer ones pydicom knows.
+
+    pynetdicom lists only the current classes it knows; older modalities still
+    send retired ones (Ultrasound Image Storage 1.2.840.10008.5.1.4.1.1.6) and
+    an archive stores them all.  Storage Commitment and Storage Management
+    are services, not storage classes.
+    """
+    known = [str(cx.abstract_syntax) for cx in AllStoragePresentationContexts]
+    more = [
+        uid_value
+        for uid_value, (name, kind, *_rest) in UID_dictionary.items()
+        if kind == "SOP Class"
+        and "Storage" in name
+        and "Commitment" not in name
+        and "Management" not in name
+    ]
+    return list(dict.fromkeys([*known, *sorted(more)]))
+
+
 def supported_contexts() -> list[PresentationContext]:
     """Verification, every Storage SOP class and Storage Commitment, in every transfer syntax.
 
@@ -74,7 +95,7 @@ def supported_contexts() -> list[PresentationContext]:
     the SCP role for it is granted that role.
     """
     syntaxes = preferred_transfer_syntaxes()
-    abstract = [Verification, *(cx.abstract_syntax for cx in AllStoragePresentationContexts)]
+    abstract = [Verification, *storage_sop_classes()]
     commitment = build_context(StorageCommitmentPushModel, syntaxes)
     commitment.scu_role, commitment.scp_role = False, True
     return [*(build_context(sop_class, syntaxes) for sop_class in abstract), commitment]

@@ -12,17 +12,16 @@ from __future__ import annotations
 import errno
 import functools
 import logging
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydicom import dcmread
-from pydicom.dataelem import RawDataElement
 from pydicom.uid import UID
 
 from core.errors import InputRejected, StoreStatus
-from dicom_node.header import PIXEL_DATA, UNDEFINED, WANTED, ScannedHeader, scan_header
-from dicom_node.receive import ReceiveFile
+from dicom_node.header import ScannedHeader, scan_header
+from dicom_node.receive import HEAD_BYTES, ReceiveFile
 from dicom_node.received import (
     ReceivedInstance,
     Recorder,
@@ -30,11 +29,15 @@ from dicom_node.received import (
     recording_failure_reason,
 )
 from dicom_node.spool import InstanceSpool
+from dicom_node.structure import MalformedDataset, parse_dataset
 
 log = logging.getLogger(__name__)
 
 MAX_UID_LENGTH = 64
-DEFER_BYTES = 4096
+#: Bits of one sample of Float Pixel Data and Double Float Pixel Data (BitsAllocated aside).
+FLOAT_PIXEL_BITS = {0x7FE00008: 32, 0x7FE00009: 64}
+#: Photometric interpretations whose uncompressed pixel data is 4:2:2 chroma subsampled.
+SUBSAMPLED_422 = frozenset({"YBR_FULL_422", "YBR_PARTIAL_422"})
 #: What the sender is told when an instance was not recorded because of a fault of the node.
 RECORDING_FAILED = "recording failed"
 _REQUIRED_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
@@ -67,55 +70,73 @@ def checked_header(
 
     The Storage SCP keeps those bytes as the file arrives and knows where the
     dataset begins and its transfer syntax (it wrote the file meta itself), so
-    the header is scanned without reading the file back.  Without them, or
-    when the scan is unsure, pydicom reads ``path``.  Both give the same answers.
+    the usual image (its pixel data of defined length ending the file) is
+    checked without reading the file back.  Anything else, or when the scan is
+    unsure, is parsed whole (:mod:`dicom_node.structure`): encapsulated pixel
+    data to its delimiter, what follows the pixel data, big endian, deflate.
+    Both give the same answers.  Without an offset, the file meta says where
+    the dataset starts.
 
     Raises
     ------
     InputRejected
-        If the file is not a readable dataset, lacks a required UID, or its
-        pixel data is cut short.
+        If the file is not one complete, well-formed dataset, lacks a required
+        UID, or its pixel data is cut short.
     """
+    if dataset_offset is None or transfer_syntax is None:
+        dataset_offset, transfer_syntax = _file_meta(path)
     scanned = None
-    if head and dataset_offset is not None and transfer_syntax is not None:
+    if head:
         scanned = scan_header(head, dataset_offset, transfer_syntax, len(head) >= file_size)
-    if scanned is None or transfer_syntax is None:
-        scanned, transfer_syntax = _read_with_pydicom(path)
+    if scanned is None or not _scan_is_whole(scanned, file_size):
+        try:
+            scanned = parse_dataset(path, dataset_offset, transfer_syntax)
+        except MalformedDataset as exc:
+            raise InputRejected(f"malformed dataset: {exc}", StoreStatus.CANNOT_UNDERSTAND) from exc
     return _checked(scanned, transfer_syntax, file_size)
+
+
+def _scan_is_whole(scanned: ScannedHeader, file_size: int) -> bool:
+    """Whether the scan saw the whole file: none of it is left unchecked.
+
+    A scan that found no pixel data has walked every byte; one that stopped
+    at pixel data of defined length has, when that ends the file (or runs
+    past its end, which is refused as cut short).
+    """
+    if not scanned.has_pixel_data:
+        return True
+    return scanned.pixel_data_end is not None and scanned.pixel_data_end >= file_size
+
+
+def _file_meta(path: Path) -> tuple[int, str]:
+    """Where the dataset of the Part-10 file ``path`` begins, and its transfer syntax."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(HEAD_BYTES)
+        if head[128:132] != b"DICM":
+            raise ValueError("no DICM prefix")
+        offset, transfer_syntax = 132, ""
+        while head[offset : offset + 2] == b"\x02\x00":
+            element, vr = struct.unpack_from("<H2s", head, offset + 2)
+            if vr in (b"OB", b"UN", b"UT", b"SQ"):
+                (length,), value = struct.unpack_from("<I", head, offset + 8), offset + 12
+            else:
+                (length,), value = struct.unpack_from("<H", head, offset + 6), offset + 8
+            if element == 0x0010:
+                transfer_syntax = head[value : value + length].decode("ascii").strip("\0 ")
+            offset = value + length
+        _is_compressed(transfer_syntax)  # an unknown syntax raises here
+    except (OSError, ValueError, struct.error) as exc:
+        raise InputRejected(
+            f"unreadable dataset ({type(exc).__name__})", StoreStatus.CANNOT_UNDERSTAND
+        ) from exc
+    return offset, transfer_syntax
 
 
 @functools.lru_cache(maxsize=64)
 def _is_compressed(transfer_syntax: str) -> bool:
     """Whether pixel data in ``transfer_syntax`` is encapsulated (a UID check costs a regex)."""
     return UID(transfer_syntax).is_compressed
-
-
-def _read_with_pydicom(path: Path) -> tuple[ScannedHeader, str]:
-    """The same facts as :func:`scan_header`, read by pydicom (any transfer syntax)."""
-    try:
-        dataset = dcmread(path, defer_size=DEFER_BYTES)
-        values = {
-            keyword: dataset.get(keyword) for keyword in WANTED.values() if keyword in dataset
-        }
-        transfer_syntax = dataset.file_meta.TransferSyntaxUID
-        transfer_syntax.is_compressed  # noqa: B018 - an unknown syntax raises here
-        has_pixel_data = PIXEL_DATA in dataset
-        length = end = None
-        if has_pixel_data:
-            element = dataset.get_item(PIXEL_DATA, keep_deferred=True)
-            if isinstance(element, RawDataElement):
-                if element.length != UNDEFINED:
-                    length = element.length
-                    if element.value_tell is not None:
-                        end = element.value_tell + element.length
-            elif isinstance(element.value, bytes):
-                # Already decoded by pydicom (implicit VR resolves OB/OW on read).
-                length = len(element.value)
-    except Exception as exc:
-        raise InputRejected(
-            f"unreadable dataset ({type(exc).__name__})", StoreStatus.CANNOT_UNDERSTAND
-        ) from exc
-    return ScannedHeader(values, has_pixel_data, length, end), str(transfer_syntax)
 
 
 def _checked(scanned: ScannedHeader, transfer_syntax: str, file_size: int) -> InstanceHeader:
@@ -170,12 +191,13 @@ def check_pixel_data_size(scanned: ScannedHeader, compressed: bool, file_size: i
     if compressed:
         return
     try:
+        bits = FLOAT_PIXEL_BITS.get(scanned.pixel_data_tag) or int(values["BitsAllocated"])  # type: ignore[arg-type]
         expected = (
             int(values["Rows"])  # type: ignore[arg-type]
             * int(values["Columns"])  # type: ignore[arg-type]
-            * int(values.get("SamplesPerPixel", 1))  # type: ignore[arg-type]
+            * _samples_per_pixel(values)
             * int(values.get("NumberOfFrames", 1) or 1)  # type: ignore[arg-type]
-            * int(values["BitsAllocated"])  # type: ignore[arg-type]
+            * bits
             // 8
         )
     except (KeyError, TypeError, ValueError) as exc:
@@ -187,6 +209,13 @@ def check_pixel_data_size(scanned: ScannedHeader, compressed: bool, file_size: i
             f"pixel data shorter than declared ({length} of {expected} bytes)",
             StoreStatus.CANNOT_UNDERSTAND,
         )
+
+
+def _samples_per_pixel(values: dict[str, str | int]) -> int:
+    """Samples each pixel takes on average: 2 for 4:2:2 subsampled colour (PS3.3 C.7.6.3.1.2)."""
+    if str(values.get("PhotometricInterpretation", "")).strip() in SUBSAMPLED_422:
+        return 2
+    return int(values.get("SamplesPerPixel", 1))
 
 
 @dataclass(frozen=True)
