@@ -12,7 +12,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
-__all__ = ["make_radiograph"]
+__all__ = ["make_radiograph", "two_view_series"]
 
 
 def make_radiograph(
@@ -90,3 +90,13 @@ def make_radiograph(
     ds.file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     return ds
+
+
+def two_view_series() -> list[pydicom.Dataset]:
+    """A PA (256 px) and a lateral (200 px) radiograph in one series, lateral sent first."""
+    pa, lateral = make_radiograph(seed=11), make_radiograph(seed=12, size=200)
+    for number, (ds, view) in enumerate(((pa, "PA"), (lateral, "LL")), 1):
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = pa.StudyInstanceUID, pa.SeriesInstanceUID
+        ds.PatientName, ds.PatientID, ds.AccessionNumber = "", "RG0001", "RG1"
+        ds.InstanceNumber, ds.ViewPosition = number, view
+    return [lateral, pa]
