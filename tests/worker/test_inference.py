@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from datetime import timedelta
 
 import highdicom as hd
@@ -171,34 +172,37 @@ def test_head_ct_on_the_default_route_is_skipped_saying_why(
     assert not any(name == SEND_DELIVERY for name, _, _ in recording_app.sent)
 
 
-def test_chest_without_body_part_tag_is_segmented(
+@pytest.fixture
+def run_phantom_with(
     settings,
     runtime,
     spool_study: SpoolStudy,
     small_phantom: PhantomStudy,
     recording_app: RecordingApp,
     session_factory: sessionmaker[Session],
-) -> None:
-    untagged = copy.deepcopy(small_phantom)
-    for dataset in untagged.datasets:
-        del dataset.BodyPartExamined
-    job_id = _job_for(settings, session_factory, recording_app, spool_study(untagged))
-    assert execute_job(runtime, job_id) == JobOutcome.SUCCEEDED
+) -> Callable[[Callable[[Dataset], object]], tuple[JobOutcome, int]]:
+    """``run(change) -> (outcome, job id)``: the small phantom, ``change`` applied to each slice."""
+
+    def run(change: Callable[[Dataset], object]) -> tuple[JobOutcome, int]:
+        study = copy.deepcopy(small_phantom)
+        for dataset in study.datasets:
+            change(dataset)
+        job_id = _job_for(settings, session_factory, recording_app, spool_study(study))
+        return execute_job(runtime, job_id), job_id
+
+    return run
+
+
+def test_chest_without_body_part_tag_is_segmented(run_phantom_with) -> None:
+    outcome, _ = run_phantom_with(lambda dataset: delattr(dataset, "BodyPartExamined"))
+    assert outcome == JobOutcome.SUCCEEDED
 
 
 def test_invalid_source_values_are_repaired_and_the_job_events_say_which(
-    settings,
-    runtime,
-    spool_study: SpoolStudy,
-    small_phantom: PhantomStudy,
-    recording_app: RecordingApp,
-    session_factory: sessionmaker[Session],
+    run_phantom_with, session_factory: sessionmaker[Session]
 ) -> None:
-    invalid = copy.deepcopy(small_phantom)
-    for dataset in invalid.datasets:
-        with_invalid_values(dataset)
-    job_id = _job_for(settings, session_factory, recording_app, spool_study(invalid))
-    assert execute_job(runtime, job_id) == JobOutcome.SUCCEEDED
+    outcome, job_id = run_phantom_with(with_invalid_values)
+    assert outcome == JobOutcome.SUCCEEDED
     with session_factory() as session:
         job = session.get_one(Job, job_id)
         message = job.events[-1].message or ""

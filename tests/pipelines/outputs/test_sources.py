@@ -14,7 +14,7 @@ from pydicom.sr.codedict import codes
 from pydicom.tag import Tag
 
 from core.uids import ResultUIDs
-from pipelines.base import ClassFinding, ClassificationResult
+from pipelines.base import ClassFinding, ClassificationResult, PipelineInput, PipelineResult
 from pipelines.io import load_projection, load_series
 from pipelines.outputs.sources import repaired_header, result_sources
 from pipelines.phantom import PhantomStudy, write_phantom
@@ -22,7 +22,7 @@ from pipelines.registry import load_pipeline
 from tests.support.bad_values import EXPECTED_CHANGES, with_invalid_values
 from tests.support.dciodvfy import dciodvfy_available, dciodvfy_errors
 from tests.support.radiograph import make_radiograph
-from worker.results import build_result_objects
+from worker.results import BuiltResults, build_result_objects
 
 
 def _raw(keyword: str, value: bytes) -> Dataset:
@@ -78,6 +78,22 @@ def test_valid_header_is_passed_through_unchanged(phantom: PhantomStudy) -> None
     assert result_sources(phantom.datasets).note is None
 
 
+def _built(data: PipelineInput, result: PipelineResult) -> BuiltResults:
+    """The job's result objects as the worker builds them (identity of ``ct-lungs``)."""
+    source = data.datasets[0]
+    uids = ResultUIDs.for_job(
+        study_uid=source.StudyInstanceUID,
+        series_uid=source.SeriesInstanceUID,
+        pipeline="ct-lungs",
+        version="1.0.0",
+        key=source.SeriesInstanceUID,
+    )
+    pipeline = load_pipeline("ct-lungs")
+    return build_result_objects(
+        pipeline, data, result, uids, ae_title="AINODE", outside_domain=False
+    )
+
+
 @pytest.fixture(scope="module")
 def invalid_series(phantom: PhantomStudy, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """The phantom written with real-world invalid patient/study values, read back as received."""
@@ -91,18 +107,7 @@ def test_seg_and_sr_from_invalid_source_values_pass_dciodvfy(
     invalid_series: list[Path], tmp_path: Path
 ) -> None:
     data = load_series(invalid_series)
-    pipeline = load_pipeline("ct-lungs")
-    source = data.datasets[0]
-    uids = ResultUIDs.for_job(
-        study_uid=source.StudyInstanceUID,
-        series_uid=source.SeriesInstanceUID,
-        pipeline="ct-lungs",
-        version="1.0.0",
-        key="invalid-values",
-    )
-    built = build_result_objects(
-        pipeline, data, pipeline.run(data), uids, ae_title="AINODE", outside_domain=False
-    )
+    built = _built(data, load_pipeline("ct-lungs").run(data))
     assert built.note is not None
     assert set(
         built.note.removeprefix("source attributes made valid for the results: ").split(", ")
@@ -133,17 +138,7 @@ def test_classification_sr_from_invalid_source_values_passes_dciodvfy(tmp_path: 
         ],
         threshold=0.5,
     )
-    source = data.datasets[0]
-    uids = ResultUIDs.for_job(
-        study_uid=source.StudyInstanceUID,
-        series_uid=source.SeriesInstanceUID,
-        pipeline="ct-lungs",
-        version="1.0.0",
-        key="classification",
-    )
-    built = build_result_objects(
-        load_pipeline("ct-lungs"), data, result, uids, ae_title="AINODE", outside_domain=False
-    )
+    built = _built(data, result)
     assert built.note is not None and "PatientAge repaired (AS)" in built.note
     path = tmp_path / "sr.dcm"
     built.objects[0].dataset.save_as(path, enforce_file_format=True)
