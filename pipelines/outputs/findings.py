@@ -14,9 +14,9 @@ Detection
 ---------
 One TID 1410 planar ROI group per finding: its location is a closed
 rectangle (SCOORD POLYLINE, image pixel coordinates) on the source image
-through the finding's centre, which the region references (for a tilted
-or variably spaced stack, the nearest source frame, the box moved onto its
-pixels); its size
+through the finding's centre, which the region references (the frame of
+a multi-frame image; for a tilted or variably spaced stack, the nearest
+source slice, the box moved onto its pixels); its size
 (SCT Diameter, mm; SCT Volume, mL for volumes) and its score
 (SCT Score, no units).  A finding kind with no detection gets a TID 1501
 group whose qualitative evaluation says it is absent, so "nothing found"
@@ -183,22 +183,40 @@ def _nearest_frame(frames: SourceFrames, slice_index: int) -> int:
     return int(np.argmin(np.abs(frames.grid_index[:, 0] - slice_index)))
 
 
-def _located(data: PipelineInput, finding: DetectedFinding) -> tuple[Dataset, tuple[int, ...]]:
-    """The finding's source image and its box in that image's pixels."""
+def _frame_number(data: PipelineInput, image: Dataset, slice_index: int) -> int | None:
+    """The 1-based frame of a multi-frame ``image`` that holds volume slice ``slice_index``.
+
+    The frame whose Plane Position (Patient) is nearest to the slice's first
+    voxel; None for a single-frame image (the region references all of it).
+    """
+    frames = image.get("PerFrameFunctionalGroupsSequence")
+    if not frames or int(image.get("NumberOfFrames", 1) or 1) <= 1:
+        return None
+    position = np.asarray(data.volume.affine, float) @ np.array([slice_index, 0.0, 0.0, 1.0])
+    positions = np.array(
+        [item.PlanePositionSequence[0].ImagePositionPatient for item in frames], float
+    )
+    return int(np.argmin(np.linalg.norm(positions - position[:3], axis=1))) + 1
+
+
+def _located(
+    data: PipelineInput, finding: DetectedFinding
+) -> tuple[Dataset, tuple[int, ...], int | None]:
+    """The finding's source image, its box in that image's pixels and its frame (multi-frame)."""
     if finding.image is not None:
-        return finding.image, finding.box
+        return finding.image, finding.box, None
     image = source_image(data, finding.slice_index)
     if data.frames is None:
-        return image, finding.box
+        return image, finding.box, _frame_number(data, image, finding.slice_index)
     _, row_offset, column_offset = data.frames.grid_index[
         _nearest_frame(data.frames, finding.slice_index)
     ]
     dr, dc = round(float(row_offset)), round(float(column_offset))
     row_min, column_min, row_max, column_max = finding.box
-    return image, (row_min - dr, column_min - dc, row_max - dr, column_max - dc)
+    return image, (row_min - dr, column_min - dc, row_max - dr, column_max - dc), None
 
 
-def _box_region(box: tuple[int, ...], image: Dataset) -> hd.sr.ImageRegion:
+def _box_region(box: tuple[int, ...], image: Dataset, frame: int | None) -> hd.sr.ImageRegion:
     """Closed rectangle around the finding's pixels; SCOORD (column, row), pixel edges."""
     row_min, column_min, row_max, column_max = box
     corners = np.array(
@@ -214,7 +232,9 @@ def _box_region(box: tuple[int, ...], image: Dataset) -> hd.sr.ImageRegion:
     return hd.sr.ImageRegion(
         graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
         graphic_data=corners,
-        source_image=hd.sr.SourceImageForRegion.from_source_image(image),
+        source_image=hd.sr.SourceImageForRegion.from_source_image(
+            image, referenced_frame_numbers=None if frame is None else [frame]
+        ),
     )
 
 
@@ -227,7 +247,7 @@ def _finding_group(
     outside_domain: bool,
 ) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
     """TID 1410 group of one finding: region on its source image, size, score."""
-    image, box = _located(data, finding)
+    image, box, frame = _located(data, finding)
     measurements = [
         hd.sr.Measurement(name=codes.SCT.Diameter, value=finding.diameter_mm, unit=MILLIMETER)
     ]
@@ -238,7 +258,7 @@ def _finding_group(
     measurements.append(hd.sr.Measurement(name=codes.SCT.Score, value=finding.score, unit=NO_UNITS))
     return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=_tracking(sop_instance_uid, f"{finding.label} {number}"),
-        referenced_region=_box_region(box, image),
+        referenced_region=_box_region(box, image, frame),
         finding_type=finding.finding,
         finding_category=finding.category,
         algorithm_id=algorithm,
