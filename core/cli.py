@@ -408,6 +408,8 @@ def list_pipelines(ctx: click.Context, check: bool) -> None:
             f"{entry.name} {entry.version} {entry.kind} [{entry.queue}] sha256:{weights} "
             f"({entry.source})"
         )
+        for name, digest in entry.more_weights:
+            click.echo(f"  {name} sha256:{digest}")
         if entry.error:
             click.echo(f"  ERROR: {entry.error}")
         if entry.note:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import ConfigurationError
-from pipelines.registry import PipelineSpec, builtin_specs, discover_models
+from pipelines.registry import PipelineSpec, builtin_specs, discover_models, plugin_specs
 
 __all__ = ["InstalledPipeline", "inventory"]
 
@@ -26,10 +26,14 @@ class InstalledPipeline:
     name, version, kind, queue:
         Identity (``?`` where the configuration could not be read).
     source:
-        ``built-in`` or the configuration file.
+        ``built-in``, the configuration file, or ``plugin <distribution>
+        <version>`` for a pipeline an installed package registers.
     weights, weights_sha256:
-        The weights file and its SHA-256 (None for weight-free pipelines or
-        when missing).
+        The (main) weights file and its SHA-256 (None for weight-free
+        pipelines or when missing).
+    more_weights:
+        Further weight files of a code pipeline (e.g. a cascade's first
+        network) and their SHA-256, by name.
     error:
         Why the pipeline cannot run; None when it can.
     note:
@@ -44,8 +48,44 @@ class InstalledPipeline:
     source: str
     weights: Path | None = None
     weights_sha256: str | None = None
+    more_weights: tuple[tuple[str, str], ...] = ()
     error: str | None = None
     note: str | None = None
+
+
+def _code_entry(spec: PipelineSpec, models_dir: Path, check: bool) -> InstalledPipeline:
+    """A code pipeline (built-in or plugin): its weight files hashed, (``check``) built once.
+
+    Weights that cannot be found make a note (not installed), which is an
+    error only where routing rules send series to the pipeline.
+    """
+    from pipelines.model.config import sha256_of
+
+    source = "built-in"
+    if spec.distribution is not None:
+        source = f"plugin {spec.distribution[0]} {spec.distribution[1]}"
+    entry = {"name": spec.name, "version": spec.version, "kind": spec.kind, "queue": spec.queue}
+    try:
+        files = [(name, path, sha256_of(path)) for name, path in spec.weight_files().items()]
+    except ConfigurationError as exc:
+        return InstalledPipeline(**entry, source=source, note=f"not installed: {exc}")
+    if check:
+        from pipelines.registry import load_pipeline
+
+        try:
+            load_pipeline(spec.name, models_dir, "cpu")
+        except ConfigurationError as exc:
+            return InstalledPipeline(**entry, source=source, error=str(exc))
+    if not files:
+        return InstalledPipeline(**entry, source=source)
+    (_, main, digest), *more = files
+    return InstalledPipeline(
+        **entry,
+        source=source,
+        weights=main,
+        weights_sha256=digest,
+        more_weights=tuple((name, sha) for name, _, sha in more),
+    )
 
 
 def _model_entry(spec: PipelineSpec, models_dir: Path, check: bool) -> InstalledPipeline:
@@ -84,18 +124,12 @@ def inventory(models_dir: Path, *, check: bool = False) -> list[InstalledPipelin
         Also load each model and run it once on a zero input.
     """
     models, errors = discover_models(models_dir)
+    plugins, plugin_errors = plugin_specs()
     entries = []
-    for spec in sorted({**builtin_specs(), **models}.values(), key=lambda spec: spec.name):
+    everything = {**builtin_specs(), **plugins, **models}
+    for spec in sorted(everything.values(), key=lambda spec: spec.name):
         if spec.config_path is None:
-            entries.append(
-                InstalledPipeline(
-                    name=spec.name,
-                    version=spec.version,
-                    kind=spec.kind,
-                    queue=spec.queue,
-                    source="built-in",
-                )
-            )
+            entries.append(_code_entry(spec, models_dir, check))
         else:
             entries.append(_model_entry(spec, models_dir, check))
     entries.extend(
@@ -103,5 +137,16 @@ def inventory(models_dir: Path, *, check: bool = False) -> list[InstalledPipelin
             name=path.parent.name, version="?", kind="?", queue="?", source=str(path), error=reason
         )
         for path, reason in errors.items()
+    )
+    entries.extend(
+        InstalledPipeline(
+            name=label.partition(" = ")[0],
+            version="?",
+            kind="?",
+            queue="?",
+            source="plugin",
+            error=reason,
+        )
+        for label, reason in plugin_errors.items()
     )
     return entries

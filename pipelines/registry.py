@@ -5,18 +5,23 @@ heavy entry point (numpy, torch, a model) is imported only when a worker
 first runs the pipeline, and the instance is kept for the process's life.
 Adding a modality = adding one folder with a ``spec.py`` and its code, or
 (without code) a folder under the models directory with a ``pipeline.json``
-and the weights (see :mod:`pipelines.model.config`).  Both are read without
-importing torch.
+and the weights (see :mod:`pipelines.model.config`), or installing a package
+that registers a spec in the entry-point group ``pacs_ai_node.pipelines``
+(a code pipeline with its own pre- and post-processing: a plugin).  All are
+read without importing torch.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
 import pkgutil
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,6 +34,8 @@ log = logging.getLogger(__name__)
 
 #: Entry point of every configuration-only (bring-your-own) model pipeline.
 MODEL_PIPELINE = "pipelines.model.pipeline:ModelPipeline"
+#: Entry-point group where installed packages register their pipelines' specs.
+PLUGIN_GROUP = "pacs_ai_node.pipelines"
 
 
 @dataclass(frozen=True)
@@ -83,6 +90,14 @@ class PipelineSpec:
     inputs:
         For a multi-series pipeline, the series it needs from a study, in
         channel order; empty for a single-series pipeline.
+    weights:
+        ``module:function`` of a code pipeline returning its weight files
+        (name to path, the main network first), imported without torch so
+        ``ainode pipelines`` can hash them; it raises ConfigurationError when
+        they are missing.  None for weight-free and model pipelines.
+    distribution:
+        ``(name, version)`` of the installed package a plugin came from;
+        set by the registry, None for built-in and model pipelines.
     """
 
     name: str
@@ -95,6 +110,25 @@ class PipelineSpec:
     config_path: Path | None = None
     weights_dir: Path | None = None
     inputs: tuple[SeriesRole, ...] = ()
+    weights: str | None = None
+    distribution: tuple[str, str] | None = None
+
+    def weight_files(self) -> Mapping[str, Path]:
+        """A code pipeline's weight files by name (empty without ``weights``).
+
+        Raises
+        ------
+        ConfigurationError
+            The locator cannot be imported, or the files are missing.
+        """
+        if self.weights is None:
+            return {}
+        module_name, _, function = self.weights.partition(":")
+        try:
+            locate = getattr(importlib.import_module(module_name), function)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigurationError(f"{self.name}: weights locator {self.weights}: {exc}") from exc
+        return locate()
 
     def weights_folder(self, models_dir: Path | None) -> Path | None:
         """Where this pipeline's weights live (None: it has none)."""
@@ -121,6 +155,56 @@ def builtin_specs() -> dict[str, PipelineSpec]:
         spec: PipelineSpec = spec_module.SPEC
         specs[spec.name] = spec
     return specs
+
+
+def _plugin_spec(entry_point: metadata.EntryPoint) -> PipelineSpec:
+    """The spec an entry point names, tagged with its distribution.
+
+    Raises
+    ------
+    ConfigurationError
+        The entry point cannot be loaded or is not a PipelineSpec.
+    """
+    try:
+        spec = entry_point.load()
+    except Exception as exc:  # a plugin's import may fail in any way; reported, not fatal
+        raise ConfigurationError(
+            f"plugin {entry_point.value}: cannot be loaded: {type(exc).__name__}: {exc}"
+        ) from exc
+    if not isinstance(spec, PipelineSpec):
+        raise ConfigurationError(
+            f"plugin {entry_point.value}: is a {type(spec).__name__}, not a PipelineSpec"
+        )
+    dist = entry_point.dist
+    origin = (dist.name, dist.version) if dist is not None else ("?", "?")
+    return dataclasses.replace(spec, distribution=origin)
+
+
+@cache
+def plugin_specs() -> tuple[dict[str, PipelineSpec], dict[str, str]]:
+    """Pipelines registered by installed packages (entry-point group ``pacs_ai_node.pipelines``).
+
+    Returns
+    -------
+    tuple
+        Specs by name, and ``{entry point: reason}`` for those that do not
+        load, are not specs or clash with another pipeline's name.
+    """
+    specs: dict[str, PipelineSpec] = {}
+    errors: dict[str, str] = {}
+    builtin = builtin_specs()
+    for entry_point in sorted(metadata.entry_points(group=PLUGIN_GROUP), key=lambda e: e.name):
+        label = f"{entry_point.name} = {entry_point.value}"
+        try:
+            spec = _plugin_spec(entry_point)
+        except ConfigurationError as exc:
+            errors[label] = str(exc)
+            continue
+        if spec.name in builtin or spec.name in specs:
+            errors[label] = f"plugin {entry_point.value}: pipeline name {spec.name!r} is taken"
+            continue
+        specs[spec.name] = spec
+    return specs, errors
 
 
 def model_spec(config_path: Path, weights_dir: Path | None) -> PipelineSpec:
@@ -181,14 +265,14 @@ def discover_models(models_dir: Path | None) -> tuple[dict[str, PipelineSpec], d
     errors: dict[Path, str] = {}
     if models_dir is None or not models_dir.is_dir():
         return specs, errors
-    builtin = builtin_specs()
+    taken = {**builtin_specs(), **plugin_specs()[0]}
     for config_path in sorted(models_dir.glob(f"*/{CONFIG_FILE}")):
         try:
             spec = model_spec(config_path, config_path.parent)
         except ConfigurationError as exc:
             errors[config_path] = str(exc)
             continue
-        if spec.name in builtin or spec.name in specs:
+        if spec.name in taken or spec.name in specs:
             errors[config_path] = f"{config_path}: pipeline name {spec.name!r} is already taken"
             continue
         specs[spec.name] = spec
@@ -197,7 +281,7 @@ def discover_models(models_dir: Path | None) -> tuple[dict[str, PipelineSpec], d
 
 @cache
 def available_specs(models_dir: Path | None = None) -> dict[str, PipelineSpec]:
-    """Built-in pipelines plus the valid model pipelines under ``models_dir``, by name.
+    """Built-in, plugin and the valid model pipelines under ``models_dir``, by name.
 
     Cached per folder for the life of the process: a model added while the
     node runs is picked up at the next restart.
@@ -205,7 +289,10 @@ def available_specs(models_dir: Path | None = None) -> dict[str, PipelineSpec]:
     models, errors = discover_models(models_dir)
     for reason in errors.values():
         log.error("ignoring model configuration: %s", reason)
-    return {**builtin_specs(), **models}
+    plugins, plugin_errors = plugin_specs()
+    for reason in plugin_errors.values():
+        log.error("ignoring pipeline plugin: %s", reason)
+    return {**builtin_specs(), **plugins, **models}
 
 
 def get_spec(name: str, models_dir: Path | None = None) -> PipelineSpec:

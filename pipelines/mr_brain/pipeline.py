@@ -18,7 +18,6 @@ the SHA-256 of its published 1.0.2 files.
 
 from __future__ import annotations
 
-from importlib import metadata
 from pathlib import Path
 from typing import ClassVar
 
@@ -27,14 +26,13 @@ import torch
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
-from core.errors import ConfigurationError, ContentOutsideDomain
+from core.errors import ContentOutsideDomain
 from pipelines.base import (
     Pipeline,
     PipelineInput,
     SegmentationResult,
     SegmentDefinition,
 )
-from pipelines.model.config import sha256_of
 from pipelines.model.inference import inference_context, resolve_device
 from pipelines.model.steps import (
     bbox_with_margin,
@@ -47,9 +45,10 @@ from pipelines.model.steps import (
 )
 from pipelines.mr_brain.domain import T1HeadDomain
 from pipelines.mr_brain.spec import SPEC
+from pipelines.mr_brain.weights import DEEPBET_VERSION, DEEPBET_WEIGHTS, deepbet_weights
 from pipelines.registry import PipelineSpec
 
-__all__ = ["BRAIN", "DEEPBET_WEIGHTS", "MrBrainPipeline", "deepbet_weights"]
+__all__ = ["BRAIN", "MrBrainPipeline"]
 
 #: The segment: SNOMED CT 12738006 "Brain", an anatomical structure.
 BRAIN = SegmentDefinition(
@@ -58,42 +57,6 @@ BRAIN = SegmentDefinition(
     property_type=Code("12738006", "SCT", "Brain"),
     tracking_id="brain",
 )
-#: deepbet's weight files in its wheel and their published SHA-256 (deepbet 1.0.2).
-DEEPBET_WEIGHTS = {
-    "bbox_model.pt": "39a7b2b5f799faa1391ea97bfcdc0b9299f20d84f2316a4ff8918dc4685e40aa",
-    "model.pt": "de8ee7c69654d0dd3935dc4a5d84571d8ecf4637a6bfc01df399c4c2bc86e0fd",
-}
-DEEPBET_VERSION = "1.0.2"
-
-
-def deepbet_weights() -> dict[str, Path]:
-    """The installed deepbet weight files by name, checked against their published SHA-256.
-
-    Raises
-    ------
-    ConfigurationError
-        deepbet is not installed, is another version, or a file is missing
-        or altered.
-    """
-    try:
-        distribution = metadata.distribution("deepbet")
-    except metadata.PackageNotFoundError as exc:
-        raise ConfigurationError(
-            "mr-brain needs deepbet's weights: pip install 'pacs-ai-node[brain]'"
-        ) from exc
-    if distribution.version != DEEPBET_VERSION:
-        raise ConfigurationError(
-            f"mr-brain is validated with deepbet {DEEPBET_VERSION}, found {distribution.version}"
-        )
-    paths = {}
-    for name, expected in DEEPBET_WEIGHTS.items():
-        path = Path(str(distribution.locate_file(f"data/models/{name}")))
-        if not path.is_file():
-            raise ConfigurationError(f"mr-brain: missing file: deepbet's {path}")
-        if sha256_of(path) != expected:
-            raise ConfigurationError(f"mr-brain: {path} differs from deepbet's published weights")
-        paths[name] = path
-    return paths
 
 
 class MrBrainPipeline(Pipeline):

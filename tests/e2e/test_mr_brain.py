@@ -17,7 +17,8 @@ import pytest
 from pydicom.sr.codedict import codes
 
 from pipelines.io import load_series
-from pipelines.mr_brain.pipeline import DEEPBET_WEIGHTS, MrBrainPipeline, deepbet_weights
+from pipelines.mr_brain.pipeline import MrBrainPipeline
+from pipelines.mr_brain.weights import DEEPBET_WEIGHTS, deepbet_weights
 from pipelines.outputs.agreement import dice, mask_on_source_images, seg_mask_on_source_images
 from tests.support.dciodvfy import dciodvfy_errors
 from tests.support.node import NodeProcesses

@@ -18,7 +18,8 @@ import pytest
 from core.uids import ResultUIDs
 from pipelines.base import PipelineInput
 from pipelines.io import load_series
-from pipelines.mr_brain.pipeline import MrBrainPipeline, deepbet_weights
+from pipelines.mr_brain.pipeline import MrBrainPipeline
+from pipelines.mr_brain.weights import deepbet_weights
 from pipelines.outputs.agreement import dice, mask_on_source_images, seg_mask_on_source_images
 from tests.support.real_data import real_images
 from worker.results import build_result_objects

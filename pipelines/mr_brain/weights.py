@@ -1,0 +1,51 @@
+"""deepbet's published weights: where the installed wheel keeps them, checked by SHA-256.
+
+Imported without torch, so ``ainode pipelines`` can list and hash them.
+"""
+
+from __future__ import annotations
+
+from importlib import metadata
+from pathlib import Path
+
+from core.errors import ConfigurationError
+from pipelines.model.config import sha256_of
+
+__all__ = ["DEEPBET_VERSION", "DEEPBET_WEIGHTS", "deepbet_weights"]
+
+DEEPBET_VERSION = "1.0.2"
+#: deepbet's weight files in its wheel and their published SHA-256, the brain network first.
+DEEPBET_WEIGHTS = {
+    "model.pt": "de8ee7c69654d0dd3935dc4a5d84571d8ecf4637a6bfc01df399c4c2bc86e0fd",
+    "bbox_model.pt": "39a7b2b5f799faa1391ea97bfcdc0b9299f20d84f2316a4ff8918dc4685e40aa",
+}
+
+
+def deepbet_weights() -> dict[str, Path]:
+    """The installed deepbet weight files by name, checked against their published SHA-256.
+
+    Raises
+    ------
+    ConfigurationError
+        deepbet is not installed, is another version, or a file is missing
+        or altered.
+    """
+    try:
+        distribution = metadata.distribution("deepbet")
+    except metadata.PackageNotFoundError as exc:
+        raise ConfigurationError(
+            "mr-brain needs deepbet's weights: pip install 'pacs-ai-node[brain]'"
+        ) from exc
+    if distribution.version != DEEPBET_VERSION:
+        raise ConfigurationError(
+            f"mr-brain is validated with deepbet {DEEPBET_VERSION}, found {distribution.version}"
+        )
+    paths = {}
+    for name, expected in DEEPBET_WEIGHTS.items():
+        path = Path(str(distribution.locate_file(f"data/models/{name}")))
+        if not path.is_file():
+            raise ConfigurationError(f"mr-brain: missing file: deepbet's {path}")
+        if sha256_of(path) != expected:
+            raise ConfigurationError(f"mr-brain: {path} differs from deepbet's published weights")
+        paths[name] = path
+    return paths
