@@ -1,4 +1,4 @@
-"""Reading back what a TID 1500 SR of the node points at."""
+"""Writing a SEG and its TID 1500 SR for tests, and reading back what the SR points at."""
 
 from __future__ import annotations
 
@@ -6,8 +6,54 @@ from pathlib import Path
 
 import highdicom as hd
 from pydicom import Dataset
+from pydicom.sr.coding import Code
+from pydicom.uid import generate_uid
 
-__all__ = ["measured_values", "referenced_segmentations"]
+from pipelines.base import PipelineInput, SegmentationResult, SegmentMeasurement, measure_segments
+from pipelines.outputs.provenance import ResultProvenance
+from pipelines.outputs.seg import build_segmentation
+from pipelines.outputs.sr import build_measurement_report
+
+__all__ = ["HU", "measured_values", "referenced_segmentations", "write_pair"]
+
+HU = Code("[hnsf'U]", "UCUM", "Hounsfield unit")
+
+
+def write_pair(
+    data: PipelineInput,
+    result: SegmentationResult,
+    provenance: ResultProvenance,
+    directory: Path,
+) -> tuple[Path, Path, list[SegmentMeasurement]]:
+    """Build the SEG and SR of ``result`` as the worker does, save both in ``directory``.
+
+    Returns
+    -------
+    tuple
+        ``seg.dcm``, ``sr.dcm`` and the measurements the SR reports.
+    """
+    seg = build_segmentation(
+        data,
+        result,
+        series_instance_uid=generate_uid(),
+        sop_instance_uid=generate_uid(),
+        series_number=901,
+        provenance=provenance,
+    )
+    measurements = measure_segments(data, result)
+    sr = build_measurement_report(
+        data,
+        measurements,
+        seg,
+        series_instance_uid=generate_uid(),
+        sop_instance_uid=generate_uid(),
+        series_number=902,
+        provenance=provenance,
+        intensity_unit=HU,
+    )
+    seg.save_as(directory / "seg.dcm")
+    sr.save_as(directory / "sr.dcm")
+    return directory / "seg.dcm", directory / "sr.dcm", measurements
 
 
 def referenced_segmentations(path: str | Path) -> set[tuple[str, str]]:

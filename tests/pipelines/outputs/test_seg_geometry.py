@@ -6,19 +6,17 @@ from pathlib import Path
 
 import highdicom as hd
 import numpy as np
-import pydicom
 import pytest
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
-from pipelines.base import PipelineInput, SegmentationResult, SegmentDefinition, measure_segments
+from pipelines.base import PipelineInput, SegmentationResult, SegmentDefinition
 from pipelines.io import load_input, load_series
 from pipelines.outputs.provenance import ResultProvenance
-from pipelines.outputs.seg import build_segmentation
-from pipelines.outputs.sr import build_measurement_report
 from pipelines.phantom import generate_ct_phantom
 from tests.support.dciodvfy import dciodvfy_available, dciodvfy_errors
 from tests.support.real_data import real_images
+from tests.support.sr import write_pair
 from tests.support.stacks import enhanced_ct, jitter_orientation, sphere_series
 
 SEGMENT = SegmentDefinition(
@@ -35,31 +33,11 @@ def _write(
 ) -> tuple[Path, Path]:
     """SEG and SR of one mask, saved; dciodvfy-checked where installed."""
     result = SegmentationResult(segments=[SEGMENT], masks=[mask])
-    seg = build_segmentation(
-        data,
-        result,
-        series_instance_uid=generate_uid(),
-        sop_instance_uid=generate_uid(),
-        series_number=901,
-        provenance=provenance,
-    )
-    sr = build_measurement_report(
-        data,
-        measure_segments(data, result),
-        seg,
-        series_instance_uid=generate_uid(),
-        sop_instance_uid=generate_uid(),
-        series_number=902,
-        provenance=provenance,
-        intensity_unit=pydicom.sr.coding.Code("[hnsf'U]", "UCUM", "Hounsfield unit"),
-    )
-    paths = folder / "seg.dcm", folder / "sr.dcm"
-    seg.save_as(paths[0])
-    sr.save_as(paths[1])
+    seg_path, sr_path, _ = write_pair(data, result, provenance, folder)
     if dciodvfy_available():
-        assert dciodvfy_errors(paths[0]) == []
-        assert dciodvfy_errors(paths[1]) == []
-    return paths
+        assert dciodvfy_errors(seg_path) == []
+        assert dciodvfy_errors(sr_path) == []
+    return seg_path, sr_path
 
 
 def test_near_equal_orientations_reach_the_seg_and_sr(

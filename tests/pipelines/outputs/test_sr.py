@@ -8,46 +8,14 @@ from pathlib import Path
 import highdicom as hd
 import pytest
 from pydicom.sr.codedict import codes
-from pydicom.sr.coding import Code
 from pydicom.uid import generate_uid
 
-from pipelines.base import PipelineInput, SegmentationResult, SegmentMeasurement, measure_segments
+from pipelines.base import PipelineInput, SegmentationResult, SegmentMeasurement
 from pipelines.outputs.provenance import ResultProvenance
 from pipelines.outputs.seg import build_segmentation
 from pipelines.outputs.sr import MILLILITER, build_measurement_report
 from tests.support.dciodvfy import dciodvfy_available, dciodvfy_errors
-
-HU = Code("[hnsf'U]", "UCUM", "Hounsfield unit")
-
-
-def _build_pair(
-    data: PipelineInput,
-    result: SegmentationResult,
-    provenance: ResultProvenance,
-    directory: Path,
-) -> tuple[Path, Path, list[SegmentMeasurement]]:
-    seg = build_segmentation(
-        data,
-        result,
-        series_instance_uid=generate_uid(),
-        sop_instance_uid=generate_uid(),
-        series_number=901,
-        provenance=provenance,
-    )
-    measurements = measure_segments(data, result)
-    sr = build_measurement_report(
-        data,
-        measurements,
-        seg,
-        series_instance_uid=generate_uid(),
-        sop_instance_uid=generate_uid(),
-        series_number=902,
-        provenance=provenance,
-        intensity_unit=HU,
-    )
-    seg.save_as(directory / "seg.dcm")
-    sr.save_as(directory / "sr.dcm")
-    return directory / "seg.dcm", directory / "sr.dcm", measurements
+from tests.support.sr import HU, write_pair
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +25,7 @@ def pair(
     provenance: ResultProvenance,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> tuple[Path, Path, list[SegmentMeasurement]]:
-    return _build_pair(ct_input, seg_result, provenance, tmp_path_factory.mktemp("sr"))
+    return write_pair(ct_input, seg_result, provenance, tmp_path_factory.mktemp("sr"))
 
 
 def _groups(sr_path: Path) -> list[hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations]:
@@ -122,7 +90,7 @@ def test_empty_segment_has_volume_but_no_mean(
     provenance: ResultProvenance,
     tmp_path: Path,
 ) -> None:
-    _, sr_path, measurements = _build_pair(ct_input, empty_result, provenance, tmp_path)
+    _, sr_path, measurements = write_pair(ct_input, empty_result, provenance, tmp_path)
     assert math.isnan(measurements[1].mean_intensity)
     if dciodvfy_available():
         assert dciodvfy_errors(sr_path) == []
