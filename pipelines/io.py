@@ -390,7 +390,9 @@ def load_input(paths: Sequence[str | os.PathLike[str]]) -> PipelineInput:
             images=images,
         )
     if len(datasets) == 1 and _frame_count(datasets[0]) > 1:
-        return load_multiframe(datasets[0])
+        data = load_multiframe(datasets[0])
+        del data.datasets[0].PixelData  # read here; results need the header only
+        return data
     if any(_frame_count(ds) > 1 for ds in datasets):
         return load_series(datasets)  # refuses, naming the multi-frame instance
     return _series_input(list(paths), datasets, keep_pixel_data=False)
