@@ -7,7 +7,7 @@ value representations forbid (PatientAge ``42`` where AS needs ``042Y``,
 dates written ``2020-01-02``, an empty ProcedureCodeSequence, a weight of
 ``70kg``), and a result carrying them fails ``dciodvfy`` or, for an invalid
 PatientSex, cannot be built at all.  :func:`result_sources` gives the
-writers a header whose copied attributes are all valid:
+writers headers whose copied attributes are all valid:
 
 * a value whose meaning is certain is repaired (``42`` -> ``042Y``,
   ``2020-01-02`` -> ``20200102``, ``12:30:00`` -> ``123000``, ``male`` ->
@@ -65,8 +65,8 @@ class ResultSources:
     Parameters
     ----------
     datasets:
-        The source datasets, the first replaced by a repaired header when
-        any copied attribute needed it (the writers copy from the first).
+        The source datasets, each replaced by a repaired header where a
+        copied attribute needed it.
     changes:
         One line per attribute changed, e.g. ``"PatientAge repaired (AS)"``.
     """
@@ -83,11 +83,11 @@ class ResultSources:
 
 
 @cache
-def _copied_attributes() -> dict[str, str]:
-    """Root-level keyword -> DICOM type (``1``, ``2``, ``3``, ``1C``...) of the copied modules."""
+def _copied_attributes() -> dict[BaseTag, tuple[str, str]]:
+    """Root-level tag -> keyword and type (``1``, ``2``, ``3``, ``1C``...) of the copied modules."""
     table = get_module_attribute_map()
     return {
-        str(item["keyword"]): str(item["type"])
+        Tag(tag_for_keyword(str(item["keyword"]))): (str(item["keyword"]), str(item["type"]))
         for module in _COPIED_MODULES
         for item in table[module]
         if not item["path"]
@@ -181,9 +181,8 @@ def _texts(header: Dataset, tag: BaseTag, vr: str) -> list[str] | None:
     return [text] if vr in ("LT", "ST") else text.split("\\")
 
 
-def _check(header: Dataset, keyword: str, kind: str) -> str | None:
-    """Make ``keyword`` of ``header`` valid in place; the change made, or None."""
-    tag = Tag(tag_for_keyword(keyword))
+def _check(header: Dataset, tag: BaseTag, keyword: str, kind: str) -> str | None:
+    """Make ``keyword`` (``tag``) of ``header`` valid in place; the change made, or None."""
     vr = header.get_item(tag).VR or dictionary_VR(tag)
     if vr == "SQ":
         items = header[tag].value
@@ -219,24 +218,32 @@ def repaired_header(dataset: Dataset) -> tuple[Dataset, list[str]]:
     The original is never modified: when something changes, the returned
     header is a new dataset sharing every other element with it.
     """
+    copied = _copied_attributes()
     header = Dataset(dict(dataset.items()))
     if hasattr(dataset, "file_meta"):
         header.file_meta = dataset.file_meta
     changes = [
         change
-        for keyword, kind in _copied_attributes().items()
-        if keyword in dataset and (change := _check(header, keyword, kind)) is not None
+        for tag in sorted(dataset.keys() & copied.keys())
+        if (change := _check(header, tag, *copied[tag])) is not None
     ]
     return (header if changes else dataset), changes
 
 
 def result_sources(datasets: Sequence[Dataset]) -> ResultSources:
-    """The source datasets the writers get: the first one repaired where needed.
+    """The source datasets the writers get, each repaired where needed.
+
+    SEG and SR copy from the first, a Secondary Capture from its key image:
+    every one is repaired, so whichever a writer copies from is valid.
 
     Parameters
     ----------
     datasets:
         The pipeline input's source datasets (all share patient and study).
     """
-    first, changes = repaired_header(datasets[0])
-    return ResultSources(datasets=[first, *datasets[1:]], changes=changes)
+    repaired, changes = [], {}
+    for dataset in datasets:
+        header, made = repaired_header(dataset)
+        repaired.append(header)
+        changes.update(dict.fromkeys(made))
+    return ResultSources(datasets=repaired, changes=list(changes))

@@ -6,6 +6,7 @@ import copy
 from pathlib import Path
 
 import highdicom as hd
+import numpy as np
 import pytest
 from pydicom import Dataset, dcmread
 from pydicom.datadict import dictionary_VR, tag_for_keyword
@@ -14,7 +15,14 @@ from pydicom.sr.codedict import codes
 from pydicom.tag import Tag
 
 from core.uids import ResultUIDs
-from pipelines.base import ClassFinding, ClassificationResult, PipelineInput, PipelineResult
+from pipelines.base import (
+    ClassFinding,
+    ClassificationResult,
+    PipelineInput,
+    PipelineResult,
+    SegmentationResult,
+    SegmentDefinition,
+)
 from pipelines.io import load_projection, load_series
 from pipelines.outputs.sources import repaired_header, result_sources
 from pipelines.phantom import PhantomStudy, write_phantom
@@ -22,6 +30,7 @@ from pipelines.registry import load_pipeline
 from tests.support.bad_values import EXPECTED_CHANGES, with_invalid_values
 from tests.support.dciodvfy import dciodvfy_available, dciodvfy_errors
 from tests.support.radiograph import make_radiograph
+from tests.support.real_data import real_images
 from worker.results import BuiltResults, build_result_objects
 
 
@@ -145,3 +154,27 @@ def test_classification_sr_from_invalid_source_values_passes_dciodvfy(tmp_path: 
     assert dcmread(path).PatientAge == "042Y"
     if dciodvfy_available():
         assert dciodvfy_errors(path) == []
+
+
+def test_every_source_is_repaired_and_each_change_named_once(invalid_series: list[Path]) -> None:
+    datasets = load_series(invalid_series).datasets
+    sources = result_sources(datasets)
+    assert set(sources.changes) == EXPECTED_CHANGES and len(sources.changes) == len(
+        EXPECTED_CHANGES
+    )
+    assert [str(ds.PatientAge) for ds in sources.datasets] == ["042Y"] * len(datasets)
+    assert {ds.SOPInstanceUID for ds in sources.datasets} == {ds.SOPInstanceUID for ds in datasets}
+
+
+def test_real_mr_with_a_bare_patient_age_gives_valid_seg_and_sr(tmp_path: Path) -> None:
+    data = load_series(real_images("mr-t1w-3d-studyforrest"))  # PatientAge "42", as sent
+    head = SegmentDefinition("Head", codes.SCT.AnatomicalStructure, codes.SCT.Head, "head")
+    mask = data.volume.array > np.percentile(data.volume.array, 80)
+    built = _built(data, SegmentationResult(segments=[head], masks=[mask]))
+    assert built.note == "source attributes made valid for the results: PatientAge repaired (AS)"
+    for item in built.objects:
+        path = tmp_path / item.file_name
+        item.dataset.save_as(path, enforce_file_format=True)
+        assert dcmread(path).PatientAge == "042Y"
+        if dciodvfy_available():
+            assert dciodvfy_errors(path) == []
