@@ -78,8 +78,9 @@ def test_synthetic_head_ct_has_neither_chest_nor_lungs_but_is_a_head() -> None:
     assert extent is not None and extent.depth_mm == pytest.approx(190, abs=3)
 
 
-def test_real_head_ct_is_no_chest_but_a_head() -> None:
-    data = load_series(real_images(HEAD_CT))
+@pytest.mark.parametrize("case", [HEAD_CT, "ct-head-phantom-gantry-tilt"])
+def test_real_head_ct_is_no_chest_but_a_head(case: str) -> None:
+    data = load_series(real_images(case))
     reasons = chest_ct_findings(data.volume)
     # a hollow phantom: air fills the skull, so the body's size is what tells
     assert len(reasons) == 1 and reasons[0].startswith("no chest-sized body")
