@@ -44,8 +44,15 @@ UNRECOGNIZED_OPERATION = 0x0211
 SOP_CLASS_NOT_SUPPORTED = 0x0122
 #: Largest command set accepted (a C-STORE-RQ is a few hundred bytes).
 MAX_COMMAND_BYTES = 1 << 16
-#: Largest association request PDU accepted.
+#: Largest association request PDU accepted (128 contexts of every syntax take ~200 KB).
 MAX_REQUEST_BYTES = 1 << 20
+#: Smallest: the fixed fields of an A-ASSOCIATE-RQ (PS3.8 Table 9-11).
+MIN_REQUEST_BYTES = 68
+#: Largest P-DATA-TF PDU when the node announces no maximum length (0, "unlimited").
+MAX_UNLIMITED_PDU = 1 << 31
+#: Slowest transfer a PDU may take (bytes per second) on top of the network timeout:
+#: a 500 MB PDU may take 60 s + 500 s, a 16 KB one trickled at 1 byte/s ends after 60 s.
+MIN_RECEIVE_RATE = 1 << 20
 
 
 class _Discard:
@@ -94,9 +101,14 @@ class StorageAssociation:
     receive_folder:
         Where datasets are received (on the spool's file system).
     acse_timeout, network_timeout:
-        Seconds to wait for the association request, and for any later PDU.
+        Seconds for the whole association request to arrive (ARTIM), and to
+        wait for any later PDU; once a PDU has begun it must arrive within
+        the network timeout plus its length at :data:`MIN_RECEIVE_RATE`.
     active_count:
         How many other associations are open (for the association limit).
+    on_negotiated:
+        Called once the association is accepted (until then the connection
+        counts as an un-negotiated one, not as an association).
     commitment:
         Where Storage Commitment reports (N-EVENT-REPORT) go; without it they
         are answered as an unsupported operation.
@@ -114,6 +126,7 @@ class StorageAssociation:
         network_timeout: float,
         active_count: Callable[[], int],
         commitment: CommitmentInbox | None = None,
+        on_negotiated: Callable[[], None] = lambda: None,
     ) -> None:
         self.sock = sock
         self._commitment = commitment
@@ -124,6 +137,7 @@ class StorageAssociation:
         self._acse_timeout = acse_timeout
         self._network_timeout = network_timeout
         self._active_count = active_count
+        self._on_negotiated = on_negotiated
         self._reader = pdu.PduReader(sock)
         self._calling_ae = ""
         self._accepted: Accepted | None = None
@@ -137,9 +151,11 @@ class StorageAssociation:
     def run(self) -> None:
         """Negotiate, then serve requests until release, abort or error; never raises."""
         try:
-            self.sock.settimeout(self._acse_timeout)
+            # ARTIM: the whole association request arrives within the ACSE timeout.
+            self._reader.set_timeout(self._acse_timeout)
+            self._reader.set_deadline(self._acse_timeout)
             if self._negotiate():
-                self.sock.settimeout(self._network_timeout)
+                self._reader.set_timeout(self._network_timeout)
                 self._serve()
         except pdu.ProtocolViolation as exc:
             log.warning("aborting association from %s: %s", self._peer(), exc)
@@ -175,14 +191,15 @@ class StorageAssociation:
         pdu_type, length = self._reader.pdu_header()
         if pdu_type != pdu.PduType.A_ASSOCIATE_RQ:
             raise pdu.ProtocolViolation(
-                f"expected A-ASSOCIATE-RQ, got PDU type {pdu_type:#04x}",
-                pdu.AbortReason.UNEXPECTED_PDU,
+                f"expected A-ASSOCIATE-RQ, got PDU type {pdu_type:#04x}", pdu.abort_reason(pdu_type)
             )
-        if length > MAX_REQUEST_BYTES:
+        if not MIN_REQUEST_BYTES <= length <= MAX_REQUEST_BYTES:
             raise pdu.ProtocolViolation(f"A-ASSOCIATE-RQ of {length} bytes")
         request = bytes([pdu_type, 0]) + length.to_bytes(4, "big") + self._reader.read(length)
         decision = self._policy.negotiate(request, self.peer_host, self._active_count())
         self._calling_ae = decision.calling_ae
+        if isinstance(decision, Accepted):
+            self._on_negotiated()  # counted as an association before the peer can act on it
         self.sock.sendall(decision.response)
         if isinstance(decision, Accepted):
             self._accepted = decision
@@ -196,7 +213,13 @@ class StorageAssociation:
     # ------------------------------------------------------------------ data transfer
     def _serve(self) -> None:
         while True:
+            self._reader.set_deadline(None)
+            self._reader.wait()  # idle between PDUs: up to the network timeout
+            # Once a PDU has begun, all of it arrives within a bound (however it trickles).
+            self._reader.set_deadline(self._network_timeout)
             pdu_type, length = self._reader.pdu_header()
+            self._check_length(pdu_type, length)
+            self._reader.set_deadline(self._network_timeout + length / MIN_RECEIVE_RATE)
             if pdu_type == pdu.PduType.P_DATA_TF:
                 self._receive_pdata(length)
             elif pdu_type == pdu.PduType.A_RELEASE_RQ:
@@ -206,14 +229,24 @@ class StorageAssociation:
                 self.sock.sendall(pdu.release_response())
                 log.info("association from %s released", self._peer())
                 return
-            elif pdu_type == pdu.PduType.A_ABORT:
+            else:  # A-ABORT
                 self._reader.read(length)
                 log.warning("association from %s aborted by the peer", self._peer())
                 return
-            else:
-                raise pdu.ProtocolViolation(
-                    f"unexpected PDU type {pdu_type:#04x}", pdu.AbortReason.UNEXPECTED_PDU
-                )
+
+    def _check_length(self, pdu_type: int, length: int) -> None:
+        """Refuse a PDU the association cannot take, or longer than its type allows, unread."""
+        if pdu_type == pdu.PduType.P_DATA_TF:
+            limit = self._policy.max_pdu or MAX_UNLIMITED_PDU
+            if length > limit:
+                raise pdu.ProtocolViolation(f"P-DATA-TF of {length} bytes (maximum {limit})")
+        elif pdu_type in (pdu.PduType.A_RELEASE_RQ, pdu.PduType.A_ABORT):
+            if length != pdu.SHORT_PDU_BODY:
+                raise pdu.ProtocolViolation(f"PDU type {pdu_type:#04x} of {length} bytes")
+        else:
+            raise pdu.ProtocolViolation(
+                f"unexpected PDU type {pdu_type:#04x}", pdu.abort_reason(pdu_type)
+            )
 
     def _context(self, context_id: int) -> AcceptedContext:
         assert self._accepted is not None

@@ -142,6 +142,23 @@ def _decode(request_pdu: bytes) -> A_ASSOCIATE:
         raise pdu.ProtocolViolation(f"undecodable A-ASSOCIATE-RQ ({type(exc).__name__})") from exc
 
 
+def _unreadable_ae_title(request_pdu: bytes) -> tuple[str, tuple[int, int, int]] | None:
+    """Why the request's called or calling AE title is not one (PS3.5 Table 6.2-1: AE), if so.
+
+    Checked on the raw fields before decoding: an AE title is 16 bytes of the
+    default repertoire without control characters or backslash (NUL padding
+    is tolerated, as older senders use it).
+    """
+    for start, what, rejection in (
+        (10, "called", _REJECT_CALLED_AE),
+        (26, "calling", _REJECT_CALLING_AE),
+    ):
+        field = request_pdu[start : start + 16]
+        if not all((0x20 <= byte < 0x7F and byte != 0x5C) or byte == 0 for byte in field):
+            return f"{what} AE title is not ASCII text", rejection
+    return None
+
+
 class AssociationPolicy:
     """Decides on association requests for one Storage SCP.
 
@@ -174,6 +191,10 @@ class AssociationPolicy:
         # from memory (the checks that depend on the peer and the load still run).
         answer = self._answers.get(request_pdu)
         if answer is None:
+            unreadable = _unreadable_ae_title(request_pdu)
+            if unreadable is not None:
+                reason, (result, source, diagnostic) = unreadable
+                return Rejected(pdu.associate_reject(result, source, diagnostic), "?", reason)
             primitive = _decode(request_pdu)
             accepted = self._accept(primitive, str(primitive.calling_ae_title).strip())
             if len(self._answers) >= MAX_REMEMBERED_REQUESTS:
@@ -219,6 +240,11 @@ class AssociationPolicy:
             for item in user_items
             if isinstance(item, SCP_SCU_RoleSelectionNegotiation)
         }
+        for context in primitive.presentation_context_definition_list:
+            if not context.transfer_syntax:
+                raise pdu.ProtocolViolation(
+                    f"presentation context {context.context_id} proposes no transfer syntax"
+                )
         results, reply_roles = negotiate_as_acceptor(
             primitive.presentation_context_definition_list, self._contexts, roles or None
         )

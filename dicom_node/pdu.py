@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 from enum import IntEnum
 
 _PDU_HEADER = struct.Struct(">BxI")
@@ -44,6 +45,21 @@ class AbortReason(IntEnum):
     INVALID_PARAMETER_VALUE = 0x06
 
 
+#: Body length of A-RELEASE-RQ, A-RELEASE-RP and A-ABORT PDUs.
+SHORT_PDU_BODY = 4
+
+
+def abort_reason(pdu_type: int) -> AbortReason:
+    """Why a PDU of ``pdu_type`` is aborted where it is not expected (PS3.8 9.3.1, Table 9-26).
+
+    A type the protocol does not define is unrecognized (1); a defined one in
+    the wrong state is unexpected (2).
+    """
+    if pdu_type in PduType._value2member_map_:
+        return AbortReason.UNEXPECTED_PDU
+    return AbortReason.UNRECOGNIZED_PDU
+
+
 class ConnectionClosed(ConnectionError):
     """The peer closed the connection in the middle of a PDU, or between PDUs."""
 
@@ -57,10 +73,49 @@ class ProtocolViolation(ValueError):
 
 
 class PduReader:
-    """Reads PDUs from one connection; every read blocks up to the socket's timeout."""
+    """Reads PDUs from one connection, within the socket's timeout and an optional deadline.
+
+    Each read waits at most the socket's timeout for bytes; with a deadline
+    set (:meth:`set_deadline`), all reads together end by then, however
+    slowly the bytes trickle in (ARTIM, and the bound on receiving one PDU).
+    Bytes are only ever read into memory that holds bytes already arrived.
+    """
 
     def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
         self._stream = sock.makefile("rb", buffering=_READ_BUFFER)
+        self._deadline: float | None = None
+        self._timeout = sock.gettimeout()
+        self._shortened = False
+
+    def set_timeout(self, seconds: float) -> None:
+        """How long one read may wait for bytes when no deadline is nearer."""
+        self._timeout = seconds
+        self._shortened = False
+        self._sock.settimeout(seconds)
+
+    def set_deadline(self, seconds: float | None) -> None:
+        """End every read ``seconds`` from now (TimeoutError), or no deadline with None."""
+        self._deadline = None if seconds is None else time.monotonic() + seconds
+        if self._shortened:
+            self.set_timeout(self._timeout)  # type: ignore[arg-type]
+
+    def _before_read(self) -> None:
+        """Shorten the socket's timeout to the deadline once it is nearer (a syscall, so rarely)."""
+        if self._deadline is None:
+            return
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("deadline passed")
+        if self._timeout is None or remaining < self._timeout:
+            self._sock.settimeout(remaining)
+            self._shortened = True
+
+    def wait(self) -> None:
+        """Block until the next bytes arrive (the start of a PDU)."""
+        self._before_read()
+        if not self._stream.peek(1):
+            raise ConnectionClosed("connection closed by the peer")
 
     def read_into(self, view: memoryview) -> None:
         """Fill ``view`` from the connection.
@@ -69,18 +124,26 @@ class PduReader:
         ------
         ConnectionClosed
             If the connection ends first.
+        TimeoutError
+            If no byte comes within the timeout, or the deadline passes.
         """
         filled = 0
         while filled < len(view):
-            got = self._stream.readinto(view[filled:])
+            self._before_read()
+            got = self._stream.readinto1(view[filled:])
             if not got:
                 raise ConnectionClosed("connection closed by the peer")
             filled += got
 
     def read(self, length: int) -> bytearray:
-        """Read exactly ``length`` bytes."""
-        data = bytearray(length)
-        self.read_into(memoryview(data))
+        """Read exactly ``length`` bytes, growing the result only as they arrive."""
+        data = bytearray()
+        while len(data) < length:
+            self._before_read()
+            buffered = self._stream.peek(1)  # one read of up to a buffer's worth when empty
+            if not buffered:
+                raise ConnectionClosed("connection closed by the peer")
+            data += self._stream.read1(min(length - len(data), len(buffered)))
         return data
 
     def pdu_header(self) -> tuple[int, int]:

@@ -24,7 +24,10 @@ from multiprocessing.connection import Connection
 
 #: What a receiver sends once it serves connections ...
 READY = "ready"
-#: ... and each time one of its associations is over.
+#: ... each time a connection has negotiated an association, and when that is over ...
+ASSOCIATION_NEGOTIATED = "negotiated"
+ASSOCIATION_RELEASED = "released"
+#: ... and each time a connection is over (negotiated or not).
 ASSOCIATION_ENDED = "ended"
 
 #: Packages pydicom imports for decoding pixel data when they are installed.
@@ -63,9 +66,29 @@ def serve(handoff_fd: int, rows_fd: int) -> None:
     scp = StorageSCP(settings, recorder, clean_spool=False)
     scp.start(listen=False)
 
-    def ended() -> None:
+    def report(message: str) -> None:
         with contextlib.suppress(OSError):
-            recorder.send(ASSOCIATION_ENDED)
+            recorder.send(message)
+
+    def ended(negotiated: threading.Event) -> None:
+        if negotiated.is_set():
+            report(ASSOCIATION_RELEASED)
+        report(ASSOCIATION_ENDED)
+
+    def served(accepted: socket.socket, host: str, active: int) -> None:
+        negotiated = threading.Event()
+
+        def on_negotiated() -> None:
+            negotiated.set()
+            report(ASSOCIATION_NEGOTIATED)
+
+        scp.serve(
+            accepted,
+            host,
+            active_elsewhere=active,
+            on_end=lambda: ended(negotiated),
+            on_negotiated=on_negotiated,
+        )
 
     def take_connections() -> None:
         with contextlib.suppress(HandoffClosed):
@@ -75,9 +98,9 @@ def serve(handoff_fd: int, rows_fd: int) -> None:
                     host = str(accepted.getpeername()[0])
                 except OSError:  # the peer left before the hand-over
                     accepted.close()
-                    ended()
+                    report(ASSOCIATION_ENDED)
                     continue
-                scp.serve(accepted, host, active_elsewhere=active, on_end=ended)
+                served(accepted, host, active)
         stop.set()
 
     threading.Thread(target=take_connections, name="scp-handoff", daemon=True).start()

@@ -28,7 +28,12 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
 from dicom_node.handoff import HandoffClosed, hand_over, handoff_pair
-from dicom_node.receiver_process import ASSOCIATION_ENDED, READY
+from dicom_node.receiver_process import (
+    ASSOCIATION_ENDED,
+    ASSOCIATION_NEGOTIATED,
+    ASSOCIATION_RELEASED,
+    READY,
+)
 from dicom_node.remote_recording import BatchRecorder, ChildChannel, RecordingServer
 from dicom_node.scp_settings import ScpSettings
 
@@ -68,7 +73,9 @@ class _Child:
     rows: Connection
     handoff: socket.socket
     ready: threading.Event
+    #: Connections it serves (for the balance) and those of them with an association.
     open_associations: int = 0
+    associations: int = 0
     alive: bool = True
 
 
@@ -140,7 +147,8 @@ class ReceiverPool:
                         log.error("no receiver process to serve a connection: closing it")
                         return
                     child = min(live, key=lambda candidate: candidate.open_associations)
-                    active = sum(candidate.open_associations for candidate in live)
+                    # Only negotiated associations count against the limit: idle sockets do not.
+                    active = sum(candidate.associations for candidate in live)
                     child.open_associations += 1
                 try:
                     hand_over(child.handoff, connection, active)
@@ -155,6 +163,12 @@ class ReceiverPool:
         if message == ASSOCIATION_ENDED:
             with self._lock:
                 child.open_associations -= 1
+        elif message == ASSOCIATION_NEGOTIATED:
+            with self._lock:
+                child.associations += 1
+        elif message == ASSOCIATION_RELEASED:
+            with self._lock:
+                child.associations -= 1
         elif message == READY:
             child.ready.set()
 

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from core.config import Settings
 
+#: Fewest connections allowed to wait for negotiation at once, whatever the association limit.
+MIN_PENDING_CONNECTIONS = 8
 #: Settings holding a path, or None (JSON has no path type).
 _PATHS = ("spool_path", "incoming_dir", "tls_cert_file", "tls_key_file", "tls_ca_file")
 
@@ -73,6 +75,15 @@ class ScpSettings:
             (ae_title, host) for ae_title, host in values["allowed_callers"]
         )
         return cls(**values)
+
+    @property
+    def max_pending_connections(self) -> int:
+        """Connections that may wait to negotiate at once (then the oldest is dropped).
+
+        As many as the association limit, and never fewer than
+        :data:`MIN_PENDING_CONNECTIONS`, so senders connecting together are not dropped.
+        """
+        return max(self.max_associations, MIN_PENDING_CONNECTIONS)
 
     @property
     def allowed_hosts(self) -> frozenset[str] | None:

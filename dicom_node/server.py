@@ -86,6 +86,10 @@ class StorageSCP:
         self._listener: socket.socket | None = None
         self._hand_over = hand_over
         self._connections: set[socket.socket] = set()
+        # Connections that have not negotiated an association yet (oldest first), and those
+        # that have: only these count against the association limit.
+        self._pending: dict[socket.socket, str] = {}
+        self._associated: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._clean_spool = clean_spool
@@ -161,29 +165,54 @@ class StorageSCP:
         host: str,
         active_elsewhere: int | None = None,
         on_end: Callable[[], None] = lambda: None,
+        on_negotiated: Callable[[], None] = lambda: None,
     ) -> None:
         """Serve ``connection`` (from ``host``) in a thread of its own; the SCP owns it now.
 
         ``active_elsewhere`` is the node's count of other open associations
-        when they are not all in this process; ``on_end`` is called when the
-        association is over.
+        when they are not all in this process; ``on_negotiated`` is called
+        when the connection has negotiated an association, ``on_end`` when
+        the connection is over.
         """
-        active = self._active_besides_one if active_elsewhere is None else lambda: active_elsewhere
+        active = self._associations if active_elsewhere is None else lambda: active_elsewhere
         with self._lock:
             self._connections.add(connection)
+            self._pending[connection] = host
+            if len(self._pending) > self.settings.max_pending_connections:
+                self._drop_oldest_pending()
             self._threads = [thread for thread in self._threads if thread.is_alive()]
             thread = threading.Thread(
                 target=self._serve,
-                args=(connection, host, active, on_end),
+                args=(connection, host, active, on_end, on_negotiated),
                 name="scp-association",
                 daemon=True,
             )
             self._threads.append(thread)
         thread.start()
 
-    def _active_besides_one(self) -> int:
+    def _associations(self) -> int:
+        """Associations open in this SCP: connections that have negotiated one."""
         with self._lock:
-            return len(self._connections) - 1
+            return len(self._associated)
+
+    def _drop_oldest_pending(self) -> None:
+        """Close the oldest connection still waiting to negotiate (caller holds the lock).
+
+        Idle or trickling sockets count apart from associations, up to as many
+        as the association limit; past that the oldest goes, so they can never
+        lock a real sender out.
+        """
+        oldest = next(iter(self._pending))
+        host = self._pending.pop(oldest)
+        log.warning("dropped an un-negotiated connection from %s: too many waiting", host)
+        with contextlib.suppress(OSError):
+            oldest.shutdown(socket.SHUT_RDWR)
+
+    def _negotiated(self, connection: socket.socket, on_negotiated: Callable[[], None]) -> None:
+        with self._lock:
+            self._pending.pop(connection, None)
+            self._associated.add(connection)
+        on_negotiated()
 
     def _serve(
         self,
@@ -191,6 +220,7 @@ class StorageSCP:
         host: str,
         active: Callable[[], int],
         on_end: Callable[[], None],
+        on_negotiated: Callable[[], None],
     ) -> None:
         sock = connection
         try:
@@ -206,6 +236,7 @@ class StorageSCP:
                 acse_timeout=self.settings.acse_timeout_seconds,
                 network_timeout=self.settings.network_timeout_seconds,
                 active_count=active,
+                on_negotiated=lambda: self._negotiated(connection, on_negotiated),
                 commitment=self.commitment,
             ).run()
         except (OSError, ssl.SSLError) as exc:
@@ -213,6 +244,8 @@ class StorageSCP:
         finally:
             with self._lock:
                 self._connections.discard(connection)
+                self._pending.pop(connection, None)
+                self._associated.discard(connection)
             with contextlib.suppress(OSError):
                 sock.close()
             on_end()

@@ -7,10 +7,16 @@ left in the spool, and the node goes on serving others.
 
 from __future__ import annotations
 
+import select as readiness
 import socket
 import struct
+import threading
+import time
+from collections.abc import Callable
 from io import BytesIO
 
+import psutil
+import pytest
 from pydicom import Dataset
 from pynetdicom import AE
 from pynetdicom.dsutils import decode as decode_dataset
@@ -24,6 +30,8 @@ from sqlalchemy import select
 from core.db.models import Instance
 from dicom_node import pdu
 from tests.dicom_node.conftest import Node, NodeFactory
+from tests.support.dcmtk import echoscu
+from tests.support.raw_dicom import associate_rq
 from tests.support.waiting import wait_until
 
 SCU_AE = "RAWSCU"
@@ -122,12 +130,24 @@ def _echo_works(node: Node) -> bool:
         ae.shutdown()
 
 
-def test_garbage_instead_of_an_association_request_is_aborted(node: Node) -> None:
+@pytest.mark.parametrize(
+    ("first_pdu", "reason"),
+    [
+        # A type PS3.8 does not define is unrecognized (9.3.1: reason 1) ...
+        (b"\x09\x00\x00\x00\x00\x04GET ", pdu.AbortReason.UNRECOGNIZED_PDU),
+        (b"GET / HTTP/1.1\r\n\r\n", pdu.AbortReason.UNRECOGNIZED_PDU),
+        # ... a defined one in the wrong state is unexpected (reason 2).
+        (b"\x05\x00\x00\x00\x00\x04\x00\x00\x00\x00", pdu.AbortReason.UNEXPECTED_PDU),
+    ],
+)
+def test_garbage_instead_of_an_association_request_is_aborted(
+    node: Node, first_pdu: bytes, reason: int
+) -> None:
     with _connect(node) as sock:
-        sock.sendall(b"\x09\x00\x00\x00\x00\x04GET ")
+        sock.sendall(first_pdu)
         pdu_type, body = _read_pdu(sock)
         assert pdu_type == pdu.PduType.A_ABORT
-        assert body[2:] == bytes([0x02, pdu.AbortReason.UNEXPECTED_PDU])
+        assert body[2:] == bytes([0x02, reason])
         assert sock.recv(1) == b""  # and the connection is closed
     assert _echo_works(node)
 
@@ -225,3 +245,149 @@ def test_a_store_whose_sop_class_differs_from_its_context_is_refused(node: Node)
         assert response.Status == 0x0122
     assert node.receive_leftovers() == []
     assert node.spooled_files() == []
+
+
+# ------------------------------------------------------------------ hostile peers
+def _peak_rss_while(action: Callable[[], None], seconds: float) -> int:
+    """This process's peak RSS growth (bytes) while ``action`` runs and ``seconds`` after."""
+    process = psutil.Process()
+    baseline = process.memory_info().rss
+    peak = baseline
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, process.memory_info().rss)
+            time.sleep(0.01)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        action()
+        time.sleep(seconds)
+    finally:
+        done.set()
+        sampler.join()
+    return peak - baseline
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"\x05\x00\x10\x00\x00\x00",  # A-RELEASE-RQ announcing 256 MiB
+        b"\x07\x00\xff\xff\xff\xff",  # A-ABORT announcing 4 GiB
+        b"\x04\x00\x00\x01\x00\x00",  # P-DATA-TF over the node's maximum PDU (16 KiB)
+    ],
+)
+def test_a_pdu_longer_than_its_type_allows_is_aborted_unread(
+    start_node: NodeFactory, header: bytes
+) -> None:
+    node = start_node(max_pdu_size=16384)
+    answers: list[tuple[int, bytes]] = []
+    with _associate(node) as sock:
+
+        def send() -> None:
+            sock.sendall(header + b"\0" * 4)
+            answers.append(_read_pdu(sock))
+
+        grown = _peak_rss_while(send, 0.3)
+    assert answers == [(pdu.PduType.A_ABORT, bytes([0, 0, 0x02, 0x06]))]
+    assert grown < 32 << 20, f"RSS grew by {grown >> 20} MiB"
+    assert _echo_works(node)
+
+
+def test_an_unknown_pdu_type_in_an_association_is_unrecognized(node: Node) -> None:
+    with _associate(node) as sock:
+        sock.sendall(b"\x0a\x00\x00\x00\x00\x04\x00\x00\x00\x00")
+        assert _read_pdu(sock) == (pdu.PduType.A_ABORT, bytes([0, 0, 0x02, 0x01]))
+
+
+def _trickle(sock: socket.socket, data: bytes, interval: float) -> int:
+    """Send ``data`` a byte at a time until the peer closes; how many bytes were sent."""
+    for sent in range(len(data)):
+        try:
+            sock.sendall(data[sent : sent + 1])
+        except OSError:
+            return sent
+        time.sleep(interval)
+        ready, _, _ = readiness.select([sock], [], [], 0)
+        if ready:
+            return sent + 1
+    return len(data)
+
+
+def test_an_association_request_trickled_in_is_cut_at_the_acse_timeout(
+    start_node: NodeFactory,
+) -> None:
+    node = start_node(acse_timeout_seconds=1)
+    request = _association_request(node)
+    with _connect(node) as sock:
+        sent = _trickle(sock, request, 0.05)  # 20 bytes/s: every read well within 1 s
+        assert sent < len(request), "the whole request came in: ARTIM never fired"
+    assert _echo_works(node)
+
+
+def test_a_pdu_trickled_in_is_cut_at_the_network_timeout(start_node: NodeFactory) -> None:
+    node = start_node(network_timeout_seconds=1)
+    echo = pdu.command_pdus(1, _command(0x0030), 16384)[0]
+    with _associate(node) as sock:
+        sent = _trickle(sock, echo, 0.05)
+        assert sent < len(echo), "the whole PDU came in: no bound on receiving it"
+    assert _echo_works(node)
+
+
+def test_idle_connections_do_not_lock_out_senders(start_node: NodeFactory) -> None:
+    node = start_node(max_associations=2)
+    cap = node.scp.settings.max_pending_connections
+    idle = [_connect(node) for _ in range(cap + 20)]
+    try:
+        wait_until(lambda: len(node.scp._pending) == cap, 10, 0.02)
+        result = echoscu("127.0.0.1", node.port, node.settings.ae_title)
+        assert result.returncode == 0, result.stderr
+        for sock in idle[:21]:  # the oldest were dropped, one more for echoscu's connection
+            sock.settimeout(5)
+            assert sock.recv(1) == b""
+    finally:
+        for sock in idle:
+            sock.close()
+
+
+def test_an_association_limit_still_counts_negotiated_ones(start_node: NodeFactory) -> None:
+    node = start_node(max_associations=1)
+    with _associate(node), _connect(node) as idle:
+        idle.sendall(_association_request(node))
+        pdu_type, body = _read_pdu(idle)
+        assert pdu_type == pdu.PduType.A_ASSOCIATE_RJ
+        assert body[1:4] == bytes([0x02, 0x03, 0x02])
+
+
+def _no_traceback(caplog: pytest.LogCaptureFixture) -> list[str]:
+    assert [record for record in caplog.records if record.exc_info] == []
+    return [record.getMessage() for record in caplog.records if record.levelno >= 30]
+
+
+def test_a_calling_ae_title_that_is_not_ascii_is_rejected_cleanly(
+    node: Node, caplog: pytest.LogCaptureFixture
+) -> None:
+    request = bytearray(_association_request(node))
+    request[26:42] = "ÄRZTE".encode().ljust(16, b" ")
+    with _connect(node) as sock:
+        sock.sendall(request)
+        pdu_type, body = _read_pdu(sock)
+    assert pdu_type == pdu.PduType.A_ASSOCIATE_RJ
+    assert body[1:4] == bytes([0x01, 0x01, 0x03])  # calling AE title not recognized
+    assert _no_traceback(caplog) == [
+        "rejected association from ?@127.0.0.1: calling AE title is not ASCII text"
+    ]
+
+
+def test_a_context_without_transfer_syntax_is_aborted_cleanly(
+    node: Node, caplog: pytest.LogCaptureFixture
+) -> None:
+    request = associate_rq(node.settings.ae_title, SCU_AE, [(1, Verification, [])])
+    with _connect(node) as sock:
+        sock.sendall(request)
+        assert _read_pdu(sock) == (pdu.PduType.A_ABORT, bytes([0, 0, 0x02, 0x06]))
+    (line,) = _no_traceback(caplog)
+    assert "presentation context 1 proposes no transfer syntax" in line

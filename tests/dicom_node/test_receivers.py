@@ -32,7 +32,7 @@ from dicom_node.receivers import ReceiverPool
 from dicom_node.scp_settings import ScpSettings
 from dicom_node.server import StorageSCP
 from pipelines.phantom import generate_ct_phantom, write_phantom
-from tests.support.dcmtk import storescu
+from tests.support.dcmtk import echoscu, storescu
 from tests.support.waiting import wait_until
 
 
@@ -292,3 +292,21 @@ def test_receiver_processes_exit_when_the_main_process_is_killed(
             main.kill()
     # idle children learn it from their hand-over channel, and stop
     wait_until(lambda: not any(_running(pid) for pid in children), 20, 0.1)
+
+
+def test_idle_connections_do_not_count_as_associations_across_receivers(
+    make_settings: Callable[..., Settings],
+) -> None:
+    with receiving_node(make_settings, receiver_processes=2, max_associations=1) as node:
+        idle = [socket.create_connection(("127.0.0.1", node.scp.port)) for _ in range(4)]
+        try:
+            wait_until(lambda: node.pool.open_associations == 4, 10, 0.05)
+            result = echoscu("127.0.0.1", node.scp.port, node.settings.ae_title)
+            assert result.returncode == 0, result.stderr
+            with held_associations(node, 1) as (held,):
+                assert held.is_established
+                refused = echoscu("127.0.0.1", node.scp.port, node.settings.ae_title)
+                assert refused.returncode != 0  # the limit counts the negotiated one
+        finally:
+            for sock in idle:
+                sock.close()
