@@ -288,7 +288,7 @@ def create_app(settings: Settings, actions: Actions | None = None) -> Starlette:
             summaries=summaries,
             filters=filters,
             next_page=filters.query_string(before=jobs[-1].id) if more else None,
-            destinations=actions.known_destinations(),
+            destinations=sorted({str(d) for d in settings.destinations}),
         )
 
     def job_page(ctx: Ctx) -> Response:

@@ -20,14 +20,13 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector, CollectorRegistry
-from sqlalchemy import ColumnElement, case, func, literal_column, select
+from sqlalchemy import ColumnElement, Select, case, func, literal_column, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.config import Settings
 from core.control import DESTINATION_PREFIX, ROUTING, paused_flags
 from core.db.models import (
     Delivery,
-    DeliveryState,
     Instance,
     Job,
     JobState,
@@ -57,18 +56,40 @@ def seconds_between(dialect: str, later: Any, earlier: Any) -> ColumnElement[flo
     return func.extract("epoch", later - earlier)
 
 
-def _bucket_columns(value: Any) -> list[Any]:
-    sums = [func.sum(case((value <= bound, 1), else_=0)) for bound in BUCKETS]
-    return [*sums, func.count(value), func.sum(value)]
+def observe(
+    session: Session, observed: Select[Any], label_count: int
+) -> dict[tuple[str, ...], tuple[list[int], int, float]]:
+    """Cumulative bucket counts, count and sum per label tuple of ``observed`` (labels, value).
+
+    The value is computed once per row (a materialised CTE: the time to result
+    is a date difference) and each row is counted in its first bucket.
+    """
+    rows = observed.cte("observed").prefix_with("MATERIALIZED")
+    value = list(rows.c)[label_count]
+    labels = list(rows.c)[:label_count]
+    bucket = case(*((value <= bound, index) for index, bound in enumerate(BUCKETS)), else_=-1)
+    out: dict[tuple[str, ...], tuple[list[int], int, float]] = {}
+    for *names, index, count, total in session.execute(
+        select(*labels, bucket, func.count(), func.sum(value))
+        .where(value.is_not(None))
+        .group_by(*labels, bucket)
+    ):
+        counts, seen, summed = out.get(tuple(names), ([0] * len(BUCKETS), 0, 0.0))
+        for position in range(index, len(BUCKETS)) if index >= 0 else ():
+            counts[position] += count
+        out[tuple(names)] = (counts, seen + count, summed + float(total or 0.0))
+    return out
 
 
-def _histogram(family: HistogramMetricFamily, labels: Sequence[str], row: Sequence[Any]) -> None:
-    *cumulative, count, total = row
-    if not count:
-        return
-    buckets = [(str(bound), int(n or 0)) for bound, n in zip(BUCKETS, cumulative, strict=True)]
-    buckets.append(("+Inf", int(count)))
-    family.add_metric(list(labels), buckets, float(total or 0.0))
+def _histogram(
+    family: HistogramMetricFamily,
+    labels: Sequence[str],
+    observed: tuple[list[int], int, float],
+) -> None:
+    counts, count, total = observed
+    buckets = [(str(bound), n) for bound, n in zip(BUCKETS, counts, strict=True)]
+    buckets.append(("+Inf", count))
+    family.add_metric(list(labels), buckets, total)
 
 
 class DatabaseCollector(Collector):
@@ -148,7 +169,7 @@ class DatabaseCollector(Collector):
             "Delivery attempts by destination and outcome.",
             labels=["destination", "outcome"],
         )
-        succeeded = case((Delivery.state == DeliveryState.SUCCEEDED, 1), else_=0)
+        succeeded = case((Delivery.delivered_at.is_not(None), 1), else_=0)
         for destination, total, ok in session.execute(
             select(Delivery.destination, func.sum(Delivery.attempts), func.sum(succeeded)).group_by(
                 Delivery.destination
@@ -179,15 +200,15 @@ class DatabaseCollector(Collector):
             "From a study's last received instance to a result confirmed by the destination.",
             labels=["pipeline", "destination"],
         )
-        for pipeline, destination, *row in session.execute(
-            select(Job.pipeline, Delivery.destination, *_bucket_columns(ttr))
+        delivered = (
+            select(Job.pipeline, Delivery.destination, ttr)
             .join(Study, Study.id == Job.study_id)
             .join(Result, Result.job_id == Job.id)
             .join(Delivery, Delivery.result_id == Result.id)
-            .where(Delivery.state == DeliveryState.SUCCEEDED)
-            .group_by(Job.pipeline, Delivery.destination)
-        ):
-            _histogram(time_to_result, [pipeline, destination], row)
+            .where(Delivery.delivered_at.is_not(None))
+        )
+        for labels, observed in sorted(observe(session, delivered, 2).items()):
+            _histogram(time_to_result, labels, observed)
         yield time_to_result
         stages = HistogramMetricFamily(
             "ainode_stage_duration_seconds",
@@ -195,12 +216,9 @@ class DatabaseCollector(Collector):
             labels=["pipeline", "stage"],
         )
         for stage, column in STAGE_COLUMNS.items():
-            for pipeline, *row in session.execute(
-                select(Job.pipeline, *_bucket_columns(column))
-                .where(column.is_not(None))
-                .group_by(Job.pipeline)
-            ):
-                _histogram(stages, [pipeline, stage], row)
+            finished = select(Job.pipeline, column).where(column.is_not(None))
+            for (pipeline,), observed in sorted(observe(session, finished, 1).items()):
+                _histogram(stages, [pipeline, stage], observed)
         yield stages
 
     def _health(self, session: Session) -> Iterator[Metric]:

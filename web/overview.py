@@ -231,7 +231,7 @@ def time_to_result(session: Session, now: datetime) -> dict[str, tuple[float, fl
         .join(Study, Study.id == Job.study_id)
         .join(Result, Result.job_id == Job.id)
         .join(Delivery, Delivery.result_id == Result.id)
-        .where(Delivery.delivered_at >= since, Delivery.state == DeliveryState.SUCCEEDED)
+        .where(Delivery.delivered_at >= since)
         .group_by(Job.id, Job.pipeline, Study.last_received_at)
     ).all()
     per_pipeline: dict[str, list[float]] = {}

@@ -240,7 +240,7 @@ def _timeline(job: Job) -> list[TimelineEntry]:
             entries.append(
                 TimelineEntry(
                     delivery.delivered_at or delivery.next_attempt_at or delivery.created_at,
-                    f"{result.kind} to {delivery.destination}: {delivery.state.value}",
+                    f"{result.kind.upper()} to {delivery.destination}: {delivery.state.value}",
                     delivery.send_seconds,
                     f"{delivery.attempts} attempt(s)"
                     + (f"; {delivery.last_error}" if delivery.last_error else ""),

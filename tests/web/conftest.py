@@ -192,11 +192,11 @@ def seed_job(
         session.add(JobEvent(job_id=job.id, at=job.created_at, state="queued", message="rule"))
         session.add(JobEvent(job_id=job.id, at=job.finished_at, state=state.value))
         deliveries = []
-        for kind, sop in (("SEG", "3"), ("SR", "4")):
+        for kind, sop in (("seg", "3"), ("sr", "4")):
             result = Result(
                 job_id=job.id,
                 kind=kind,
-                seg_type="BINARY" if kind == "SEG" else None,
+                seg_type="BINARY",
                 sop_class_uid="1.2.840.10008.5.1.4.1.1.66.4",
                 sop_instance_uid=f"1.2.826.0.1.3680043.10.{sop}.{uid_suffix}",
                 series_instance_uid=f"1.2.826.0.1.3680043.10.5.{uid_suffix}",

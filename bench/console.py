@@ -1,0 +1,281 @@
+"""Console page times with 100,000 jobs in the database (target: every page <= 200 ms).
+
+Fills a fresh database (SQLite file, and PostgreSQL on 127.0.0.1 unless
+``BENCH_CONSOLE_DATABASES=sqlite``) with ``BENCH_CONSOLE_JOBS`` jobs (default
+100,000; one study, series, SEG + SR and their deliveries each, 2 % failed),
+then asks each page ``BENCH_CONSOLE_REPEATS`` times (default 20) through the
+ASGI application in process and reports the median and p95 per page.
+``python -m bench.console``; results go to ``bench/results/console.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import insert
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.testclient import TestClient
+
+from core.config import Settings, load_settings
+from core.db.migrate import upgrade
+from core.db.models import (
+    Delivery,
+    DeliveryState,
+    Job,
+    JobEvent,
+    JobState,
+    Result,
+    Role,
+    Series,
+    Study,
+    StudyState,
+    utcnow,
+)
+from core.db.session import make_engine, make_session_factory, session_scope
+from web.actions import Actions
+from web.app import create_app
+from web.users import add_user
+from worker.dispatch import Dispatcher
+
+RESULTS = Path(__file__).resolve().parent / "results" / "console.json"
+DESTINATION = "PACS@127.0.0.1:104"
+PASSWORD = "bench-console-password"
+TARGET_MS = 200.0
+BATCH = 5_000
+
+
+class NoQueue:
+    """The bench only reads pages: nothing is enqueued."""
+
+    def send_task(self, *_args: Any, **_kwargs: Any) -> None:
+        """Ignore the task."""
+
+
+def _rows(index: int, now: Any) -> dict[str, list[dict[str, Any]]]:
+    """The rows of one job ``index`` (ids are ``index + 1``; two results and deliveries)."""
+    ident = index + 1
+    failed = index % 50 == 0
+    received = now - timedelta(seconds=60 * (100_000 - index))
+    uid = f"1.2.826.0.1.3680043.10.543.{ident}"
+    return {
+        "studies": [
+            {
+                "id": ident,
+                "study_instance_uid": uid,
+                "state": StudyState.ROUTED,
+                "first_received_at": received,
+                "last_received_at": received,
+                "routed_at": received + timedelta(seconds=10),
+                "accession_number": f"A{ident:07d}",
+                "patient_id": f"P{ident % 20_000:06d}",
+            }
+        ],
+        "series": [
+            {
+                "id": ident,
+                "study_id": ident,
+                "series_instance_uid": f"{uid}.1",
+                "modality": "CT",
+                "sop_class_uid": "1.2.840.10008.5.1.4.1.1.2",
+                "calling_ae": f"MOD{index % 7}",
+                "instance_count": 120,
+                "last_received_at": received,
+            }
+        ],
+        "jobs": [
+            {
+                "id": ident,
+                "study_id": ident,
+                "series_id": ident,
+                "rule_name": "ct-default",
+                "pipeline": ("ct-lungs", "mr-brain", "cxr-classify")[index % 3],
+                "pipeline_version": "1.0.0",
+                "queue": "cpu",
+                "input_key": f"k{ident}",
+                "state": JobState.FAILED if failed else JobState.SUCCEEDED,
+                "attempts": 1,
+                "error": "pipeline error" if failed else None,
+                "created_at": received + timedelta(seconds=10),
+                "enqueued_at": received + timedelta(seconds=10),
+                "started_at": received + timedelta(seconds=11),
+                "finished_at": received + timedelta(seconds=20),
+                "queue_wait_seconds": 1.0,
+                "load_seconds": 2.0,
+                "inference_seconds": 5.0,
+                "write_seconds": 1.0,
+            }
+        ],
+        "job_events": [
+            {"job_id": ident, "at": received + timedelta(seconds=10), "state": "queued"},
+            {"job_id": ident, "at": received + timedelta(seconds=20), "state": "succeeded"},
+        ],
+        "results": [
+            {
+                "id": 2 * ident + offset,
+                "job_id": ident,
+                "kind": kind,
+                "seg_type": "BINARY",
+                "sop_class_uid": "1.2.840.10008.5.1.4.1.1.66.4",
+                "sop_instance_uid": f"{uid}.{offset + 2}",
+                "series_instance_uid": f"{uid}.{offset + 4}",
+                "path": f"/spool/results/{ident}/{kind}.dcm",
+                "size_bytes": 1000,
+                "created_at": received + timedelta(seconds=20),
+            }
+            for offset, kind in enumerate(("seg", "sr"))
+        ],
+        "deliveries": [
+            {
+                "result_id": 2 * ident + offset,
+                "destination": DESTINATION,
+                "state": DeliveryState.FAILED if failed else DeliveryState.SUCCEEDED,
+                "attempts": 1,
+                "created_at": received + timedelta(seconds=20),
+                "delivered_at": None if failed else received + timedelta(seconds=25),
+                "send_seconds": 0.5,
+            }
+            for offset in range(2)
+        ],
+    }
+
+
+TABLES = {
+    "studies": Study,
+    "series": Series,
+    "jobs": Job,
+    "job_events": JobEvent,
+    "results": Result,
+    "deliveries": Delivery,
+}
+
+
+def fill(factory: sessionmaker[Session], jobs: int) -> float:
+    """Insert ``jobs`` jobs with their rows in batches; returns the seconds it took."""
+    start = time.perf_counter()
+    now = utcnow()
+    for first in range(0, jobs, BATCH):
+        batch: dict[str, list[dict[str, Any]]] = {name: [] for name in TABLES}
+        for index in range(first, min(first + BATCH, jobs)):
+            for name, rows in _rows(index, now).items():
+                batch[name].extend(rows)
+        with session_scope(factory) as session:
+            for name, model in TABLES.items():
+                session.execute(insert(model), batch[name])
+    with session_scope(factory) as session:
+        add_user(session, "bench", PASSWORD, Role.VIEWER)
+    return time.perf_counter() - start
+
+
+def pages(jobs: int) -> dict[str, str]:
+    """The pages timed, by name."""
+    middle = jobs // 2
+    return {
+        "overview": "/",
+        "overview fragment": "/?fragment",
+        "jobs": "/jobs",
+        "jobs failed": "/jobs?state=failed",
+        "jobs by pipeline+day": "/jobs?pipeline=mr-brain&date=" + utcnow().date().isoformat(),
+        "jobs by calling AE": "/jobs?calling_ae=MOD3",
+        "jobs by destination": f"/jobs?destination={DESTINATION}",
+        "search accession": f"/jobs?q=A{middle:07d}",
+        "search patient ID": "/jobs?q=P000123",
+        "jobs page 1000": f"/jobs?before={middle}",
+        "job": f"/jobs/{middle}",
+        "studies": "/studies",
+        "destinations": "/destinations",
+        "audit": "/audit",
+        "metrics": "/metrics",
+    }
+
+
+def time_pages(
+    settings: Settings, factory: sessionmaker[Session], jobs: int, repeats: int
+) -> dict[str, dict[str, float]]:
+    """Median and p95 milliseconds of each page over ``repeats`` requests."""
+    app = create_app(settings, Actions(Dispatcher(NoQueue(), factory, settings)))  # type: ignore[arg-type]
+    out = {}
+    with TestClient(app) as client:
+        token = client.get("/login").text.split('name="csrf_token" value="')[1].split('"')[0]
+        client.post("/login", data={"username": "bench", "password": PASSWORD, "csrf_token": token})
+        for name, path in pages(jobs).items():
+            headers = {"HX-Request": "true"} if path.endswith("?fragment") else {}
+            url = path.removesuffix("?fragment")
+            assert client.get(url, headers=headers).status_code == 200, name  # warm
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                response = client.get(url, headers=headers)
+                times.append((time.perf_counter() - start) * 1000)
+                assert response.status_code == 200, (name, response.status_code)
+            ordered = sorted(times)
+            out[name] = {
+                "median_ms": round(statistics.median(ordered), 1),
+                "p95_ms": round(ordered[max(0, round(0.95 * len(ordered)) - 1)], 1),
+            }
+    return out
+
+
+@contextmanager
+def database(kind: str, folder: Path) -> Iterator[str]:
+    """A fresh database URL of ``kind`` (sqlite or postgresql), dropped afterwards."""
+    if kind == "sqlite":
+        yield f"sqlite:///{folder / 'console-bench.db'}"
+        return
+    from tests.support.services import fresh_postgres_database
+
+    url, drop = fresh_postgres_database("ainode_console_bench")
+    try:
+        yield url
+    finally:
+        drop()
+
+
+def run(
+    kinds: list[str], jobs: int, repeats: int, log: Callable[[str], None] = print
+) -> dict[str, Any]:
+    """Fill and time each database kind; returns the results (also for the report)."""
+    results: dict[str, Any] = {"jobs": jobs, "repeats": repeats, "target_ms": TARGET_MS}
+    for kind in kinds:
+        with tempfile.TemporaryDirectory() as folder, database(kind, Path(folder)) as url:
+            settings = load_settings(
+                spool_dir=Path(folder) / "var", database_url=url, destinations=DESTINATION
+            )
+            settings.spool_path.mkdir(parents=True)
+            upgrade(url)
+            engine = make_engine(url)
+            factory = make_session_factory(engine)
+            filled = fill(factory, jobs)
+            log(f"{kind}: {jobs} jobs inserted in {filled:.1f} s")
+            timed = time_pages(settings, factory, jobs, repeats)
+            engine.dispose()
+        worst = max(page["p95_ms"] for page in timed.values())
+        results[kind] = {"fill_seconds": round(filled, 1), "pages": timed, "worst_p95_ms": worst}
+        for name, page in timed.items():
+            log(f"  {name:24s} median {page['median_ms']:7.1f} ms  p95 {page['p95_ms']:7.1f} ms")
+        log(f"{kind}: worst p95 {worst:.1f} ms ({'met' if worst <= TARGET_MS else 'MISSED'})")
+    return results
+
+
+def main() -> None:
+    """Run with the environment's knobs and write ``bench/results/console.json``."""
+    kinds = os.environ.get("BENCH_CONSOLE_DATABASES", "sqlite,postgresql").split(",")
+    jobs = int(os.environ.get("BENCH_CONSOLE_JOBS", "100000"))
+    repeats = int(os.environ.get("BENCH_CONSOLE_REPEATS", "20"))
+    results = run([kind.strip() for kind in kinds if kind.strip()], jobs, repeats)
+    results["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    results["cpus"] = os.cpu_count()
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"written {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
