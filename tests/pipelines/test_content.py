@@ -18,7 +18,7 @@ from pipelines.content import (
     head_findings,
     projection_findings,
 )
-from pipelines.io import load_projection, load_series
+from pipelines.io import load_input, load_projection, load_series
 from pipelines.model.config import load_model_config
 from pipelines.registry import builtin_specs, load_pipeline
 from tests.support.mr import BRAIN_SERIES, mr_series
@@ -111,6 +111,11 @@ def test_an_empty_volume_holds_no_body_and_no_head() -> None:
     volume = hd.Volume(np.full((8, 32, 32), -1000.0, np.float32), np.eye(4), "PATIENT")
     assert chest_ct_findings(volume) == ["no body in the field of view (no voxel above -500 HU)"]
     assert head_findings(volume, threshold=-500) == ["no head: the image holds no object"]
+
+
+def test_real_chest_radiograph_is_a_projection_radiograph() -> None:
+    data = load_input(real_images("cr-chest-nema-rg1"))  # JPEG 2000, no pixel size
+    assert check_content(("projection-radiograph",), data.volume, "CR") == []
 
 
 def test_radiograph_checks() -> None:
