@@ -8,6 +8,7 @@ from pathlib import Path
 
 import highdicom as hd
 import pytest
+from pydicom import dcmread
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.config import Settings
@@ -23,6 +24,7 @@ from tests.support.model_fixtures import (
     write_model_folder,
 )
 from tests.support.radiograph import make_radiograph
+from tests.support.real_data import real_images
 from worker.dispatch import Dispatcher
 from worker.runtime import WorkerRuntime
 from worker.tasks.inference import JobOutcome, execute_job
@@ -139,3 +141,19 @@ def test_pipeline_without_weights_fails_the_job_with_a_clear_reason(
     with session_factory() as session:
         error = session.get_one(Job, job_id).error
     assert error.startswith("pipeline cxr-classify is not usable: cxr-classify: missing file")
+
+
+def test_demo_model_skips_a_head_ct_whatever_its_flag_policy(
+    make_settings, spool_study: SpoolStudy, session_factory
+) -> None:
+    settings = make_settings(routing_rules=_rule("ct-organs-demo", "CT"))
+    head = [dcmread(path) for path in real_images("ct-head-phantom-axial-5mm")]
+    for dataset in head:
+        del dataset.BodyPartExamined
+    job_id = _route(settings, session_factory, spool_study(head))
+    outcome = execute_job(WorkerRuntime.from_settings(settings), job_id)
+    assert outcome == JobOutcome.OUTSIDE_DOMAIN
+    with session_factory() as session:
+        job = session.get_one(Job, job_id)
+        assert job.state == JobState.SKIPPED and job.results == []
+        assert (job.error or "").startswith("image content missing: no chest-sized body")
