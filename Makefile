@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 DEBIAN_TOOLS := /usr/sbin/Orthanc:orthanc /usr/bin/storescu:dcmtk /usr/bin/dciodvfy:dicom3tools \
                 /usr/bin/systemd-analyze:systemd /usr/bin/chromium:chromium /usr/bin/promtool:prometheus
 
-.PHONY: install run test test-slow lint system-deps clean bench
+.PHONY: install run test test-slow lint system-deps clean bench bench-real
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,11 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 
 bench: $(BENCH_STAMP) system-deps
 	$(BIN)/python -m bench.run
+
+# Every real series in AINODE_REAL_DATA_DIR (default ../shared/data/real) through Orthanc -> node
+# -> SEG + SR, checked against deepbet and the source images: bench/results/real_series.md.
+bench-real: $(BENCH_STAMP) system-deps
+	$(BIN)/python -m bench.real_series
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

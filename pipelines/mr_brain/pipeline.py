@@ -70,6 +70,8 @@ class MrBrainPipeline(Pipeline):
         slice_thickness_mm=(0.4, 6.0),
     )
     domain_policy = "skip"
+    #: The image must show a head-sized object (pipelines.content) before anything runs.
+    content = ("head",)
     #: Down-sample of the bounding-box network, matrix of the brain network.
     small_shape: ClassVar[tuple[int, int, int]] = (128, 128, 128)
     shape: ClassVar[tuple[int, int, int]] = (256, 256, 256)

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from core.db.models import Instance, Job, JobState, Result, utcnow
 from core.db.session import session_scope
-from core.errors import ConfigurationError, PipelineError
+from core.errors import ConfigurationError, ContentOutsideDomain, PipelineError
 from core.files import write_durably
 from core.uids import ResultUIDs
 from worker.dispatch import plan_deliveries
@@ -203,7 +203,8 @@ def _produce(
     Raises
     ------
     OutsideDomain
-        The input is outside the validated domain and the policy is ``skip``.
+        The input is outside the validated domain and the policy is ``skip``,
+        or the pipeline found the image does not show what it analyses.
     PipelineError
         The input cannot be analysed.
     """
@@ -244,8 +245,11 @@ def _produce(
         raise OutsideDomain("image content missing: " + "; ".join(missing))
 
     start = time.perf_counter()
-    with device_slot(settings.locks_dir, pipeline.device, settings.gpu_jobs_per_device):
-        result = run_pipeline(pipeline, data)
+    try:
+        with device_slot(settings.locks_dir, pipeline.device, settings.gpu_jobs_per_device):
+            result = run_pipeline(pipeline, data)
+    except ContentOutsideDomain as exc:
+        raise OutsideDomain(f"outside validated input domain: {exc}") from exc
     timings.inference = time.perf_counter() - start
 
     start = time.perf_counter()
