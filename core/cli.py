@@ -139,7 +139,8 @@ def run(ctx: click.Context) -> None:
     children = [Child("serve", [*base, "serve"]), Child("worker", [*base, "worker"])]
     if settings.web_enabled:
         children.append(Child("web", [*base, "web"]))
-    group = ProcessGroup(children)
+    # The SCP lets an instance being received finish (up to the network timeout) before it exits.
+    group = ProcessGroup(children, stop_timeout=settings.network_timeout_seconds + 10)
     sys.exit(group.run())
 
 

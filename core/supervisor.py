@@ -41,8 +41,11 @@ class Child:
 class ProcessGroup:
     """Runs children until told to stop; restarts any that exit on their own."""
 
-    def __init__(self, children: Sequence[Child]) -> None:
+    def __init__(
+        self, children: Sequence[Child], stop_timeout: float = STOP_TIMEOUT_SECONDS
+    ) -> None:
         self.children = list(children)
+        self.stop_timeout = stop_timeout
         self._stopping = threading.Event()
 
     def request_stop(self, *_args: object) -> None:
@@ -80,7 +83,7 @@ class ProcessGroup:
         for child in self.children:
             if child.process is not None and child.process.poll() is None:
                 child.process.terminate()
-        deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
+        deadline = time.monotonic() + self.stop_timeout
         for child in self.children:
             if child.process is None:
                 continue

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -109,6 +110,9 @@ class StorageAssociation:
     on_negotiated:
         Called once the association is accepted (until then the connection
         counts as an un-negotiated one, not as an association).
+    stopping:
+        Set when the node stops: the message in progress is finished and
+        answered, then the association is aborted.
     commitment:
         Where Storage Commitment reports (N-EVENT-REPORT) go; without it they
         are answered as an unsupported operation.
@@ -127,6 +131,7 @@ class StorageAssociation:
         active_count: Callable[[], int],
         commitment: CommitmentInbox | None = None,
         on_negotiated: Callable[[], None] = lambda: None,
+        stopping: threading.Event | None = None,
     ) -> None:
         self.sock = sock
         self._commitment = commitment
@@ -138,6 +143,7 @@ class StorageAssociation:
         self._network_timeout = network_timeout
         self._active_count = active_count
         self._on_negotiated = on_negotiated
+        self._stopping = stopping or threading.Event()
         self._reader = pdu.PduReader(sock)
         self._calling_ae = ""
         self._accepted: Accepted | None = None
@@ -170,6 +176,11 @@ class StorageAssociation:
         finally:
             self._discard_partial()
             self._reader.close()
+
+    @property
+    def in_message(self) -> bool:
+        """Whether a request has begun to arrive and is not answered yet."""
+        return self._request is not None or bool(self._command)
 
     def _discard_partial(self) -> None:
         """Delete the receive file of an instance that will not be completed."""
@@ -213,6 +224,10 @@ class StorageAssociation:
     # ------------------------------------------------------------------ data transfer
     def _serve(self) -> None:
         while True:
+            if self._stopping.is_set() and not self.in_message:
+                log.info("ending association from %s: the node is stopping", self._peer())
+                self._send(pdu.abort(pdu.AbortReason.NOT_SPECIFIED))
+                return
             self._reader.set_deadline(None)
             self._reader.wait()  # idle between PDUs: up to the network timeout
             # Once a PDU has begun, all of it arrives within a bound (however it trickles).

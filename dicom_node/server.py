@@ -16,6 +16,7 @@ import socket
 import ssl
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -90,6 +91,8 @@ class StorageSCP:
         # that have: only these count against the association limit.
         self._pending: dict[socket.socket, str] = {}
         self._associated: set[socket.socket] = set()
+        self._serving: dict[socket.socket, StorageAssociation] = {}
+        self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._clean_spool = clean_spool
@@ -227,7 +230,7 @@ class StorageSCP:
             if self._tls is not None:
                 connection.settimeout(self.settings.acse_timeout_seconds)
                 sock = self._tls.wrap_socket(connection, server_side=True)
-            StorageAssociation(
+            association = StorageAssociation(
                 sock,
                 host,
                 self._policy,
@@ -238,7 +241,12 @@ class StorageSCP:
                 active_count=active,
                 on_negotiated=lambda: self._negotiated(connection, on_negotiated),
                 commitment=self.commitment,
-            ).run()
+                stopping=self._stopping,
+            )
+            with self._lock:
+                self._serving[connection] = association
+            if not self._stopping.is_set():
+                association.run()
         except (OSError, ssl.SSLError) as exc:
             log.warning("connection from %s failed: %s", host, type(exc).__name__)
         finally:
@@ -246,12 +254,20 @@ class StorageSCP:
                 self._connections.discard(connection)
                 self._pending.pop(connection, None)
                 self._associated.discard(connection)
+                self._serving.pop(connection, None)
             with contextlib.suppress(OSError):
                 sock.close()
             on_end()
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop accepting, end the open associations and wait for their threads."""
+    def stop(self, grace: float | None = None) -> None:
+        """Stop accepting at once; let instances in progress finish, end the rest.
+
+        Connections idle between messages (or not negotiated yet) are closed
+        now; an association in the middle of a message is answered, then
+        aborted.  Those still running after ``grace`` seconds (by default the
+        network timeout, the bound on a stalled sender) are cut off.
+        """
+        self._stopping.set()
         listener, self._listener = self._listener, None
         if listener is not None:
             with contextlib.suppress(OSError):
@@ -259,10 +275,27 @@ class StorageSCP:
             listener.close()
         with self._lock:
             connections = list(self._connections)
+            serving = dict(self._serving)
             threads = list(self._threads)
         for connection in connections:
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
+            association = serving.get(connection)
+            if association is None or not association.in_message:
+                _shut(connection)
+        if grace is None:
+            grace = self.settings.network_timeout_seconds
+        deadline = time.monotonic() + grace
         for thread in threads:
-            thread.join(timeout)
+            thread.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            connections = list(self._connections)
+        for connection in connections:
+            _shut(connection)
+        for thread in threads:
+            thread.join(1.0)
         self._threads.clear()
+
+
+def _shut(connection: socket.socket) -> None:
+    """End a connection now (wakes the thread reading from it)."""
+    with contextlib.suppress(OSError):
+        connection.shutdown(socket.SHUT_RDWR)

@@ -25,6 +25,9 @@ from worker.dispatch import Dispatcher
 
 log = logging.getLogger(__name__)
 
+#: Seconds a receiver process gets beyond the network timeout to end before it is killed.
+RECEIVER_STOP_MARGIN = 5.0
+
 
 class NodeService:
     """Receives studies, decides when they are complete and queues their jobs."""
@@ -95,8 +98,12 @@ class NodeService:
         self.monitor.start()
 
     def stop(self) -> None:
-        """Stop listening, stop the monitor and close database connections."""
-        self.receivers.stop()
+        """Stop listening at once, let instances in progress finish, stop the monitor.
+
+        Instances being received get up to the network timeout to arrive and
+        be answered (receiver processes too); an idle node stops in a moment.
+        """
         self.scp.stop()
+        self.receivers.stop(timeout=self.settings.network_timeout_seconds + RECEIVER_STOP_MARGIN)
         self.monitor.stop()
         self.engine.dispose()

@@ -6,6 +6,9 @@ import copy
 import errno
 import functools
 import logging
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +28,8 @@ from dicom_node.spool import InstanceSpool
 from pipelines.phantom import PhantomStudy, generate_ct_phantom, write_phantom
 from tests.dicom_node.conftest import Node, NodeFactory
 from tests.support.dcmtk import echoscu, storescu
+from tests.support.raw_dicom import Part10, RawAssociation, p_data
+from tests.support.waiting import wait_until
 
 SCU_AE = "TESTSCU"
 PATIENT_NAME = "SECRET^NAME"
@@ -361,3 +366,44 @@ def test_no_patient_data_in_logs(node: Node, caplog: pytest.LogCaptureFixture) -
     assert any(study.datasets[1].SOPInstanceUID in r.getMessage() for r in caplog.records)
     for secret in ("SECRET", PATIENT_ID, "19700101"):
         assert secret not in caplog.text
+
+
+# --------------------------------------------------------------------- stopping
+def test_stop_lets_the_instance_in_progress_finish_and_ends_idle_ones(
+    start_node: NodeFactory, tmp_path: Path
+) -> None:
+    node = start_node(network_timeout_seconds=30)
+    (path,) = write_phantom(generate_ct_phantom(slices=1, rows=64, columns=64), tmp_path)
+    item = Part10.read(path)
+    sending = RawAssociation(node.port, abstract_syntaxes=(CTImageStorage,)).connect()
+    idle = RawAssociation(node.port).connect()
+    try:
+        sending.c_store_partial(item, 0.5)
+        wait_until(lambda: any(a.in_message for a in node.scp._serving.values()), 10, 0.02)
+        port, started = node.port, time.monotonic()
+        stopper = threading.Thread(target=node.scp.stop)
+        stopper.start()
+        wait_until(lambda: not _accepts(port), 10, 0.02)  # no new connection at once
+        assert idle.sock is not None
+        assert idle.sock.recv(1) == b""  # the idle association is closed at once
+        context_id = sending.context_for(CTImageStorage)
+        rest = item.dataset[max(1, int(len(item.dataset) * 0.5)) :]
+        sending.send(p_data(context_id, rest, command=False, last=True))
+        assert sending.read_status() == SUCCESS  # the instance in progress is answered ...
+        assert sending.read_pdu()[0] == 0x07  # ... then the association aborted
+        stopper.join(10)
+        assert not stopper.is_alive()
+        assert time.monotonic() - started < 15, "stop waited out the grace period"
+    finally:
+        sending.close()
+        idle.close()
+    assert node.count(Instance) == 1
+    assert node.receive_leftovers() == []
+
+
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
