@@ -219,8 +219,9 @@ class ModelConfig(_Strict):
         Weights file relative to the weights folder; found automatically
         (``model.ts``, ``models/model.ts``, ``model.pt``) when omitted.
     architecture:
-        For a ``.pt`` state dict: the MONAI network it belongs to
-        (``densenet121``, ``unet``); TorchScript needs none.
+        For a state dict: the MONAI network it belongs to (``densenet121``,
+        ``unet``); TorchScript, recognised by content whatever its suffix,
+        needs none.
     inputs:
         Multi-series pipelines: the series needed from a study, one per
         input channel (routing waits for all of them); empty: one series.

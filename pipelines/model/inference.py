@@ -26,6 +26,7 @@ from monai.inferers import sliding_window_inference
 
 from core.errors import ConfigurationError, PipelineError
 from pipelines.model.config import InputConfig, ModelConfig
+from pipelines.model.steps import is_torchscript
 
 __all__ = [
     "inference_context",
@@ -69,12 +70,16 @@ def _build_architecture(config: ModelConfig) -> torch.nn.Module:
             num_res_units=2,
         )
     raise ConfigurationError(
-        f"{config.name}: a .pt state dict needs 'architecture' (densenet121 or unet)"
+        f"{config.name}: a state dict (not TorchScript) needs 'architecture' (densenet121 or unet)"
     )
 
 
 def load_network(path: Path, config: ModelConfig, device: torch.device) -> torch.nn.Module:
-    """Load TorchScript (``.ts``) or a state dict (``.pt``) onto ``device``, in eval mode.
+    """Load TorchScript or a state dict onto ``device``, in eval mode.
+
+    TorchScript is recognised by content whatever the file's suffix (published
+    TorchScript is often named ``.pt``); anything else is taken for a state
+    dict of the configured ``architecture``.
 
     Raises
     ------
@@ -82,7 +87,7 @@ def load_network(path: Path, config: ModelConfig, device: torch.device) -> torch
         The file is not loadable as TorchScript / a matching state dict.
     """
     try:
-        if path.suffix == ".pt":
+        if not is_torchscript(path):
             network = _build_architecture(config)
             state = torch.load(path, map_location="cpu", weights_only=True)
             network.load_state_dict(state)
