@@ -17,6 +17,10 @@ from core.errors import ConfigurationError
 from worker.dispatch import Dispatcher
 
 ACK_KINDS = ("job", "delivery")
+#: Deliveries an operator may send again: given up, waiting to retry, or not committed.
+RETRYABLE = (DeliveryState.FAILED, DeliveryState.RETRYING, DeliveryState.COMMIT_FAILED)
+#: Deliveries that count as failures (what acknowledging and a bulk retry act on).
+FAILED = (DeliveryState.FAILED, DeliveryState.COMMIT_FAILED)
 
 
 class ActionError(Exception):
@@ -60,12 +64,10 @@ class Actions:
             delivery = session.get(Delivery, delivery_id)
             if delivery is None:
                 raise ActionError(404, f"no delivery {delivery_id}")
-            if delivery.state not in (DeliveryState.FAILED, DeliveryState.RETRYING):
+            if delivery.state not in RETRYABLE:
                 raise ActionError(409, f"delivery {delivery_id} is {delivery.state.value}")
             _forget_ack(session, "delivery", delivery_id)
-        self.dispatcher.retry_deliveries(
-            (DeliveryState.FAILED, DeliveryState.RETRYING), ids=[delivery_id]
-        )
+        self.dispatcher.retry_deliveries(RETRYABLE, ids=[delivery_id])
 
     def replay(self, job_id: int, *, rerun: bool) -> int:
         """Re-run a job from its input or re-send its results; returns how many were queued."""
@@ -83,14 +85,12 @@ class Actions:
         """Take a failed job or delivery off the failure list (it stays in the history)."""
         if kind not in ACK_KINDS:
             raise ActionError(404, f"nothing of kind {kind!r} can be acknowledged")
-        model, failed = (
-            (Job, JobState.FAILED) if kind == "job" else (Delivery, DeliveryState.FAILED)
-        )
+        model, failed = (Job, (JobState.FAILED,)) if kind == "job" else (Delivery, FAILED)
         with session_scope(self.session_factory) as session:
             row = session.get(model, object_id)
             if row is None:
                 raise ActionError(404, f"no {kind} {object_id}")
-            if row.state != failed:
+            if row.state not in failed:
                 raise ActionError(409, f"{kind} {object_id} has not failed")
             exists = session.scalar(
                 select(Acknowledgement).where(
@@ -107,13 +107,11 @@ class Actions:
         name = self._destination(destination)
         with session_scope(self.session_factory) as session:
             ids = session.scalars(
-                select(Delivery.id).where(
-                    Delivery.destination == name, Delivery.state == DeliveryState.FAILED
-                )
+                select(Delivery.id).where(Delivery.destination == name, Delivery.state.in_(FAILED))
             ).all()
             for delivery_id in ids:
                 _forget_ack(session, "delivery", delivery_id)
-        return len(self.dispatcher.retry_deliveries((DeliveryState.FAILED,), destination=name))
+        return len(self.dispatcher.retry_deliveries(FAILED, destination=name))
 
     def pause_routing(self, paused: bool, username: str) -> bool:
         """Pause (received studies wait) or resume routing; returns whether it changed."""

@@ -324,18 +324,9 @@ def create_app(settings: Settings, actions: Actions | None = None) -> Starlette:
         )
 
     def destinations_page(ctx: Ctx) -> Response:
-        from sqlalchemy import func, select
-
         from core.control import DESTINATION_PREFIX, ROUTING, paused_flags
-        from core.db.models import Delivery
 
-        counts: dict[str, dict[str, int]] = {}
-        for name, state, count in ctx.db.execute(
-            select(Delivery.destination, Delivery.state, func.count()).group_by(
-                Delivery.destination, Delivery.state
-            )
-        ):
-            counts.setdefault(name, {})[state.value] = count
+        counts = queries.destination_counts(ctx.db)
         flags = paused_flags(ctx.db)
         configured = {str(d) for d in settings.destinations}
         rows = [
@@ -345,7 +336,7 @@ def create_app(settings: Settings, actions: Actions | None = None) -> Starlette:
                 "paused": f"{DESTINATION_PREFIX}{name}" in flags,
                 "counts": counts.get(name, {}),
             }
-            for name in actions.known_destinations()
+            for name in sorted(configured | set(counts))
         ]
         return render(
             ctx, "destinations.html", rows=rows, routing_paused=ROUTING in flags, echo=None

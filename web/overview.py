@@ -34,6 +34,12 @@ from core.db.models import (
     utcnow,
 )
 
+#: Deliveries on their way: to be sent, or sent and awaiting the storage commitment report.
+SENDING = (DeliveryState.PENDING, DeliveryState.RETRYING, DeliveryState.SENT)
+#: Deliveries given up on: failed, or not committed with no attempt left.
+GAVE_UP = (Delivery.state == DeliveryState.FAILED) | (
+    (Delivery.state == DeliveryState.COMMIT_FAILED) & Delivery.next_attempt_at.is_(None)
+)
 #: A worker whose heartbeat is older than this many heartbeat intervals counts as gone.
 WORKER_STALE_INTERVALS = 3
 STAGES = ("receiving", "waiting", "queued", "running", "sending", "failed")
@@ -174,18 +180,12 @@ def queue_depths(session: Session, settings: Settings, now: datetime) -> dict[st
             .group_by(Job.state)
         ).all()
     )
-    sending = session.scalar(
-        select(func.count()).where(
-            Delivery.state.in_([DeliveryState.PENDING, DeliveryState.RETRYING])
-        )
-    )
+    sending = session.scalar(select(func.count()).where(Delivery.state.in_(SENDING)))
     failed_jobs = session.scalar(
         select(func.count()).where(Job.state == JobState.FAILED, unacknowledged("job", Job.id))
     )
     failed_deliveries = session.scalar(
-        select(func.count()).where(
-            Delivery.state == DeliveryState.FAILED, unacknowledged("delivery", Delivery.id)
-        )
+        select(func.count()).where(GAVE_UP, unacknowledged("delivery", Delivery.id))
     )
     return {
         "receiving": int(studies_receiving or 0),

@@ -24,6 +24,7 @@ from core.db.models import (
     Study,
     StudyState,
 )
+from web.overview import SENDING
 
 
 class FilterError(ValueError):
@@ -118,8 +119,8 @@ def job_list(session: Session, filters: JobFilters, limit: int) -> list[Job]:
         start = datetime.combine(filters.day, time(), tzinfo=UTC)
         query = query.where(Job.created_at >= start, Job.created_at < start + timedelta(days=1))
     if filters.calling_ae is not None:
-        query = query.where(
-            Job.series_id.in_(select(Series.id).where(Series.calling_ae == filters.calling_ae))
+        query = query.join(Series, Series.id == Job.series_id).where(
+            Series.calling_ae == filters.calling_ae
         )
     if filters.destination is not None:
         query = query.where(
@@ -144,6 +145,29 @@ def delivery_summaries(session: Session, job_ids: list[int]) -> dict[int, dict[s
     for job_id, state, count in rows:
         summary.setdefault(job_id, {})[state.value] = count
     return summary
+
+
+def destination_counts(session: Session) -> dict[str, dict[str, int]]:
+    """Per destination: its deliveries not succeeded by state, and those delivered in the last day.
+
+    Delivered ones are counted over a day only: counting every one ever made
+    would read the whole table on each view.
+    """
+    counts: dict[str, dict[str, int]] = {}
+    for name, state, count in session.execute(
+        select(Delivery.destination, Delivery.state, func.count())
+        .where(Delivery.state.in_([s for s in DeliveryState if s != DeliveryState.SUCCEEDED]))
+        .group_by(Delivery.destination, Delivery.state)
+    ):
+        counts.setdefault(name, {})[state.value] = count
+    since = datetime.now(UTC) - timedelta(days=1)
+    for name, count in session.execute(
+        select(Delivery.destination, func.count())
+        .where(Delivery.delivered_at >= since)
+        .group_by(Delivery.destination)
+    ):
+        counts.setdefault(name, {})["delivered in the last day"] = count
+    return counts
 
 
 def study_list(
@@ -186,9 +210,8 @@ class JobStory:
     @property
     def live(self) -> bool:
         """Whether the job may still change: running, queued or with a delivery on its way."""
-        waiting = (DeliveryState.PENDING, DeliveryState.RETRYING)
         return self.job.state in (JobState.QUEUED, JobState.RUNNING) or any(
-            delivery.state in waiting
+            delivery.state in SENDING
             for result in self.job.results
             for delivery in result.deliveries
         )
