@@ -45,7 +45,7 @@ def dockerfile() -> str:
 
 def test_the_node_and_the_workers_start_after_the_schema_upgrade_and_the_broker() -> None:
     compose = services()
-    assert node_services() == ["migrate", "node", "worker"]
+    assert node_services() == ["migrate", "node", "web", "worker"]
     assert compose["migrate"]["command"] == ["db", "upgrade"]
     assert compose["migrate"]["depends_on"] == {"postgres": {"condition": "service_healthy"}}
     for name in ("node", "worker"):

@@ -56,9 +56,10 @@ def command_lines(unit: Path) -> list[list[str]]:
     return [shlex.split(service[key]) for key in ("ExecStartPre", "ExecStart") if key in service]
 
 
-def test_there_is_a_unit_for_the_node_and_one_for_its_workers() -> None:
+def test_there_is_a_unit_for_the_node_its_workers_and_its_console() -> None:
     assert [unit.name for unit in unit_files()] == [
         "ainode-serve.service",
+        "ainode-web.service",
         "ainode-worker@.service",
     ]
 
