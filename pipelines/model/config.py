@@ -27,9 +27,13 @@ from pipelines.domain import InputDomain
 __all__ = [
     "CONFIG_FILE",
     "CodeConfig",
+    "CropConfig",
     "InputConfig",
     "LabelConfig",
     "ModelConfig",
+    "NormaliseConfig",
+    "PostprocessConfig",
+    "ResizeConfig",
     "SeriesInputConfig",
     "find_weights",
     "load_model_config",
@@ -156,6 +160,83 @@ class SeriesInputConfig(_Strict):
         return value
 
 
+class NormaliseConfig(_Strict):
+    """Quantile scaling then (optionally) a z-score, as many published models are fed.
+
+    Parameters
+    ----------
+    percentiles:
+        Intensities at these percentiles (of the whole volume) map to 0 and 1,
+        with clipping.
+    sample_size:
+        Take the percentiles on a nearest-exact down-sample to this matrix
+        (deepbet: 128³); None: on the full volume.
+    zscore, mean, std:
+        Then standardise the network input and map it to ``mean`` and ``std``
+        (deepbet: 0.449 and 0.226).
+    """
+
+    percentiles: tuple[float, float] = (0.5, 99.5)
+    sample_size: tuple[int, ...] | None = None
+    zscore: bool = False
+    mean: float = 0.0
+    std: float = Field(default=1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> NormaliseConfig:
+        low, high = self.percentiles
+        if not 0 <= low < high <= 100:
+            raise ValueError(
+                f"percentiles must satisfy 0 <= low < high <= 100, got {self.percentiles}"
+            )
+        return self
+
+
+class ResizeConfig(_Strict):
+    """Resize the network input to a fixed matrix, and its output back, with one interpolation."""
+
+    size: tuple[int, ...]
+    interpolation: Literal["nearest", "nearest-exact", "trilinear", "area"] = "trilinear"
+
+
+class CropConfig(_Strict):
+    """Crop to a foreground or to a first network's bounding box before the main network.
+
+    Parameters
+    ----------
+    stage:
+        ``foreground``: the box of voxels whose scaled intensity (0-1, after
+        the quantile scaling) exceeds ``threshold``; ``model``: the box of a
+        first network's output channel ``channel`` above ``threshold``, run
+        on the volume resized to ``size`` (nearest-exact), its largest
+        component kept (a cascade such as deepbet's).
+    model:
+        The first network's weights file (``stage`` ``model``).
+    margin:
+        Fraction of the box's size added on each side.
+    """
+
+    stage: Literal["foreground", "model"]
+    model: str | None = None
+    size: tuple[int, ...] | None = None
+    channel: int = Field(default=1, ge=0)
+    threshold: float = 0.5
+    margin: float = Field(default=0.1, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _stage(self) -> CropConfig:
+        if self.stage == "model" and (self.model is None or self.size is None):
+            raise ValueError("crop stage 'model' needs 'model' (the first network) and 'size'")
+        return self
+
+
+class PostprocessConfig(_Strict):
+    """Clean-up of every segment's mask: keep its largest component, fill its holes."""
+
+    largest_component: bool = False
+    fill_holes: bool = False
+
+
 class InputConfig(_Strict):
     """How a volume is turned into the model's input tensor.
 
@@ -177,6 +258,16 @@ class InputConfig(_Strict):
     roi_size, overlap, sw_batch_size:
         Sliding-window inference (3D): window size, fractional overlap and
         windows per forward pass.
+    axes:
+        Axis order the model was trained in: ``acquisition`` (slice, row,
+        column, as received), or ``RAS`` / ``LPS`` canonical (flips and a
+        transpose, undone exactly on the output).
+    normalise:
+        Quantile scaling and z-score instead of ``window`` (set ``window`` to null).
+    resize:
+        A fixed-matrix resize of the network input (instead of ``spacing``).
+    crop:
+        A crop stage before the network (3D segmentation).
     """
 
     channels: int = Field(default=1, ge=1)
@@ -187,11 +278,31 @@ class InputConfig(_Strict):
     roi_size: tuple[int, ...] | None = None
     overlap: float = Field(default=0.25, ge=0.0, lt=1.0)
     sw_batch_size: int = Field(default=1, ge=1)
+    axes: Literal["acquisition", "RAS", "LPS"] = "acquisition"
+    normalise: NormaliseConfig | None = None
+    resize: ResizeConfig | None = None
+    crop: CropConfig | None = None
 
     @model_validator(mode="after")
     def _dimensions(self) -> InputConfig:
         if self.window is not None and self.window[0] >= self.window[1]:
             raise ValueError(f"window low must be below high, got {self.window}")
+        if self.window is not None and self.normalise is not None:
+            raise ValueError("window and normalise exclude each other: set window to null")
+        if self.resize is not None and (self.spacing is not None or self.roi_size is not None):
+            raise ValueError("resize excludes spacing and roi_size (one input matrix)")
+        if (self.crop is not None or self.axes != "acquisition") and self.spatial_dims != 3:
+            raise ValueError("crop and axes apply to 3D volumes (spatial_dims 3)")
+        sizes = [
+            ("resize.size", self.resize and self.resize.size),
+            ("normalise.sample_size", self.normalise and self.normalise.sample_size),
+            ("crop.size", self.crop and self.crop.size),
+        ]
+        for name, value in sizes:
+            if value and (len(value) != self.spatial_dims or min(value) <= 0):
+                raise ValueError(
+                    f"{name} must have {self.spatial_dims} positive values, got {value}"
+                )
         for name in ("spacing", "size", "roi_size"):
             value = getattr(self, name)
             if value is not None and (len(value) != self.spatial_dims or min(value) <= 0):
@@ -233,6 +344,8 @@ class ModelConfig(_Strict):
     activation:
         Applied to the network output: ``softmax`` (segmentation classes),
         ``sigmoid`` (independent probabilities) or ``none``.
+    postprocess:
+        Segmentation masks: keep the largest component, fill holes.
     domain, domain_policy:
         Validated input domain, and what to do outside it: ``skip`` the job
         with the reason recorded, or ``flag`` it in the SR.
@@ -256,6 +369,7 @@ class ModelConfig(_Strict):
     labels: list[LabelConfig] = Field(min_length=1)
     threshold: float = Field(default=0.5, gt=0.0, lt=1.0)
     activation: Literal["softmax", "sigmoid", "none"] = "softmax"
+    postprocess: PostprocessConfig = Field(default_factory=PostprocessConfig)
     domain: InputDomain = Field(default_factory=InputDomain)
     domain_policy: Literal["skip", "flag"] = "skip"
     content: tuple[ContentCheckName, ...] = ()
@@ -282,6 +396,14 @@ class ModelConfig(_Strict):
         roles = [item.role for item in self.inputs]
         if len(set(roles)) != len(roles):
             raise ValueError(f"input roles must be unique: {roles}")
+        dense_only = {
+            "input.crop": self.input.crop is not None,
+            "input.resize": self.input.resize is not None and self.input.spatial_dims == 3,
+            "postprocess": self.postprocess != PostprocessConfig(),
+        }
+        for name, used in dense_only.items():
+            if used and self.kind != "segmentation":
+                raise ValueError(f"{name} applies to segmentation, not {self.kind}")
         return self
 
     @property

@@ -24,9 +24,15 @@ import torch
 import torch.nn.functional as F
 from monai.inferers import sliding_window_inference
 
-from core.errors import ConfigurationError, PipelineError
+from core.errors import ConfigurationError, ContentOutsideDomain, PipelineError
 from pipelines.model.config import InputConfig, ModelConfig
-from pipelines.model.steps import is_torchscript
+from pipelines.model.steps import (
+    bbox_with_margin,
+    is_torchscript,
+    largest_component,
+    percentile_range,
+    scale_and_standardise,
+)
 
 __all__ = [
     "inference_context",
@@ -152,43 +158,64 @@ def _check_channels(output: torch.Tensor, expected: int, name: str) -> None:
         )
 
 
-def predict_dense(
-    network: torch.nn.Module,
-    channels: np.ndarray,
-    spacing: tuple[float, ...],
-    config: ModelConfig,
-    device: torch.device,
-) -> np.ndarray:
-    """Per-voxel outputs of ``network`` on the original grid.
-
-    Parameters
-    ----------
-    channels:
-        Input in real-world units, ``(channels, *spatial)``.
-    spacing:
-        Spacing of the spatial axes (mm).
-    config:
-        The model's input handling, activation and output channels.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(output channels, *spatial)`` float32 after the activation,
-        resampled back to the input grid when the model has a spacing.
-    """
-    settings: InputConfig = config.input
-    spatial = channels.shape[1:]
-    x = torch.from_numpy(normalise(channels, settings.window))[None].to(device)
-    mode = _interpolation(settings.spatial_dims)
-    if settings.spacing is not None:
-        size = [
-            max(1, round(n * s / t))
-            for n, s, t in zip(spatial, spacing, settings.spacing, strict=True)
+def _scaled(x: torch.Tensor, settings: InputConfig, ranges: list[tuple]) -> torch.Tensor:
+    """Each channel of ``x`` scaled by its quantile range and z-scored (``normalise``)."""
+    recipe = settings.normalise
+    assert recipe is not None
+    return torch.stack(
+        [
+            scale_and_standardise(
+                channel, low, high, zscore=recipe.zscore, mean=recipe.mean, std=recipe.std
+            )
+            for channel, (low, high) in zip(x, ranges, strict=True)
         ]
-        x = F.interpolate(x, size=size, mode=mode, align_corners=False)
-    with inference_context(device):
+    )
+
+
+def _resized(x: torch.Tensor, size: tuple[int, ...], mode: str) -> torch.Tensor:
+    """``x`` ``(channels, *spatial)`` resized to ``size`` with ``mode``."""
+    corners = {"align_corners": False} if mode in ("trilinear", "bilinear") else {}
+    return F.interpolate(x[None], size=size, mode=mode, **corners)[0]
+
+
+def _crop_box(
+    first: torch.nn.Module | None,
+    x: torch.Tensor,
+    ranges: list[tuple],
+    config: ModelConfig,
+) -> tuple[slice, ...]:
+    """The crop stage's box on the grid of ``x``: a first network's or the foreground's.
+
+    Raises
+    ------
+    ContentOutsideDomain
+        Nothing in the volume to crop to.
+    """
+    crop = config.input.crop
+    assert crop is not None
+    spatial = tuple(x.shape[1:])
+    try:
+        if crop.stage == "foreground":
+            low, high = ranges[0]
+            foreground = ((x[0] - low) / (high - low)).clamp(0, 1) > crop.threshold
+            return bbox_with_margin(foreground.float().cpu(), spatial, crop.margin, threshold=0.0)
+        assert first is not None and crop.size is not None
+        small = _resized(x, crop.size, "nearest-exact")
+        with inference_context(x.device):
+            output = first(_scaled(small, config.input, ranges)[None])[0, crop.channel].float()
+        foreground = largest_component((output > crop.threshold).cpu().numpy())
+        return bbox_with_margin(
+            torch.from_numpy(foreground.astype(np.float32)), spatial, crop.margin
+        )
+    except ValueError as exc:
+        raise ContentOutsideDomain(f"{config.name}: crop stage found nothing: {exc}") from exc
+
+
+def _forward(network: torch.nn.Module, x: torch.Tensor, settings: InputConfig) -> torch.Tensor:
+    """The network on ``x`` (a batch of one), by sliding window when ``roi_size`` is set."""
+    with inference_context(x.device):
         if settings.roi_size is not None:
-            logits = sliding_window_inference(
+            return sliding_window_inference(
                 x,
                 roi_size=settings.roi_size,
                 sw_batch_size=settings.sw_batch_size,
@@ -196,13 +223,81 @@ def predict_dense(
                 overlap=settings.overlap,
                 mode="gaussian",
             )
-        else:
-            logits = network(x)
+        return network(x)
+
+
+def predict_dense(
+    network: torch.nn.Module,
+    channels: np.ndarray,
+    spacing: tuple[float, ...],
+    config: ModelConfig,
+    device: torch.device,
+    first: torch.nn.Module | None = None,
+) -> np.ndarray:
+    """Per-voxel outputs of ``network`` on the original grid.
+
+    Without ``input.normalise``: intensities windowed (or clipped between
+    the 0.5th and 99.5th percentiles) to [0, 1], then resampled to the
+    model's spacing.  With it: quantile ranges from the whole volume, the
+    crop stage if any, the fixed-matrix resize or spacing, then the scaling
+    and z-score of the network's input itself (deepbet's order).  The output
+    goes back through the same resize onto the crop, and the crop into the
+    full grid (background outside it).
+
+    Parameters
+    ----------
+    channels:
+        Input in real-world units, ``(channels, *spatial)``, in the model's axes.
+    spacing:
+        Spacing of the spatial axes (mm).
+    config:
+        The model's input handling, activation and output channels.
+    first:
+        The crop stage's first network (``input.crop.stage`` ``model``).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(output channels, *spatial)`` float32 after the activation.
+    """
+    settings: InputConfig = config.input
+    spatial = tuple(channels.shape[1:])
+    recipe = settings.normalise
+    if recipe is None:
+        x = torch.from_numpy(normalise(channels, settings.window)).to(device)
+        ranges: list[tuple] = []
+    else:
+        x = torch.nan_to_num(torch.from_numpy(np.asarray(channels, np.float32)).to(device))
+        fractions = (recipe.percentiles[0] / 100, recipe.percentiles[1] / 100)
+        ranges = [percentile_range(channel, fractions, recipe.sample_size) for channel in x]
+    box = _crop_box(first, x, ranges, config) if settings.crop is not None else ()
+    x = x[(slice(None), *box)]
+    cropped = tuple(x.shape[1:])
+    mode = (
+        settings.resize.interpolation if settings.resize else _interpolation(settings.spatial_dims)
+    )
+    size = settings.resize.size if settings.resize else None
+    if settings.spacing is not None:
+        size = tuple(
+            max(1, round(n * s / t))
+            for n, s, t in zip(cropped, spacing, settings.spacing, strict=True)
+        )
+    if size is not None:
+        x = _resized(x, size, mode)
+    if recipe is not None:
+        x = _scaled(x, settings, ranges)
+    logits = _forward(network, x[None], settings)
     _check_channels(logits, config.output_channels, config.name)
-    probabilities = _activate(logits, config.activation)
-    if tuple(probabilities.shape[2:]) != tuple(spatial):
-        probabilities = F.interpolate(probabilities, size=spatial, mode=mode, align_corners=False)
-    return probabilities[0].cpu().numpy()
+    probabilities = _activate(logits, config.activation)[0]
+    if tuple(probabilities.shape[1:]) != cropped:
+        probabilities = _resized(probabilities, cropped, mode)
+    if not box:
+        return probabilities.cpu().numpy()
+    full = torch.zeros((probabilities.shape[0], *spatial), dtype=probabilities.dtype)
+    if config.activation == "softmax":
+        full[0] = 1.0  # outside the crop: background
+    full[(slice(None), *box)] = probabilities.cpu()
+    return full.numpy()
 
 
 def predict_global(

@@ -36,6 +36,7 @@ from pipelines.base import (
 )
 from pipelines.model.config import ModelConfig, find_weights, load_model_config, sha256_of
 from pipelines.model.inference import load_network, predict_dense, predict_global, resolve_device
+from pipelines.model.steps import fill_holes, largest_component, reorientation
 from pipelines.registry import PipelineSpec
 
 __all__ = ["ModelPipeline", "check_model"]
@@ -98,6 +99,13 @@ class ModelPipeline(Pipeline):
         self.device = str(torch_device)
         self._torch_device = torch_device
         self.network = load_network(weights, config, torch_device)
+        self.first_network = None
+        crop = config.input.crop
+        if crop is not None and crop.model is not None:
+            first = weights.parent / crop.model
+            if not first.is_file():
+                raise ConfigurationError(f"{config.name}: missing file: crop model {first}")
+            self.first_network = load_network(first, config, torch_device)
         check_model(config, self.network)
         window = config.input.window
         self.parameters = {  # type: ignore[misc]
@@ -111,8 +119,32 @@ class ModelPipeline(Pipeline):
             self.parameters["overlap"] = f"{config.input.overlap:g}"
         if config.input.spacing is not None:
             self.parameters["spacing_mm"] = "x".join(f"{s:g}" for s in config.input.spacing)
+        self._recipe_parameters(config, weights)
         if config.modalities - {"CT"}:
             self.intensity_unit = Code("1", "UCUM", "no units")  # type: ignore[misc]
+
+    def _recipe_parameters(self, config: ModelConfig, weights: Path) -> None:
+        """Record the declarative steps in use (and the crop network's SHA-256) as parameters."""
+        settings = config.input
+        if settings.axes != "acquisition":
+            self.parameters["axes"] = settings.axes
+        if settings.normalise is not None:
+            low, high = settings.normalise.percentiles
+            z = settings.normalise
+            self.parameters["window"] = f"percentile {low:g}..{high:g}" + (
+                f", z-score {z.mean:g}+-{z.std:g}" if z.zscore else ""
+            )
+        if settings.resize is not None:
+            size = "x".join(str(n) for n in settings.resize.size)
+            self.parameters["resize"] = f"{size} {settings.resize.interpolation}"
+        if settings.crop is not None:
+            self.parameters["crop"] = f"{settings.crop.stage} +{settings.crop.margin:g}"
+            if settings.crop.model is not None:
+                crop_weights = weights.parent / settings.crop.model
+                self.parameters["crop_weights_sha256"] = sha256_of(crop_weights)
+        post = [name for name, used in config.postprocess.model_dump().items() if used]
+        if post:
+            self.parameters["postprocess"] = ",".join(post)
 
     @classmethod
     def create(cls, spec: PipelineSpec, models_dir: Path | None, device: str = "auto") -> Pipeline:
@@ -157,9 +189,17 @@ class ModelPipeline(Pipeline):
         if kind == "classification":
             probabilities = predict_global(self.network, channels, self.config, self._torch_device)
             return self._classes(probabilities)
-        dense = predict_dense(self.network, channels, spacing, self.config, self._torch_device)
+        axes = reorientation(np.asarray(data.volume.affine), self.config.input.axes)
+        if self.config.input.spatial_dims == 3:
+            channels = np.stack([axes.apply(channel) for channel in channels])
+            spacing = axes.spacing(spacing)
+        dense = predict_dense(
+            self.network, channels, spacing, self.config, self._torch_device, self.first_network
+        )
         if self.config.input.spatial_dims == 2:
             dense = dense[:, None]
+        else:
+            dense = np.stack([axes.invert(channel) for channel in dense])
         if kind == "segmentation":
             return self._segments(dense)
         return self._detections(dense, data)
@@ -179,9 +219,14 @@ class ModelPipeline(Pipeline):
                 )
             )
             if self.config.activation == "softmax":
-                masks.append(np.isin(predicted, label.values))
+                mask = np.isin(predicted, label.values)
             else:
-                masks.append((probabilities[label.values] >= self.config.threshold).any(axis=0))
+                mask = (probabilities[label.values] >= self.config.threshold).any(axis=0)
+            if self.config.postprocess.largest_component:
+                mask = largest_component(mask)
+            if self.config.postprocess.fill_holes:
+                mask = fill_holes(mask)
+            masks.append(mask)
         return SegmentationResult(segments=segments, masks=masks)
 
     def _classes(self, probabilities: np.ndarray) -> ClassificationResult:
