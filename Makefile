@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 DEBIAN_TOOLS := /usr/sbin/Orthanc:orthanc /usr/bin/storescu:dcmtk /usr/bin/dciodvfy:dicom3tools \
                 /usr/bin/systemd-analyze:systemd /usr/bin/chromium:chromium /usr/bin/promtool:prometheus
 
-.PHONY: install run test test-slow lint system-deps clean bench bench-real
+.PHONY: install run test test-slow fuzz lint system-deps clean bench bench-real
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,11 @@ test: $(STAMP) system-deps
 
 test-slow: $(STAMP) system-deps
 	$(BIN)/python -m pytest -m slow
+
+# A long random fuzz of the SCP's PDU and DIMSE parsing (make test runs a short, fixed one).
+FUZZ_EXAMPLES ?= 20000
+fuzz: $(STAMP) system-deps
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest tests/dicom_node/test_fuzz.py -q
 
 # Benchmarks against real peers (Orthanc, dcmtk); long, run by hand, never in `make test`.
 # BENCH_QUICK=1 for a smaller run, BENCH_RUNS=n, BENCH_ONLY=ingest,ttr,seg,backlog.

@@ -12,6 +12,10 @@ told why by the A-ASSOCIATE-RJ reason, never silently dropped.
 
 from __future__ import annotations
 
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from pydicom import uid
@@ -132,6 +136,34 @@ class Rejected:
 MAX_REMEMBERED_REQUESTS = 64
 
 
+class _QuietWhileDecoding(logging.Filter):
+    """Drops pynetdicom's log records in a thread that is decoding a peer's request.
+
+    pynetdicom logs a traceback for every undecodable text item (a UID or
+    AE title that is not ASCII) before it raises; a remote peer must not be
+    able to fill the node's log with them.  The SCP logs one line instead.
+    """
+
+    active = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(self.active, "on", False)
+
+
+_QUIET = _QuietWhileDecoding()
+for _name in ("utils", "pdu", "pdu_items", "pdu_primitives", "presentation"):
+    logging.getLogger(f"pynetdicom.{_name}").addFilter(_QUIET)
+
+
+@contextmanager
+def _quiet_pynetdicom() -> Iterator[None]:
+    _QUIET.active.on = True
+    try:
+        yield
+    finally:
+        _QUIET.active.on = False
+
+
 def _decode(request_pdu: bytes) -> A_ASSOCIATE:
     """The A-ASSOCIATE primitive of an A-ASSOCIATE-RQ PDU (header included)."""
     try:
@@ -195,8 +227,9 @@ class AssociationPolicy:
             if unreadable is not None:
                 reason, (result, source, diagnostic) = unreadable
                 return Rejected(pdu.associate_reject(result, source, diagnostic), "?", reason)
-            primitive = _decode(request_pdu)
-            accepted = self._accept(primitive, str(primitive.calling_ae_title).strip())
+            with _quiet_pynetdicom():
+                primitive = _decode(request_pdu)
+                accepted = self._accept(primitive, str(primitive.calling_ae_title).strip())
             if len(self._answers) >= MAX_REMEMBERED_REQUESTS:
                 self._answers.clear()
             self._answers[request_pdu] = answer = (primitive, accepted)

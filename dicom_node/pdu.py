@@ -22,6 +22,8 @@ PDV_HEADER_SIZE = _PDV_HEADER.size
 #: Bytes of a PDV item header counted in the item length (context id, control header).
 PDV_OVERHEAD = 2
 _READ_BUFFER = 1 << 16
+#: How far past its deadline a read may end (see ``PduReader._before_read``).
+DEADLINE_SLACK_SECONDS = 1.0
 
 
 class PduType(IntEnum):
@@ -101,13 +103,19 @@ class PduReader:
             self.set_timeout(self._timeout)  # type: ignore[arg-type]
 
     def _before_read(self) -> None:
-        """Shorten the socket's timeout to the deadline once it is nearer (a syscall, so rarely)."""
+        """Shorten the socket's timeout to the deadline once it is clearly nearer.
+
+        Setting a socket's timeout is a system call: it is only done once the
+        deadline is more than :data:`DEADLINE_SLACK_SECONDS` nearer than the
+        timeout, so a PDU that arrives at once costs none, and a deadline is
+        kept to within that slack.
+        """
         if self._deadline is None:
             return
         remaining = self._deadline - time.monotonic()
         if remaining <= 0:
             raise TimeoutError("deadline passed")
-        if self._timeout is None or remaining < self._timeout:
+        if self._timeout is None or remaining < self._timeout - DEADLINE_SLACK_SECONDS:
             self._sock.settimeout(remaining)
             self._shortened = True
 
