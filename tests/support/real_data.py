@@ -18,12 +18,13 @@ from core.config import load_settings
 __all__ = ["real_case", "real_images"]
 
 _REPOSITORY = Path(__file__).resolve().parents[2]
+#: Read once, at import: tests that isolate their settings clear ``AINODE_*`` later.
+_ROOT = load_settings().real_data_dir.expanduser()
 
 
 def real_case(name: str) -> Path:
     """The folder of real case ``name``; skips the calling test where it is absent."""
-    root = load_settings().real_data_dir.expanduser()
-    folder = (root if root.is_absolute() else _REPOSITORY / root) / name
+    folder = (_ROOT if _ROOT.is_absolute() else _REPOSITORY / _ROOT) / name
     if not folder.is_dir():
         pytest.skip(f"real DICOM case {name!r} absent: no folder {folder} (AINODE_REAL_DATA_DIR)")
     return folder
