@@ -18,12 +18,12 @@ import importlib
 import logging
 import pkgutil
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, partial
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from core.errors import ConfigurationError
 
@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 MODEL_PIPELINE = "pipelines.model.pipeline:ModelPipeline"
 #: Entry-point group where installed packages register their pipelines' specs.
 PLUGIN_GROUP = "pacs_ai_node.pipelines"
+
+Key = TypeVar("Key")
 
 
 @dataclass(frozen=True)
@@ -157,6 +159,30 @@ def builtin_specs() -> dict[str, PipelineSpec]:
     return specs
 
 
+def _collect(
+    candidates: Iterable[tuple[Key, Callable[[], PipelineSpec]]],
+    taken: Mapping[str, PipelineSpec],
+) -> tuple[dict[str, PipelineSpec], dict[Key, str]]:
+    """The specs ``candidates`` load, by name, and why each other one is refused, by its key.
+
+    A candidate is refused when loading it raises ConfigurationError or its
+    name is in ``taken`` or already loaded.
+    """
+    specs: dict[str, PipelineSpec] = {}
+    errors: dict[Key, str] = {}
+    for key, load in candidates:
+        try:
+            spec = load()
+        except ConfigurationError as exc:
+            errors[key] = str(exc)
+            continue
+        if spec.name in taken or spec.name in specs:
+            errors[key] = f"{key}: pipeline name {spec.name!r} is already taken"
+            continue
+        specs[spec.name] = spec
+    return specs, errors
+
+
 def _plugin_spec(entry_point: metadata.EntryPoint) -> PipelineSpec:
     """The spec an entry point names, tagged with its distribution.
 
@@ -190,21 +216,11 @@ def plugin_specs() -> tuple[dict[str, PipelineSpec], dict[str, str]]:
         Specs by name, and ``{entry point: reason}`` for those that do not
         load, are not specs or clash with another pipeline's name.
     """
-    specs: dict[str, PipelineSpec] = {}
-    errors: dict[str, str] = {}
-    builtin = builtin_specs()
-    for entry_point in sorted(metadata.entry_points(group=PLUGIN_GROUP), key=lambda e: e.name):
-        label = f"{entry_point.name} = {entry_point.value}"
-        try:
-            spec = _plugin_spec(entry_point)
-        except ConfigurationError as exc:
-            errors[label] = str(exc)
-            continue
-        if spec.name in builtin or spec.name in specs:
-            errors[label] = f"plugin {entry_point.value}: pipeline name {spec.name!r} is taken"
-            continue
-        specs[spec.name] = spec
-    return specs, errors
+    points = sorted(metadata.entry_points(group=PLUGIN_GROUP), key=lambda e: e.name)
+    return _collect(
+        ((f"{e.name} = {e.value}", partial(_plugin_spec, e)) for e in points),
+        builtin_specs(),
+    )
 
 
 def model_spec(config_path: Path, weights_dir: Path | None) -> PipelineSpec:
@@ -261,22 +277,15 @@ def discover_models(models_dir: Path | None) -> tuple[dict[str, PipelineSpec], d
     """
     from pipelines.model.config import CONFIG_FILE
 
-    specs: dict[str, PipelineSpec] = {}
-    errors: dict[Path, str] = {}
     if models_dir is None or not models_dir.is_dir():
-        return specs, errors
-    taken = {**builtin_specs(), **plugin_specs()[0]}
-    for config_path in sorted(models_dir.glob(f"*/{CONFIG_FILE}")):
-        try:
-            spec = model_spec(config_path, config_path.parent)
-        except ConfigurationError as exc:
-            errors[config_path] = str(exc)
-            continue
-        if spec.name in taken or spec.name in specs:
-            errors[config_path] = f"{config_path}: pipeline name {spec.name!r} is already taken"
-            continue
-        specs[spec.name] = spec
-    return specs, errors
+        return {}, {}
+    return _collect(
+        (
+            (path, partial(model_spec, path, path.parent))
+            for path in sorted(models_dir.glob(f"*/{CONFIG_FILE}"))
+        ),
+        {**builtin_specs(), **plugin_specs()[0]},
+    )
 
 
 @cache

@@ -107,4 +107,4 @@ def test_broken_and_clashing_plugins_are_reported_not_loaded(
     assert specs == {}
     assert "is a str, not a PipelineSpec" in errors["not-a-spec = os:sep"]
     assert "cannot be loaded: ModuleNotFoundError" in errors["missing = no_such_module_here:SPEC"]
-    assert "'ct-lungs' is taken" in errors["clash = pipelines.ct_lungs.spec:SPEC"]
+    assert "'ct-lungs' is already taken" in errors["clash = pipelines.ct_lungs.spec:SPEC"]
