@@ -227,7 +227,7 @@ def _series_input(
 def load_series(
     paths_or_datasets: Iterable[Source], *, keep_pixel_data: bool = False
 ) -> PipelineInput:
-    """Build the pipeline input of one single-frame series.
+    """Build the pipeline input of one single-frame series (or one enhanced multi-frame instance).
 
     Parameters
     ----------
@@ -254,6 +254,8 @@ def load_series(
     """
     items = list(paths_or_datasets)
     datasets = _read(items)
+    if len(datasets) == 1 and _frame_count(datasets[0]) > 1:
+        return load_multiframe(datasets[0])
     multiframe = [ds for ds in datasets if _frame_count(ds) > 1]
     if multiframe:
         raise PipelineError(

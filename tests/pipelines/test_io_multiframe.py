@@ -12,7 +12,7 @@ import pytest
 from pydicom.uid import generate_uid
 
 from core.errors import PipelineError
-from pipelines.io import load_input, load_projection, load_series
+from pipelines.io import add_companions, load_input, load_projection, load_series
 from pipelines.phantom import generate_ct_phantom
 from tests.support.radiograph import make_radiograph
 from tests.support.real_data import real_images
@@ -81,3 +81,12 @@ def test_multiframe_projection_is_named() -> None:
         PipelineError, match=r"is a multi-frame projection \(2 frames, e\.g\. a cine\)"
     ):
         load_projection([ds])
+
+
+def test_enhanced_companion_series_is_resampled_onto_the_primary(tmp_path: Path) -> None:
+    """A multi-series pipeline's further series may come as one enhanced instance."""
+    slices = generate_ct_phantom(slices=12, rows=32, columns=32, pixel_spacing=6.0).datasets
+    primary = load_series(slices)
+    data = add_companions(primary, [[_save(enhanced_ct(slices), tmp_path)]])
+    (companion,) = data.companions
+    np.testing.assert_allclose(companion, primary.volume.array, atol=1e-3)
