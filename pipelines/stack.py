@@ -145,13 +145,12 @@ def resample_stack(
     grid = np.empty((depth, grid_rows, grid_columns), np.float32)
     r, c = np.mgrid[:grid_rows, :grid_columns].astype(np.float64)
     background = float(array.min())
-    for j, u in enumerate(fraction):
-        low = min(int(np.floor(u)), frames - 2) if frames > 1 else 0
-        weight = u - low
-        position = (1 - weight) * positions[low] + weight * positions[min(low + 1, frames - 1)]
-        shift = origin + pitch * j * normal - position
+    for j, index in enumerate(fraction):
+        # where the (interpolated) source plane at this distance has its first pixel
+        position = [np.interp(index, np.arange(frames), axis) for axis in positions.T]
+        shift = origin + pitch * j * normal - np.asarray(position)
         coordinates = [
-            np.full_like(r, u),
+            np.full_like(r, index),
             r + shift @ column_direction / row_spacing,
             c + shift @ row_direction / column_spacing,
         ]
