@@ -5,8 +5,8 @@ at its pixel data; that is enough when the pixel data has a defined length
 and ends exactly where the file ends (the usual image).  Everything else is
 walked here, over the whole file (memory-mapped, so nothing is copied): the
 encapsulated fragments up to their sequence delimiter, whatever follows the
-pixel data, big endian, and deflated datasets (inflated first, within
-:data:`MAX_INFLATED_BYTES`).  The walk answers the same facts as the scan or
+pixel data, big endian, and deflated datasets (inflated first into a
+temporary file, within :data:`MAX_INFLATED_BYTES`).  The walk answers the same facts as the scan or
 says precisely why the bytes are not a dataset: an element running past the
 end of the file, garbage after the last element, an unknown VR, an
 unterminated sequence.  The SCP refuses such a dataset with 0xC000 instead
@@ -20,10 +20,19 @@ from __future__ import annotations
 
 import mmap
 import struct
+import tempfile
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
-from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
 
 from dicom_node.header import (
     PIXEL_DATA,
@@ -36,6 +45,8 @@ from dicom_node.header import (
 
 #: Largest inflated size of a deflated dataset (a deflate bomb is refused, not inflated).
 MAX_INFLATED_BYTES = 1 << 30
+#: Bytes inflated at a time (the memory a deflated dataset takes while it is checked).
+INFLATE_CHUNK_BYTES = 1 << 20
 #: Deepest nesting of undefined-length sequences walked.
 MAX_DEPTH = 64
 _ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
@@ -168,48 +179,71 @@ class _Walker:
             offset = value + length
 
 
-def _inflated(data: memoryview) -> bytes:
+def _inflate(data: memoryview, into: BinaryIO) -> int:
+    """Inflate the deflated dataset ``data`` into the file ``into`` a chunk at a time; its size."""
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    size = 0
+    pending = data
     try:
-        inflated = inflater.decompress(data, MAX_INFLATED_BYTES)
+        while pending or not inflater.eof:
+            chunk = inflater.decompress(pending, INFLATE_CHUNK_BYTES)
+            pending = memoryview(inflater.unconsumed_tail)
+            if not chunk and not pending:
+                break
+            size += len(chunk)
+            if size > MAX_INFLATED_BYTES:
+                raise MalformedDataset(
+                    f"deflated dataset inflates beyond {MAX_INFLATED_BYTES} bytes"
+                )
+            into.write(chunk)
     except zlib.error as exc:
         raise MalformedDataset(f"deflated dataset does not inflate ({exc})") from exc
-    if inflater.unconsumed_tail:
-        raise MalformedDataset(f"deflated dataset inflates beyond {MAX_INFLATED_BYTES} bytes")
     if not inflater.eof:
         raise MalformedDataset("deflated dataset cut short")
-    return inflated
+    return size
 
 
 def parse_dataset(path: Path, dataset_offset: int, transfer_syntax: str) -> ScannedHeader:
     """Walk the whole dataset of the Part-10 file ``path`` that starts at ``dataset_offset``.
+
+    A deflated dataset is inflated into an unnamed temporary file next to
+    ``path`` (disk, not memory, however large it inflates) and walked there.
 
     Raises
     ------
     MalformedDataset
         If the bytes are not one complete, well-formed dataset.
     """
-    with path.open("rb") as handle:
-        size = handle.seek(0, 2)
-        if size <= dataset_offset:
-            raise MalformedDataset("empty dataset")
-        with (
-            mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped,
-            memoryview(mapped) as whole,
-            whole[dataset_offset:] as dataset,
-        ):
+    with path.open("rb") as handle, _mapped(handle, dataset_offset) as dataset:
+        if transfer_syntax != DeflatedExplicitVRLittleEndian:
             return _walk(dataset, transfer_syntax)
+        with tempfile.TemporaryFile(dir=path.parent) as inflated:
+            _inflate(dataset, inflated)
+            inflated.flush()
+            with _mapped(inflated, 0) as plain:
+                return _walk(plain, ExplicitVRLittleEndian)
+
+
+@contextmanager
+def _mapped(handle: BinaryIO, offset: int) -> Iterator[memoryview]:
+    """The bytes of the open file ``handle`` from ``offset`` on, memory-mapped."""
+    size = handle.seek(0, 2)
+    if size <= offset:
+        raise MalformedDataset("empty dataset")
+    with (
+        mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped,
+        memoryview(mapped) as whole,
+        whole[offset:] as data,
+    ):
+        yield data
 
 
 def _walk(data: memoryview, transfer_syntax: str) -> ScannedHeader:
     little = transfer_syntax != ExplicitVRBigEndian
     explicit = transfer_syntax != ImplicitVRLittleEndian
-    source: memoryview | bytes = data
-    if transfer_syntax == DeflatedExplicitVRLittleEndian:
-        source = _inflated(data)
-    walker = _Walker(source, explicit, little)
+    walker = _Walker(data, explicit, little)
     try:
-        walker.dataset(0, len(source), 0, explicit)
+        walker.dataset(0, len(data), 0, explicit)
     except (struct.error, IndexError) as exc:
         raise MalformedDataset(f"dataset cut short ({type(exc).__name__})") from exc
     finally:

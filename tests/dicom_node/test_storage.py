@@ -1,7 +1,8 @@
 """Reading received files: unreadable data and missing UIDs get their own statuses.
 
 Every check runs twice: through the SCP's header scan (``scan``) and through
-pydicom (``pydicom``, what the scan falls back to); both must agree.
+the full parse of the file (``pydicom``: no offset given, what the scan falls
+back to, dicom_node/structure.py); both must agree.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pipelines.phantom import generate_ct_phantom
 def read_received(
     path: Path, dataset_offset: int | None = None, transfer_syntax: str | None = None
 ) -> InstanceHeader:
-    """The header check as the SCP runs it on the file's first bytes (pydicom without an offset)."""
+    """The header check as the SCP runs it on the file's first bytes (full parse without offset)."""
     head = path.read_bytes()[:HEAD_BYTES] if dataset_offset is not None else b""
     return checked_header(path, head, path.stat().st_size, dataset_offset, transfer_syntax)
 
