@@ -103,8 +103,8 @@ class StorageAssociation:
         Where datasets are received (on the spool's file system).
     acse_timeout, network_timeout:
         Seconds for the whole association request to arrive (ARTIM), and to
-        wait for any later PDU; once a PDU has begun it must arrive within
-        the network timeout plus its length at :data:`MIN_RECEIVE_RATE`.
+        wait for any later PDU; the body of a PDU must arrive within the
+        network timeout plus its length at :data:`MIN_RECEIVE_RATE`.
     active_count:
         How many other associations are open (for the association limit).
     on_negotiated:
@@ -228,10 +228,9 @@ class StorageAssociation:
                 log.info("ending association from %s: the node is stopping", self._peer())
                 self._send(pdu.abort(pdu.AbortReason.NOT_SPECIFIED))
                 return
+            # Each read of the header waits up to the network timeout (idle between PDUs);
+            # the body then arrives within a bound, however slowly it trickles.
             self._reader.set_deadline(None)
-            self._reader.wait()  # idle between PDUs: up to the network timeout
-            # Once a PDU has begun, all of it arrives within a bound (however it trickles).
-            self._reader.set_deadline(self._network_timeout)
             pdu_type, length = self._reader.pdu_header()
             self._check_length(pdu_type, length)
             self._reader.set_deadline(self._network_timeout + length / MIN_RECEIVE_RATE)

@@ -119,12 +119,6 @@ class PduReader:
             self._sock.settimeout(remaining)
             self._shortened = True
 
-    def wait(self) -> None:
-        """Block until the next bytes arrive (the start of a PDU)."""
-        self._before_read()
-        if not self._stream.peek(1):
-            raise ConnectionClosed("connection closed by the peer")
-
     def read_into(self, view: memoryview) -> None:
         """Fill ``view`` from the connection.
 
