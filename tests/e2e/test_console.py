@@ -62,16 +62,18 @@ class Console:
         self.url = url
 
 
-@pytest.fixture
-def console(tmp_path: Path) -> Iterator[Console]:
-    """``ainode run`` with its console on a free port, Orthanc as the destination, 3 users."""
+@pytest.fixture(scope="module")
+def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
+    """``ainode run`` (its console on a free port), Orthanc as the destination, 3 users.
+
+    One node serves the module's tests (each test starts a node otherwise: CI has 2 cores).
+    """
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} missing: `make system-deps` installs Debian's chromium")
-    web_port = free_port()
+    workdir = tmp_path_factory.mktemp("console")
     node = NodeProcesses(
-        tmp_path,
+        workdir,
         {
-            "AINODE_WEB_PORT": str(web_port),
             "AINODE_DELIVERY_MAX_ATTEMPTS": "2",
             "AINODE_DELIVERY_BACKOFF_SECONDS": "0.2",
             "AINODE_RECOVERY_INTERVAL_SECONDS": "2",
@@ -79,7 +81,7 @@ def console(tmp_path: Path) -> Iterator[Console]:
     )
     orthanc = OrthancServer(
         {"ainode": ["AINODE", LOOPBACK, node.port]},
-        workdir=tmp_path / "orthanc",
+        workdir=workdir / "orthanc",
         http_port=free_port(),
         dicom_port=free_port(),
     )
@@ -90,11 +92,12 @@ def console(tmp_path: Path) -> Iterator[Console]:
             node.cli("users", "add", role, "--role", role, "--password-stdin", stdin=PASSWORD)
         node.start("run")
         node.wait_listening()
+        web_port = int(node.env["AINODE_WEB_PORT"])
         wait_for_port(LOOPBACK, web_port, timeout=30)
         yield Console(node, orthanc, f"http://{LOOPBACK}:{web_port}")
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     """Debian's chromium, headless, driven by Playwright (no browser download)."""
     with sync_playwright() as playwright:

@@ -36,6 +36,8 @@ class NodeProcesses:
             "AINODE_STABILITY_SECONDS": "1",
             "AINODE_LOG_LEVEL": "INFO",
             "AINODE_DELIVERY_BACKOFF_SECONDS": "0.5",
+            # ``ainode run`` starts the console too: on a port of its own, never the default 8080.
+            "AINODE_WEB_PORT": str(free_port()),
             "PYTHONUNBUFFERED": "1",
             **(env or {}),
         }
