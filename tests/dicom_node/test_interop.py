@@ -27,6 +27,7 @@ from pydicom.uid import (
 )
 from pynetdicom import AE
 from pynetdicom.dsutils import encode
+from sqlalchemy import select
 
 from core.db.models import Instance
 from pipelines.phantom import generate_ct_phantom, write_phantom
@@ -84,7 +85,9 @@ def test_deflated_from_storescu_is_stored(node: Node, tmp_path: Path) -> None:
 
     assert result.returncode == 0, result.stderr
     assert sorted(result.succeeded) == sorted(map(str, files)), result.stderr
-    assert node.count(Instance) == 2
+    with node.session() as session:
+        syntaxes = session.scalars(select(Instance.transfer_syntax_uid)).all()
+    assert syntaxes == [DeflatedExplicitVRLittleEndian] * 2
 
 
 def _parametric_map(keyword: str, item_bytes: int) -> Dataset:
