@@ -16,7 +16,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, field_validator
 from pydicom import Dataset
 
-from pipelines.header import image_orientation, pixel_spacing, slice_thickness
+from pipelines.header import body_part, image_orientation, kvp, pixel_spacing, slice_thickness
 
 __all__ = ["InputDomain", "orientation_name"]
 
@@ -34,11 +34,6 @@ def orientation_name(dataset: Dataset) -> str | None:
 def _pixel_spacing(dataset: Dataset) -> float | None:
     spacing = pixel_spacing(dataset)
     return min(spacing) if spacing else None
-
-
-def _number(dataset: Dataset, keyword: str) -> float | None:
-    value = dataset.get(keyword)
-    return float(value) if value not in (None, "") else None
 
 
 class InputDomain(BaseModel):
@@ -90,7 +85,7 @@ class InputDomain(BaseModel):
         reasons = []
         for name, accepted, value in (
             ("modality", self.modalities, first.get("Modality")),
-            ("body part", self.body_parts, first.get("BodyPartExamined")),
+            ("body part", self.body_parts, body_part(first)),
             ("orientation", self.patient_orientations, orientation_name(first)),
         ):
             if accepted is None:
@@ -102,7 +97,7 @@ class InputDomain(BaseModel):
         for name, bounds, value in (
             ("pixel spacing", self.pixel_spacing_mm, _pixel_spacing(first)),
             ("slice thickness", self.slice_thickness_mm, slice_thickness(first)),
-            ("kVp", self.kvp, _number(first, "KVP")),
+            ("kVp", self.kvp, kvp(first)),
         ):
             if bounds is None:
                 continue

@@ -5,17 +5,28 @@ Orientation (Patient) at the top level; an enhanced multi-frame image keeps
 them in its shared (or first per-frame) functional groups; a projection
 radiograph may give its spacing only as Imager Pixel Spacing or as the
 detector's element spacing, and real files carry ``0\\0`` where the value is
-unknown.  The domain check and the loaders read these values here, so they
-agree on what an image's spacing is and on when it is unknown.
+unknown.  An enhanced image codes its body part in Frame Anatomy and keeps
+its kVp in CT X-Ray Details (a legacy-converted one: in the unassigned
+converted attributes).  The domain check and the loaders read these values
+here, so they agree on what an image's spacing is and on when it is unknown.
 """
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
+from highdicom._standard_utils import get_anatomic_region_map  # pinned highdicom 0.28
 from pydicom import Dataset
 
-__all__ = ["functional_value", "image_orientation", "pixel_spacing", "slice_thickness"]
+__all__ = [
+    "body_part",
+    "functional_value",
+    "image_orientation",
+    "kvp",
+    "pixel_spacing",
+    "slice_thickness",
+]
 
 #: Where a projection image's spacing may be, best first (calibrated at the patient, then
 #: at the detector's front plane, then the detector's own element pitch, then a digitiser's).
@@ -75,3 +86,32 @@ def image_orientation(dataset: Dataset) -> list[float] | None:
     """Image Orientation (Patient) (top level or Plane Orientation functional group), or None."""
     value = _header_value(dataset, "PlaneOrientationSequence", "ImageOrientationPatient")
     return [float(v) for v in value] if value else None
+
+
+def kvp(dataset: Dataset) -> float | None:
+    """kVp (top level, CT X-Ray Details or unassigned converted attributes), or None."""
+    value = dataset.get("KVP")
+    for sequence in ("CTXRayDetailsSequence", "UnassignedSharedConvertedAttributesSequence"):
+        if value in (None, ""):
+            value = functional_value(dataset, sequence, "KVP")
+    return float(value) if value not in (None, "") else None
+
+
+@cache
+def _body_part_terms() -> dict[str, str]:
+    """Body Part Examined term of each SNOMED anatomic region code (DICOM PS3.16 Annex L)."""
+    terms: dict[str, str] = {}
+    for term, (code, _) in get_anatomic_region_map().items():
+        terms.setdefault(str(code.value), term)
+    return terms
+
+
+def body_part(dataset: Dataset) -> str | None:
+    """Body Part Examined, or the term of an enhanced image's Frame Anatomy region code, or None."""
+    value = str(dataset.get("BodyPartExamined") or "").strip()
+    if value:
+        return value
+    region = functional_value(dataset, "FrameAnatomySequence", "AnatomicRegionSequence")
+    if region:
+        return _body_part_terms().get(str(region[0].get("CodeValue", "")))
+    return None

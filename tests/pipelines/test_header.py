@@ -5,7 +5,14 @@ from __future__ import annotations
 import pydicom
 import pytest
 
-from pipelines.header import image_orientation, pixel_spacing, slice_thickness
+from pipelines.domain import InputDomain
+from pipelines.header import (
+    body_part,
+    image_orientation,
+    kvp,
+    pixel_spacing,
+    slice_thickness,
+)
 from pipelines.phantom import generate_ct_phantom
 from tests.support.radiograph import make_radiograph
 from tests.support.stacks import enhanced_ct
@@ -56,3 +63,26 @@ def test_values_from_functional_groups() -> None:
     assert pixel_spacing(enhanced) == (3.0, 3.0)
     assert slice_thickness(enhanced) == 2.5
     assert image_orientation(enhanced) == [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    assert "BodyPartExamined" not in enhanced and "KVP" not in enhanced
+    assert body_part(enhanced) == "CHEST"  # from Frame Anatomy's SNOMED region code
+    assert kvp(enhanced) == 120.0  # from the unassigned converted attributes
+    domain = InputDomain(
+        modalities=["CT"],
+        body_parts=["CHEST"],
+        kvp=(100, 140),
+        pixel_spacing_mm=(2, 4),
+        slice_thickness_mm=(2, 3),
+        patient_orientations=["AXIAL"],
+    )
+    assert domain.violations([enhanced]) == []
+
+
+def test_kvp_of_an_enhanced_ct_from_its_xray_details() -> None:
+    details = pydicom.Dataset()
+    details.KVP = 100
+    group = pydicom.Dataset()
+    group.CTXRayDetailsSequence = [details]
+    enhanced = pydicom.Dataset()
+    enhanced.SharedFunctionalGroupsSequence = [group]
+    assert kvp(enhanced) == 100.0
+    assert body_part(enhanced) is None
