@@ -4,7 +4,10 @@ Fills a fresh database (SQLite file, and PostgreSQL on 127.0.0.1 unless
 ``BENCH_CONSOLE_DATABASES=sqlite``) with ``BENCH_CONSOLE_JOBS`` jobs (default
 100,000; one study, series, SEG + SR and their deliveries each, 2 % failed),
 then asks each page ``BENCH_CONSOLE_REPEATS`` times (default 20) through the
-ASGI application in process and reports the median and p95 per page.
+ASGI application in process and reports the median and p95 per page; the
+target is judged on the pages, ``/metrics`` (a scrape) is reported beside them.
+PostgreSQL's statistics are gathered after the load (``ANALYZE``, as autovacuum
+does soon after); SQLite runs without (the node never analyses it).
 ``python -m bench.console``; results go to ``bench/results/console.json``.
 """
 
@@ -21,7 +24,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import insert, text
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.testclient import TestClient
 
@@ -172,6 +175,9 @@ def fill(factory: sessionmaker[Session], jobs: int) -> float:
                 session.execute(insert(model), batch[name])
     with session_scope(factory) as session:
         add_user(session, "bench", PASSWORD, Role.VIEWER)
+        if session.get_bind().dialect.name == "postgresql":
+            # What autovacuum does within a minute of such a load: plans need the statistics.
+            session.execute(text("ANALYZE"))
     return time.perf_counter() - start
 
 
@@ -257,11 +263,12 @@ def run(
             log(f"{kind}: {jobs} jobs inserted in {filled:.1f} s")
             timed = time_pages(settings, factory, jobs, repeats)
             engine.dispose()
-        worst = max(page["p95_ms"] for page in timed.values())
+        worst = max(page["p95_ms"] for name, page in timed.items() if name != "metrics")
         results[kind] = {"fill_seconds": round(filled, 1), "pages": timed, "worst_p95_ms": worst}
         for name, page in timed.items():
             log(f"  {name:24s} median {page['median_ms']:7.1f} ms  p95 {page['p95_ms']:7.1f} ms")
-        log(f"{kind}: worst p95 {worst:.1f} ms ({'met' if worst <= TARGET_MS else 'MISSED'})")
+        verdict = "met" if worst <= TARGET_MS else "MISSED"
+        log(f"{kind}: worst page p95 {worst:.1f} ms ({verdict}; /metrics is a scrape, not a page)")
     return results
 
 
