@@ -187,6 +187,30 @@ def test_console_follows_a_study_and_retries_a_failed_delivery(
     expect(page.locator("#audit")).to_contain_text("retry-delivery")
 
 
+def test_console_tools_echo_test_the_rules_and_self_test(
+    console: Console, browser: Browser, shots: Path
+) -> None:
+    page = _login(browser, console, "operator")
+    page.goto(f"{console.url}/tools")
+    page.click("form[action='/tools/echo'] button")
+    expect(page.locator("#echo-result")).to_contain_text("C-ECHO success")
+
+    page.click("form[action='/tools/selftest'] button")
+    result = page.locator("#selftest-result")
+    expect(result).to_contain_text("Sent 40 instances (0 failed)", timeout=WAIT_MS)
+    page.click("#selftest-result a")
+    row = page.locator("tr[data-job]").first
+    expect(row.locator("td").nth(1)).to_have_text("succeeded", timeout=WAIT_MS)
+    expect(row.locator(".deliveries")).to_have_text("2 succeeded", timeout=WAIT_MS)
+
+    row.locator("a").first.click()
+    page.click("text=test routing")
+    verdicts = page.locator("#verdicts")
+    expect(verdicts.locator("tr", has_text="ct-default")).to_contain_text("matches")
+    expect(verdicts.locator("tr", has_text="mr-default")).to_contain_text("modality CT not in")
+    page.screenshot(path=str(shots / "tools.png"), full_page=True)
+
+
 def test_viewer_has_no_actions_and_failed_logins_are_audited(
     console: Console, browser: Browser, shots: Path
 ) -> None:
