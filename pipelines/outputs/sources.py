@@ -11,7 +11,8 @@ writers headers whose copied attributes are all valid:
 
 * a value whose meaning is certain is repaired (``42`` -> ``042Y``,
   ``2020-01-02`` -> ``20200102``, ``12:30:00`` -> ``123000``, ``male`` ->
-  ``M``, a number too long for DS rounded to 16 characters);
+  ``M``, a number too long for DS rounded to 16 characters, a one-component
+  person name given its caret: ``HFS`` -> ``HFS^``, the same family name);
 * otherwise an optional (Type 3) attribute is left out and a required but
   possibly empty (Type 2) one is emptied; a Type 1 value is kept as sent
   (nothing could stand in for a UID);
@@ -136,6 +137,22 @@ def _repaired(keyword: str, vr: str, text: str) -> str | None:
     return None
 
 
+def _explicit_family_name(texts: list[str] | None) -> str | None:
+    """A one-component person name with its caret (``HFS`` -> ``HFS^``); None for any other.
+
+    A name of one component is a family name (PS3.5 6.2.1.2), so the caret
+    changes nothing of its meaning; without it highdicom warns that the name
+    is unlikely to be intended, and its warning quotes the name (PHI) into
+    the worker's log.
+    """
+    if texts is None or len(texts) != 1:
+        return None
+    name = texts[0].strip()
+    if not name or "^" in name or "=" in name or not _valid("PN", f"{name}^"):
+        return None
+    return f"{name}^"
+
+
 def _valid_item(item: Dataset) -> bool:
     """A sequence item with valid text values; a code item needs its value, scheme and meaning."""
     if len(item) == 0:
@@ -195,6 +212,9 @@ def _check(header: Dataset, tag: BaseTag, keyword: str, kind: str) -> str | None
     if vr not in _TEXT_VRS:
         return None
     texts = _texts(header, tag, vr)
+    if vr == "PN" and (explicit := _explicit_family_name(texts)) is not None:
+        header[tag] = DataElement(tag, vr, explicit)
+        return f"{keyword} repaired (family name made explicit)"
     valid = texts is not None and all(_valid(vr, text) for text in texts)
     if valid and (keyword != "PatientSex" or set(texts or []) <= {"", "M", "F", "O"}):
         return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 from pathlib import Path
 
 import highdicom as hd
@@ -58,6 +59,8 @@ def _raw(keyword: str, value: bytes) -> Dataset:
         ("PatientWeight", b"70kg", None),
         ("PatientSize", b"1.7500000000000001", "1.75"),
         ("AccessionNumber", b"A" * 20, ""),
+        ("PatientName", b"Bono", "Bono^"),
+        ("ReferringPhysicianName", b"Kildare", "Kildare^"),
     ],
 )
 def test_each_invalid_value_is_repaired_emptied_or_left_out(
@@ -110,6 +113,21 @@ def invalid_series(phantom: PhantomStudy, tmp_path_factory: pytest.TempPathFacto
     for dataset in study.datasets:
         with_invalid_values(dataset)
     return write_phantom(study, tmp_path_factory.mktemp("invalid-values"))
+
+
+def test_one_component_patient_name_reaches_no_warning(
+    phantom: PhantomStudy, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """highdicom warns of a one-component name by quoting it; the caret keeps it out of logs."""
+    study = copy.deepcopy(phantom)
+    for dataset in study.datasets:
+        dataset.PatientName = "Oddname"
+    data = load_series(write_phantom(study, tmp_path_factory.mktemp("one-component-name")))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        built = _built(data, load_pipeline("ct-lungs").run(data))
+    assert [str(item.dataset.PatientName) for item in built.objects] == ["Oddname^"] * 2
+    assert not [str(w.message) for w in caught if "Oddname" in str(w.message)]
 
 
 def test_seg_and_sr_from_invalid_source_values_pass_dciodvfy(
@@ -166,12 +184,15 @@ def test_every_source_is_repaired_and_each_change_named_once(invalid_series: lis
     assert {ds.SOPInstanceUID for ds in sources.datasets} == {ds.SOPInstanceUID for ds in datasets}
 
 
-def test_real_mr_with_a_bare_patient_age_gives_valid_seg_and_sr(tmp_path: Path) -> None:
-    data = load_series(real_images("mr-t1w-3d-studyforrest"))  # PatientAge "42", as sent
+def test_real_mr_with_a_bare_patient_age_and_name_gives_valid_seg_and_sr(tmp_path: Path) -> None:
+    data = load_series(real_images("mr-t1w-3d-studyforrest"))  # PatientAge "42", a bare name
     head = SegmentDefinition("Head", codes.SCT.AnatomicalStructure, codes.SCT.Head, "head")
     mask = data.volume.array > np.percentile(data.volume.array, 80)
     built = _built(data, SegmentationResult(segments=[head], masks=[mask]))
-    assert built.note == "source attributes made valid for the results: PatientAge repaired (AS)"
+    assert built.note == (
+        "source attributes made valid for the results: "
+        "PatientName repaired (family name made explicit), PatientAge repaired (AS)"
+    )
     for item in built.objects:
         path = tmp_path / item.file_name
         item.dataset.save_as(path, enforce_file_format=True)
