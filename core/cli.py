@@ -76,6 +76,21 @@ def db_upgrade(ctx: click.Context) -> None:
     click.echo(f"database at revision {head_revision()}")
 
 
+@db.command("views")
+@click.pass_context
+def db_views(ctx: click.Context) -> None:
+    """(Re)create the views for SQL dashboards (docs/dashboards-sql.md); after each upgrade."""
+    from core.db.session import make_engine
+    from web.dashboards import create_views
+
+    settings = _settings(ctx)
+    _require_schema(settings)
+    engine = make_engine(settings.effective_database_url)
+    names = create_views(engine)
+    engine.dispose()
+    click.echo(f"views created: {', '.join(names)}")
+
+
 @main.command()
 @click.pass_context
 def serve(ctx: click.Context) -> None:

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Enum,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -116,11 +117,17 @@ class Study(Base):
     """A study the node has received instances of."""
 
     __tablename__ = "studies"
+    # Receiving studies by time (scheduler, console); the console's search by identifier.
+    __table_args__ = (
+        Index("ix_studies_state_last_received_at", "state", "last_received_at"),
+        Index("ix_studies_accession_number", "accession_number"),
+        Index("ix_studies_patient_id", "patient_id"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     study_instance_uid: Mapped[str] = mapped_column(UID, unique=True)
     state: Mapped[StudyState] = mapped_column(_enum(StudyState), default=StudyState.RECEIVING)
-    first_received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    first_received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     last_received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     routed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     routing_note: Mapped[str | None] = mapped_column(Text)
@@ -182,7 +189,10 @@ class Job(Base):
     """One pipeline run on one series; its state lives here, not in the queue."""
 
     __tablename__ = "jobs"
-    __table_args__ = (UniqueConstraint("pipeline", "series_id", "input_key"),)
+    __table_args__ = (
+        UniqueConstraint("pipeline", "series_id", "input_key"),
+        Index("ix_jobs_state_pipeline", "state", "pipeline"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
@@ -199,7 +209,7 @@ class Job(Base):
     device: Mapped[str | None] = mapped_column(String(64))
     weights_sha256: Mapped[str | None] = mapped_column(String(64))
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -265,7 +275,7 @@ class Result(Base):
     series_instance_uid: Mapped[str] = mapped_column(UID)
     path: Mapped[str] = mapped_column(Text)
     size_bytes: Mapped[int] = mapped_column(BigInteger)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
     job: Mapped[Job] = relationship(back_populates="results")
     deliveries: Mapped[list[Delivery]] = relationship(
@@ -277,7 +287,10 @@ class Delivery(Base):
     """Sending one result to one destination, with its attempts and last error."""
 
     __tablename__ = "deliveries"
-    __table_args__ = (UniqueConstraint("result_id", "destination"),)
+    __table_args__ = (
+        UniqueConstraint("result_id", "destination"),
+        Index("ix_deliveries_state_destination", "state", "destination"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     result_id: Mapped[int] = mapped_column(ForeignKey("results.id", ondelete="CASCADE"), index=True)
@@ -290,7 +303,7 @@ class Delivery(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     send_seconds: Mapped[float | None] = mapped_column(Float)
     # Storage Commitment: the open transaction (kept so a report after a restart finds its row).
     commit_transaction_uid: Mapped[str | None] = mapped_column(UID, index=True)

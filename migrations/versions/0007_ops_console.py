@@ -3,6 +3,13 @@
 Revision ID: 0007
 Revises: 0006
 Create Date: 2026-12-07 02:45:00.000000
+
+Also the indexes that keep the console's pages and /metrics fast with 100,000
+jobs (receiving studies by state and time, studies by accession number and
+patient ID for the search, volumes by receive and creation time, time to
+result by delivery time, jobs by state and pipeline or creation day,
+deliveries by state and destination; measured with bench/console.py,
+docs/performance.md).
 """
 
 from __future__ import annotations
@@ -14,6 +21,19 @@ revision = "0007"
 down_revision = "0006"
 branch_labels = None
 depends_on = None
+
+
+INDEXES = (
+    ("ix_studies_state_last_received_at", "studies", ["state", "last_received_at"]),
+    ("ix_studies_first_received_at", "studies", ["first_received_at"]),
+    ("ix_studies_accession_number", "studies", ["accession_number"]),
+    ("ix_studies_patient_id", "studies", ["patient_id"]),
+    ("ix_jobs_state_pipeline", "jobs", ["state", "pipeline"]),
+    ("ix_jobs_created_at", "jobs", ["created_at"]),
+    ("ix_results_created_at", "results", ["created_at"]),
+    ("ix_deliveries_state_destination", "deliveries", ["state", "destination"]),
+    ("ix_deliveries_delivered_at", "deliveries", ["delivered_at"]),
+)
 
 
 def upgrade() -> None:
@@ -69,8 +89,13 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("name", name=op.f("pk_process_heartbeats")),
     )
 
+    for name, table, columns in INDEXES:
+        op.create_index(name, table, columns, unique=False)
+
 
 def downgrade() -> None:
+    for name, table, _columns in reversed(INDEXES):
+        op.drop_index(name, table_name=table)
     op.drop_table("process_heartbeats")
     op.drop_table("acknowledgements")
     op.drop_table("control_flags")
