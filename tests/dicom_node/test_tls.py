@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import select
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -100,3 +103,30 @@ def test_scu_sends_results_over_tls(tls_scp, make_settings, pki, tmp_path: Path)
 def test_destination_tls_flag_round_trips() -> None:
     destination = Destination.parse("PACS@127.0.0.1:2762/tls")
     assert destination.tls and str(destination) == "PACS@127.0.0.1:2762/tls"
+
+
+def test_a_handshake_trickled_in_is_cut_at_the_acse_timeout(
+    make_settings, session_factory, pki
+) -> None:
+    """ARTIM covers the TLS handshake too: slow bytes do not keep a connection open."""
+    server: Identity = pki["server"]  # type: ignore[assignment]
+    settings = make_settings(
+        tls_cert_file=server.cert, tls_key_file=server.key, acse_timeout_seconds=1
+    )
+    scp = StorageSCP(ScpSettings.from_settings(settings), GroupCommitRecorder(session_factory))
+    scp.start()
+    hello = b"\x16\x03\x01\x02\x00" + bytes(512)  # a TLS record header, then a slow body
+    try:
+        with socket.create_connection(("127.0.0.1", scp.port), timeout=5) as sock:
+            sent = 0
+            for sent in range(len(hello)):
+                try:
+                    sock.sendall(hello[sent : sent + 1])
+                except OSError:
+                    break
+                time.sleep(0.05)  # 20 bytes/s: every read well within 1 s
+                if select.select([sock], [], [], 0)[0]:
+                    break
+            assert sent < len(hello) - 1, "the handshake was never cut off"
+    finally:
+        scp.stop()
