@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from core.db.models import (
     Acknowledgement,
+    AuditEvent,
     Delivery,
     DeliveryState,
     Job,
@@ -206,6 +207,7 @@ class JobStory:
     domain_verdict: str = ""
     acknowledged: Acknowledgement | None = None
     delivery_acks: dict[int, Acknowledgement] = field(default_factory=dict)
+    actions: list[AuditEvent] = field(default_factory=list)
 
     @property
     def live(self) -> bool:
@@ -297,8 +299,13 @@ def job_story(session: Session, job_id: int) -> JobStory | None:
             )
         )
     ).all()
+    objects = [f"job {job.id}", *(f"delivery {delivery_id}" for delivery_id in delivery_ids)]
+    actions = session.scalars(
+        select(AuditEvent).where(AuditEvent.object.in_(objects)).order_by(AuditEvent.id)
+    ).all()
     return JobStory(
         job=job,
+        actions=list(actions),
         timeline=_timeline(job),
         domain_verdict=_verdict(job),
         acknowledged=next((a for a in acks if a.kind == "job"), None),

@@ -59,7 +59,9 @@ def test_retry_rerun_resend_and_acknowledge_from_the_job_page(
     client.post(ack, data={"csrf_token": _form_token(page, ack), "back": "/"})
     with session_scope(db) as session:
         assert queue_depths(session, web_settings, utcnow())["failed"] == before - 1
-    assert "acknowledged by operator" in client.get(f"/jobs/{seeded.job}").text
+    job_page = client.get(f"/jobs/{seeded.job}").text
+    assert "acknowledged by operator" in job_page
+    assert 'id="job-audit"' in job_page and "retry-delivery" in job_page
 
     rerun = f"/jobs/{seeded.job}/rerun"
     client.post(rerun, data={"csrf_token": _form_token(page, rerun)})
