@@ -142,6 +142,27 @@ def test_reference_files_are_stored_by_storescu(node: Node, name: str) -> None:
     assert _stored_uids(node) == {str(dcmread(path).SOPInstanceUID)}
 
 
+@pytest.mark.parametrize(
+    "syntax",
+    [
+        "1.2.840.10008.1.2.4.57",  # JPEG Lossless, process 14 (storescu has no -x flag for it)
+        "1.2.840.10008.1.2.4.201",  # HTJ2K Lossless
+        "1.2.840.10008.1.2.4.203",  # HTJ2K
+    ],
+)
+def test_syntaxes_storescu_cannot_propose_are_stored_from_pynetdicom(
+    node: Node, syntax: str
+) -> None:
+    """The node never decodes pixel data: encapsulated fragments in any syntax are kept as sent."""
+    dataset = dcmread(get_testdata_file("MR_small_RLE.dcm"))  # type: ignore[arg-type]
+    dataset.file_meta.TransferSyntaxUID = syntax
+
+    assert _pynetdicom_store(node, dataset, syntax) == SUCCESS
+
+    with node.session() as session:
+        assert session.scalars(select(Instance.transfer_syntax_uid)).all() == [syntax]
+
+
 # ------------------------------------------------------------------ malformed data (items 5, 6)
 def _phantom_part10(tmp_path: Path) -> Part10:
     (path,) = write_phantom(generate_ct_phantom(slices=1, rows=16, columns=16), tmp_path)
