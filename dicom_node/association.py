@@ -168,7 +168,9 @@ class StorageAssociation:
             self._discard_partial()
             self._send(pdu.abort(exc.reason))
         except (pdu.ConnectionClosed, TimeoutError, OSError) as exc:
-            log.warning("association from %s ended: %s", self._peer(), type(exc).__name__)
+            # Closed by the node as it stops: expected, not a warning.
+            level = logging.INFO if self._stopping.is_set() else logging.WARNING
+            log.log(level, "association from %s ended: %s", self._peer(), type(exc).__name__)
         except Exception:
             log.exception("association from %s failed", self._peer())
             self._discard_partial()
