@@ -132,8 +132,9 @@ class _Walker:
         """Offset after an undefined-length value whose content starts at ``offset``."""
         if depth >= MAX_DEPTH:
             raise MalformedDataset("sequences nested too deep")
-        if tag == _PIXEL_DATA and vr in (b"OB", b"OW") and depth == 0:
-            self.pixel_tag, self.pixel_length = tag, None
+        if tag == _PIXEL_DATA and vr in (b"OB", b"OW"):  # encapsulated, an icon's too
+            if depth == 0:
+                self.pixel_tag, self.pixel_length = tag, None
             return self.fragments(offset, end)
         if vr not in (b"", b"SQ", b"UN"):
             raise MalformedDataset(f"undefined length on a {vr.decode('latin-1')} element")

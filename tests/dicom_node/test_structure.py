@@ -121,3 +121,26 @@ def test_an_undefined_length_un_sequence_is_read_as_implicit_vr(tmp_path: Path) 
     path, offset = _received(tmp_path, sequence, ExplicitVRLittleEndian)
 
     assert not parse_dataset(path, offset, ExplicitVRLittleEndian).has_pixel_data
+
+
+def test_an_icon_with_encapsulated_pixel_data_is_valid(tmp_path: Path) -> None:
+    fragments = (
+        struct.pack("<HHI", 0xFFFE, 0xE000, 0)  # empty basic offset table
+        + struct.pack("<HHI", 0xFFFE, 0xE000, 4)
+        + b"\xff\xd8\xff\xd9"
+        + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
+    )
+    icon = (
+        struct.pack("<HH2sxxI", 0x0088, 0x0200, b"SQ", 0xFFFFFFFF)  # Icon Image Sequence
+        + struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF)
+        + struct.pack("<HH2sxxI", 0x7FE0, 0x0010, b"OB", 0xFFFFFFFF)
+        + fragments
+        + struct.pack("<HHI", 0xFFFE, 0xE00D, 0)
+        + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
+    )
+    syntax = "1.2.840.10008.1.2.4.50"
+    path, offset = _received(tmp_path, icon, syntax)
+
+    parsed = parse_dataset(path, offset, syntax)
+
+    assert not parsed.has_pixel_data  # the icon's pixel data is not the image's
