@@ -185,6 +185,9 @@ def test_console_follows_a_study_and_retries_a_failed_delivery(
     audit = page.goto(f"{console.url}/audit")
     assert audit is not None and audit.ok
     expect(page.locator("#audit")).to_contain_text("retry-delivery")
+    # Searched by accession number in the URL, shown on the pages: never in the node's logs.
+    logs = console.node.logs()
+    assert accession not in logs and "PH0001" not in logs
 
 
 def test_console_tools_echo_test_the_rules_and_self_test(
