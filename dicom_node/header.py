@@ -48,7 +48,13 @@ PIXEL_DATA = 0x7FE00010
 PIXEL_DATA_TAGS = frozenset({0x7FE00008, 0x7FE00009, PIXEL_DATA})
 UNDEFINED = 0xFFFFFFFF
 _ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
-_LONG_VRS = {
+#: Every VR of PS3.5 Table 6.2-1.
+VRS = frozenset(
+    b"AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC UI UL"
+    b" UN UR US UT UV".split()
+)
+#: VRs with a 4-byte value length (PS3.5 7.1.2).
+LONG_VRS = {
     b"OB",
     b"OD",
     b"OF",
@@ -135,9 +141,9 @@ class _Scanner:
         if group == 0xFFFE or not self.explicit:
             return tag, b"", _U32.unpack_from(self.data, offset + 4)[0], offset + 8
         vr = bytes(self.data[offset + 4 : offset + 6])
-        if vr in _LONG_VRS:
+        if vr in LONG_VRS:
             return tag, vr, _U32.unpack_from(self.data, offset + 8)[0], offset + 12
-        if not (vr.isalpha() and vr.isupper()):
+        if vr not in VRS:
             raise _Unsure(f"not a VR: {vr!r}")
         return tag, vr, _U16.unpack_from(self.data, offset + 6)[0], offset + 8
 

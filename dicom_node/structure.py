@@ -35,9 +35,11 @@ from pydicom.uid import (
 )
 
 from dicom_node.header import (
+    LONG_VRS,
     PIXEL_DATA,
     PIXEL_DATA_TAGS,
     UNDEFINED,
+    VRS,
     WANTED,
     ScannedHeader,
     text_value,
@@ -51,12 +53,6 @@ INFLATE_CHUNK_BYTES = 1 << 20
 MAX_DEPTH = 64
 _ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _PIXEL_DATA = 0x7FE00010
-#: Every VR of PS3.5 Table 6.2-1, and those with a 4-byte length (PS3.5 7.1.2).
-_VRS = frozenset(
-    b"AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC UI UL"
-    b" UN UR US UT UV".split()
-)
-_LONG_VRS = frozenset(b"OB OD OF OL OV OW SQ SV UC UN UR UT UV".split())
 _BINARY = {"SamplesPerPixel", "Rows", "Columns", "BitsAllocated"}
 
 
@@ -87,11 +83,11 @@ class _Walker:
         if group == 0xFFFE or not explicit:
             return tag, b"", self.u32.unpack_from(self.data, offset + 4)[0], offset + 8
         vr = bytes(self.data[offset + 4 : offset + 6])
-        if vr in _LONG_VRS:
+        if vr in LONG_VRS:
             if offset + 12 > end:
                 raise MalformedDataset("element header cut short")
             return tag, vr, self.u32.unpack_from(self.data, offset + 8)[0], offset + 12
-        if vr not in _VRS:
+        if vr not in VRS:
             raise MalformedDataset(f"no VR at ({group:04X},{number:04X})")
         return tag, vr, self.u16.unpack_from(self.data, offset + 6)[0], offset + 8
 

@@ -7,7 +7,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from pydicom import dcmread
+from pydicom import Dataset, dcmread
 from pydicom.data import get_testdata_file
 from pydicom.dataelem import DataElement
 from pydicom.uid import (
@@ -18,9 +18,11 @@ from pydicom.uid import (
 )
 from pynetdicom.dsutils import encode
 
+from core.errors import InputRejected, StoreStatus
 from dicom_node import structure
 from dicom_node.header import PIXEL_DATA
 from dicom_node.receive import part10_header
+from dicom_node.storage import checked_header
 from dicom_node.structure import MalformedDataset, parse_dataset
 from pipelines.phantom import generate_ct_phantom
 
@@ -144,3 +146,24 @@ def test_an_icon_with_encapsulated_pixel_data_is_valid(tmp_path: Path) -> None:
     parsed = parse_dataset(path, offset, syntax)
 
     assert not parsed.has_pixel_data  # the icon's pixel data is not the image's
+
+
+def test_a_non_image_with_an_element_of_no_known_vr_after_its_last_is_refused(
+    tmp_path: Path,
+) -> None:
+    """The header scan alone must not vouch for it: an upper-case pair of letters is not a VR."""
+    dataset = generate_ct_phantom(slices=1, rows=8, columns=8).datasets[0]
+    del dataset.PixelData, dataset.Rows
+    tail = struct.pack("<HH2sH", 0x7FE1, 0x0010, b"GA", 2) + b"ab"
+    path, offset = _received(tmp_path, _encoded_dataset(dataset) + tail, ExplicitVRLittleEndian)
+    data = path.read_bytes()
+
+    with pytest.raises(InputRejected, match="no VR") as raised:
+        checked_header(path, data, len(data), offset, ExplicitVRLittleEndian)
+    assert raised.value.status == StoreStatus.CANNOT_UNDERSTAND
+
+
+def _encoded_dataset(dataset: Dataset) -> bytes:
+    encoded = encode(dataset, False, True)
+    assert encoded is not None
+    return encoded
