@@ -98,6 +98,7 @@ def serve(ctx: click.Context) -> None:
     import signal
 
     from dicom_node.service import NodeService
+    from worker.liveness import ProcessBeat
 
     settings = _settings(ctx)
     _require_schema(settings)
@@ -106,6 +107,7 @@ def serve(ctx: click.Context) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     service.start()
+    ProcessBeat(service.session_factory, "scheduler", settings.job_heartbeat_seconds).start()
     click.echo(f"{settings.ae_title} listening on {settings.host}:{service.port}", err=True)
     stop.wait()
     service.stop()

@@ -234,6 +234,11 @@ class DatabaseCollector(Collector):
             "Workers whose heartbeat is recent.",
             value=workers_alive(session, self.settings, utcnow()),
         )
+        yield GaugeMetricFamily(
+            "ainode_scheduler_alive",
+            "Schedulers (ainode serve: stability, routing, recovery) whose heartbeat is recent.",
+            value=workers_alive(session, self.settings, utcnow(), role="scheduler"),
+        )
         flags = paused_flags(session)
         yield GaugeMetricFamily(
             "ainode_routing_paused",

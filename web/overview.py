@@ -131,6 +131,12 @@ def worker_check(session: Session, settings: Settings, now: datetime) -> Check:
     return Check("workers", bool(alive), f"{alive} alive by heartbeat")
 
 
+def scheduler_check(session: Session, settings: Settings, now: datetime) -> Check:
+    """The scheduler (``ainode serve``: stability, routing, recovery) beats."""
+    alive = workers_alive(session, settings, now, role="scheduler")
+    return Check("scheduler", bool(alive), "alive by heartbeat" if alive else "no heartbeat")
+
+
 def disk_check(settings: Settings, trend: DiskTrend) -> Check:
     """Free space of the spool's file system and its trend."""
     sample = trend.sample(settings)
@@ -141,14 +147,14 @@ def disk_check(settings: Settings, trend: DiskTrend) -> Check:
     return Check("spool disk", share >= 0.1, detail)
 
 
-def workers_alive(session: Session, settings: Settings, now: datetime) -> int:
-    """Number of workers whose heartbeat is recent."""
+def workers_alive(session: Session, settings: Settings, now: datetime, role: str = "worker") -> int:
+    """Number of processes of ``role`` (workers by default) whose heartbeat is recent."""
     cutoff = now - timedelta(seconds=WORKER_STALE_INTERVALS * settings.job_heartbeat_seconds)
     return int(
         session.scalar(
             select(func.count())
             .select_from(ProcessHeartbeat)
-            .where(ProcessHeartbeat.role == "worker", ProcessHeartbeat.beat_at >= cutoff)
+            .where(ProcessHeartbeat.role == role, ProcessHeartbeat.beat_at >= cutoff)
         )
         or 0
     )
@@ -270,6 +276,7 @@ def overview(session: Session, settings: Settings, trend: DiskTrend) -> Overview
     flags = paused_flags(session)
     checks = [
         scp_check(settings),
+        scheduler_check(session, settings, now),
         worker_check(session, settings, now),
         broker_check(settings),
         database_check(session),

@@ -1,8 +1,9 @@
-"""A worker process's proof of life in the database, read by the console's health panel.
+"""A node process's proof of life in the database, read by the console and /metrics.
 
-Job heartbeats only exist while a job runs; an idle worker stamps its own row
-in ``process_heartbeats`` every ``job_heartbeat_seconds`` so "workers alive"
-can be told from the database, whatever broker is in use.
+Job heartbeats only exist while a job runs; each worker (and the scheduler of
+``ainode serve``) stamps its own row in ``process_heartbeats`` every
+``job_heartbeat_seconds``, so "workers alive" and "scheduler alive" can be
+told from the database, whatever broker is in use.
 """
 
 from __future__ import annotations

@@ -139,6 +139,7 @@ def test_console_follows_a_study_and_retries_a_failed_delivery(
     expect(page.locator("#whoami")).to_have_text("operator (operator)")
     expect(page.locator('[data-check="SCP"]')).to_contain_text("ok")
     expect(page.locator('[data-check="workers"]')).to_contain_text("1 alive", timeout=WAIT_MS)
+    expect(page.locator('[data-check="scheduler"]')).to_contain_text("alive", timeout=WAIT_MS)
 
     study_uid, accession, files = _study(tmp_path / "first", seed=11)
     sent = storescu(LOOPBACK, console.node.port, files, called_ae="AINODE")
