@@ -7,6 +7,8 @@ retry-deliveries`` and ``ainode replay`` do.  The caller writes the audit event.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -39,6 +41,17 @@ def _forget_ack(session: Session, kind: str, object_id: int) -> None:
     )
 
 
+def _row_in(
+    session: Session, model: type[Job] | type[Delivery], kind: str, object_id: int, states: Any
+) -> None:
+    """Refuse unless row ``object_id`` of ``model`` exists (404) and is in ``states`` (409)."""
+    row = session.get(model, object_id)
+    if row is None:
+        raise ActionError(404, f"no {kind} {object_id}")
+    if row.state not in states:
+        raise ActionError(409, f"{kind} {object_id} is {row.state.value}")
+
+
 class Actions:
     """The console's actions over one database and queue."""
 
@@ -61,11 +74,7 @@ class Actions:
     def retry_delivery(self, delivery_id: int) -> None:
         """Send a failed (or still retrying) delivery again with a fresh attempt budget."""
         with session_scope(self.session_factory) as session:
-            delivery = session.get(Delivery, delivery_id)
-            if delivery is None:
-                raise ActionError(404, f"no delivery {delivery_id}")
-            if delivery.state not in RETRYABLE:
-                raise ActionError(409, f"delivery {delivery_id} is {delivery.state.value}")
+            _row_in(session, Delivery, "delivery", delivery_id, RETRYABLE)
             _forget_ack(session, "delivery", delivery_id)
         self.dispatcher.retry_deliveries(RETRYABLE, ids=[delivery_id])
 
@@ -87,11 +96,7 @@ class Actions:
             raise ActionError(404, f"nothing of kind {kind!r} can be acknowledged")
         model, failed = (Job, (JobState.FAILED,)) if kind == "job" else (Delivery, FAILED)
         with session_scope(self.session_factory) as session:
-            row = session.get(model, object_id)
-            if row is None:
-                raise ActionError(404, f"no {kind} {object_id}")
-            if row.state not in failed:
-                raise ActionError(409, f"{kind} {object_id} has not failed")
+            _row_in(session, model, kind, object_id, failed)
             exists = session.scalar(
                 select(Acknowledgement).where(
                     Acknowledgement.kind == kind, Acknowledgement.object_id == object_id

@@ -503,6 +503,17 @@ def create_app(settings: Settings, actions: Actions | None = None) -> Starlette:
         return PlainTextResponse("ok")
 
     operator = Role.OPERATOR
+    operator_actions: list[tuple[str, str, Callable[[Ctx], tuple[str, str]]]] = [
+        ("/deliveries/{delivery_id}/retry", "retry-delivery", retry_delivery),
+        ("/jobs/{job_id}/rerun", "rerun-job", rerun),
+        ("/jobs/{job_id}/resend", "resend-results", resend),
+        ("/acknowledge/{kind}/{object_id}", "acknowledge", acknowledge),
+        ("/destinations/retry", "bulk-retry", bulk_retry),
+        ("/destinations/pause", "pause-destination", pause_destination(True)),
+        ("/destinations/resume", "resume-destination", pause_destination(False)),
+        ("/routing/pause", "pause-routing", pause_routing(True)),
+        ("/routing/resume", "resume-routing", pause_routing(False)),
+    ]
     routes = [
         Route("/login", page(console, login_form, None), methods=["GET"]),
         Route("/login", page(console, login, None), methods=["POST"]),
@@ -521,50 +532,9 @@ def create_app(settings: Settings, actions: Actions | None = None) -> Starlette:
         Route("/users", page(console, users_page, Role.ADMIN)),
         Route("/users", page(console, user_add, Role.ADMIN), methods=["POST"]),
         Route("/users/{username}/remove", page(console, user_remove, Role.ADMIN), methods=["POST"]),
-        Route(
-            "/deliveries/{delivery_id}/retry",
-            page(console, action("retry-delivery", retry_delivery), operator),
-            methods=["POST"],
-        ),
-        Route(
-            "/jobs/{job_id}/rerun",
-            page(console, action("rerun-job", rerun), operator),
-            methods=["POST"],
-        ),
-        Route(
-            "/jobs/{job_id}/resend",
-            page(console, action("resend-results", resend), operator),
-            methods=["POST"],
-        ),
-        Route(
-            "/acknowledge/{kind}/{object_id}",
-            page(console, action("acknowledge", acknowledge), operator),
-            methods=["POST"],
-        ),
-        Route(
-            "/destinations/retry",
-            page(console, action("bulk-retry", bulk_retry), operator),
-            methods=["POST"],
-        ),
-        Route(
-            "/destinations/pause",
-            page(console, action("pause-destination", pause_destination(True)), operator),
-            methods=["POST"],
-        ),
-        Route(
-            "/destinations/resume",
-            page(console, action("resume-destination", pause_destination(False)), operator),
-            methods=["POST"],
-        ),
-        Route(
-            "/routing/pause",
-            page(console, action("pause-routing", pause_routing(True)), operator),
-            methods=["POST"],
-        ),
-        Route(
-            "/routing/resume",
-            page(console, action("resume-routing", pause_routing(False)), operator),
-            methods=["POST"],
+        *(
+            Route(path, page(console, action(name, run), operator), methods=["POST"])
+            for path, name, run in operator_actions
         ),
         Route("/metrics", metrics_endpoint),
         Route("/healthz", healthz),
