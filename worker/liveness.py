@@ -12,7 +12,9 @@ import logging
 import os
 import socket
 import threading
+from datetime import timedelta
 
+from sqlalchemy import delete
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -27,9 +29,16 @@ def process_name(role: str) -> str:
     return f"{role}@{socket.gethostname()}:{os.getpid()}"
 
 
+#: Rows of processes silent this long are removed (a restarted process has a new pid).
+FORGET_AFTER = timedelta(days=1)
+
+
 def stamp(session_factory: sessionmaker[Session], name: str, role: str) -> None:
-    """Write (or refresh) the heartbeat row ``name`` with the current time."""
+    """Write (or refresh) the heartbeat row ``name`` with the current time; drop long-dead rows."""
     with session_scope(session_factory) as session:
+        session.execute(
+            delete(ProcessHeartbeat).where(ProcessHeartbeat.beat_at < utcnow() - FORGET_AFTER)
+        )
         row = session.get(ProcessHeartbeat, name)
         if row is None:
             session.add(ProcessHeartbeat(name=name, role=role, beat_at=utcnow()))
