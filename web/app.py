@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -30,6 +31,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from core.config import Destination, Settings
+from core.control import DESTINATION_PREFIX, ROUTING, paused_flags
 from core.db.models import Role, User
 from core.db.session import make_engine, make_session_factory, session_scope
 from web import audit, queries, tools
@@ -118,7 +120,8 @@ def _safe_back(target: str | None, default: str = "/") -> str:
 async def _read_form(request: Request) -> dict[str, str]:
     """The url-encoded form of a POST, refused when too large or of another type."""
     declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > MAX_FORM_BYTES):
+    too_long = declared is not None and (len(declared) > 9 or not declared.isdigit())
+    if too_long or (declared is not None and int(declared) > MAX_FORM_BYTES):
         raise Refused(413, f"form larger than {MAX_FORM_BYTES} bytes")
     content_type = request.headers.get("content-type", "").split(";")[0].strip()
     body = b""
@@ -189,9 +192,22 @@ def _refusal(ctx: Ctx, role: Role | None) -> Response | None:
 
 
 def _int(value: str | None, what: str) -> int:
-    if value is None or not value.isdigit() or len(value) > 12:
-        raise Refused(404, f"unknown {what} {value!r}")
-    return int(value)
+    """A row id from the path or query, or a 404 naming what was asked for."""
+    try:
+        parsed = queries.parse_id(value)
+    except queries.FilterError:
+        parsed = None
+    if parsed is None:
+        raise Refused(404, f"unknown {what} {(value or '')[:20]!r}")
+    return parsed
+
+
+def _before(value: str | None) -> int | None:
+    """The ``before`` id of a list page, or a 400."""
+    try:
+        return queries.parse_id(value)
+    except queries.FilterError as exc:
+        raise Refused(400, f"before: {exc}") from None
 
 
 def create_app(settings: Settings, actions: Actions | None = None) -> Starlette:
@@ -248,7 +264,7 @@ def create_app(settings: Settings, actions: Actions | None = None) -> Starlette:
                 error=f"Too many failed logins: try again in {wait:.0f} s.",
                 next="/",
             )
-        user = ctx.db.query(User).filter(User.username == username).one_or_none()
+        user = ctx.db.scalar(select(User).where(User.username == username))
         if not verify_password(user.password_hash if user else None, ctx.form.get("password", "")):
             console.throttle.failed(*keys)
             ctx.audit("login", username, "failed")
@@ -300,15 +316,12 @@ def create_app(settings: Settings, actions: Actions | None = None) -> Starlette:
 
     def studies_page(ctx: Ctx) -> Response:
         params = ctx.request.query_params
-        before = params.get("before")
-        if before and not before.isdigit():
-            raise Refused(400, f"before must be a study id, got {before!r}")
         try:
             studies = queries.study_list(
                 ctx.db,
                 params.get("state") or None,
                 (params.get("q") or "").strip()[:64] or None,
-                int(before) if before else None,
+                _before(params.get("before")),
                 settings.web_page_size,
             )
         except queries.FilterError as exc:
@@ -324,8 +337,6 @@ def create_app(settings: Settings, actions: Actions | None = None) -> Starlette:
         )
 
     def destinations_page(ctx: Ctx) -> Response:
-        from core.control import DESTINATION_PREFIX, ROUTING, paused_flags
-
         counts = queries.destination_counts(ctx.db)
         flags = paused_flags(ctx.db)
         configured = {str(d) for d in settings.destinations}
@@ -375,12 +386,8 @@ def create_app(settings: Settings, actions: Actions | None = None) -> Starlette:
         return tools_page(ctx, selftest=result)
 
     def audit_page(ctx: Ctx) -> Response:
-        before = ctx.request.query_params.get("before")
-        if before and not before.isdigit():
-            raise Refused(400, f"before must be an event id, got {before!r}")
-        events = audit.recent_events(
-            ctx.db, settings.web_page_size, int(before) if before else None
-        )
+        before = _before(ctx.request.query_params.get("before"))
+        events = audit.recent_events(ctx.db, settings.web_page_size, before)
         more = len(events) == settings.web_page_size
         return render(ctx, "audit.html", events=events, next_before=events[-1].id if more else None)
 

@@ -32,6 +32,19 @@ class FilterError(ValueError):
     """A list filter that cannot be applied (unknown state, malformed date or id)."""
 
 
+#: The largest row id (a 32-bit integer column on PostgreSQL).
+MAX_ID = 2**31 - 1
+
+
+def parse_id(text: str | None) -> int | None:
+    """A row id from a query string (None when empty); :class:`FilterError` if it is none."""
+    if not text:
+        return None
+    if not text.isdigit() or len(text) > 10 or int(text) > MAX_ID:
+        raise FilterError(f"not a row id: {text[:20]!r}")
+    return int(text)
+
+
 @dataclass(frozen=True)
 class JobFilters:
     """The job list's filters, validated from the query string."""
@@ -63,9 +76,10 @@ class JobFilters:
             parsed_day = date.fromisoformat(day) if day else None
         except ValueError:
             raise FilterError(f"date must look like 2026-12-07, got {day!r}") from None
-        before = text("before")
-        if before is not None and not before.isdigit():
-            raise FilterError(f"before must be a job id, got {before!r}")
+        try:
+            before = parse_id(text("before"))
+        except FilterError as exc:
+            raise FilterError(f"before must be a job id: {exc}") from None
         return cls(
             state=JobState(state) if state else None,
             pipeline=text("pipeline", 64),
@@ -73,7 +87,7 @@ class JobFilters:
             day=parsed_day,
             calling_ae=text("calling_ae", 16),
             search=text("q", 64),
-            before=int(before) if before else None,
+            before=before,
         )
 
     def query_string(self, **changes: Any) -> str:

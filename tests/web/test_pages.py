@@ -84,6 +84,10 @@ def test_bad_input_gets_a_clear_4xx(logged_in: LoggedIn, db: sessionmaker[Sessio
         ("/jobs?state=exploded", 400, "unknown state"),
         ("/jobs?date=yesterday", 400, "date must look like"),
         ("/jobs?before=abc", 400, "before must be a job id"),
+        (f"/jobs?before={'9' * 5000}", 400, "before must be a job id"),
+        ("/studies?before=99999999999", 400, "not a row id"),
+        ("/audit?before=-1", 400, "not a row id"),
+        (f"/jobs/{'9' * 30}", 404, "unknown job"),
         (f"/jobs?q={'x' * 100}", 400, "longer than"),
         ("/jobs/999999", 404, "no job 999999"),
         ("/jobs/abc", 404, "unknown job"),
@@ -113,6 +117,8 @@ def test_bad_input_gets_a_clear_4xx(logged_in: LoggedIn, db: sessionmaker[Sessio
     assert big.status_code == 413
     json_body = client.post("/routing/pause", json={"csrf_token": token})
     assert json_body.status_code == 415
+    absurd = client.post("/routing/pause", content=b"x", headers={"content-length": "9" * 5000})
+    assert absurd.status_code in (400, 413)
 
 
 def test_failed_logins_are_audited_and_throttled(
