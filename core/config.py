@@ -47,6 +47,12 @@ def _validate_ae_title(value: str) -> str:
 SegType = Literal["BINARY", "LABELMAP"]
 SEG_TYPES: tuple[SegType, ...] = get_args(SegType)
 
+#: What a destination can take: DICOM SEG, TID 1500 SR, Secondary Captures with the overlay
+#: burned in, a Key Object Selection of the key images (and of the other objects it takes).
+ResultFormat = Literal["seg", "sr", "sc", "kos"]
+RESULT_FORMATS: tuple[ResultFormat, ...] = get_args(ResultFormat)
+DEFAULT_FORMATS: list[ResultFormat] = ["seg", "sr"]
+
 #: Suffixes of the ``AE@host:port`` form: what each one sets on a :class:`Destination`.
 _DESTINATION_OPTIONS: dict[str, tuple[str, bool | str]] = {
     "tls": ("tls", True),
@@ -75,8 +81,35 @@ class Destination(BaseModel):
     tls: bool = False
     seg_type: SegType = "BINARY"
     commit: bool = False
+    formats: list[ResultFormat] = Field(default_factory=lambda: list(DEFAULT_FORMATS))
 
     _check_ae = field_validator("ae_title")(_validate_ae_title)
+
+    @field_validator("formats", mode="before")
+    @classmethod
+    def _canonical_formats(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.split("+")
+        if isinstance(value, list):
+            wanted = {str(item).strip().lower() for item in value}
+            if not wanted - {""}:
+                raise ValueError("a destination takes at least one format")
+            unknown = sorted(wanted - set(RESULT_FORMATS))
+            if unknown:
+                raise ValueError(f"unknown formats {unknown} (known: {list(RESULT_FORMATS)})")
+            return [name for name in RESULT_FORMATS if name in wanted]
+        return value
+
+    @property
+    def kos_variant(self) -> str | None:
+        """What this destination's KOS references besides the key images (None: no KOS).
+
+        ``seg+sr`` for a destination taking SEG, SR and KOS: its KOS points only
+        at objects it holds, so destinations taking other formats get other KOS.
+        """
+        if "kos" not in self.formats:
+            return None
+        return "+".join(name for name in self.formats if name != "kos") or "images"
 
     @field_validator("seg_type", mode="before")
     @classmethod
@@ -89,15 +122,21 @@ class Destination(BaseModel):
 
         Suffixes (any order, case-insensitive): ``/tls`` for DICOM TLS,
         ``/commit`` for Storage Commitment, ``/labelmap`` or ``/binary`` for
-        the SEG type (default BINARY), e.g. ``PACS@pacs:104/tls/commit``.
+        the SEG type (default BINARY), ``/formats=sc+sr+kos`` for the result
+        formats (default ``seg+sr``), e.g. ``PACS@pacs:104/tls/commit``.
         """
         match = _DESTINATION.match(text.strip())
         if not match:
             raise ValueError(
-                f"destination must look like AE@host:port[/tls][/commit][/labelmap], got {text!r}"
+                f"destination must look like AE@host:port[/tls][/commit][/labelmap][/formats=...]"
+                f", got {text!r}"
             )
         values: dict[str, Any] = {}
         for option in match["options"].split("/")[1:]:
+            name, _, given = option.partition("=")
+            if name.lower() == "formats" and "formats" not in values:
+                values["formats"] = given
+                continue
             if option.lower() not in _DESTINATION_OPTIONS:
                 known = ", ".join(f"/{name}" for name in _DESTINATION_OPTIONS)
                 raise ValueError(f"unknown destination option /{option} in {text!r} ({known})")
@@ -111,7 +150,8 @@ class Destination(BaseModel):
         tls = "/tls" if self.tls else ""
         commit = "/commit" if self.commit else ""
         labelmap = "/labelmap" if self.seg_type == "LABELMAP" else ""
-        return f"{self.ae_title}@{self.host}:{self.port}{tls}{commit}{labelmap}"
+        formats = "" if self.formats == DEFAULT_FORMATS else f"/formats={'+'.join(self.formats)}"
+        return f"{self.ae_title}@{self.host}:{self.port}{tls}{commit}{labelmap}{formats}"
 
 
 class Hl7Destination(BaseModel):

@@ -64,6 +64,27 @@ class ResultUIDs:
             sr_instance=derived_uid(*base, "sr-instance"),
         )
 
+    @property
+    def sc_series(self) -> str:
+        """Series of the job's Secondary Captures (one set, whatever the SEG type)."""
+        return derived_uid(self.seg_series, "sc-series")
+
+    def sc_instance(self, number: int) -> str:
+        """SOP Instance UID of the job's ``number``-th Secondary Capture (from 1)."""
+        return derived_uid(self.seg_instance, "sc-instance", str(number))
+
+    def kos(self, variant: str) -> tuple[str, str]:
+        """Series and SOP Instance UIDs of the KOS that references ``variant`` (``seg+sr``...).
+
+        Derived from the UIDs of one SEG type (:meth:`for_seg_type`), so each
+        SEG type and each set of referenced formats has a KOS of its own:
+        destinations taking different formats never get a KOS pointing at
+        objects they do not hold, and a re-run rebuilds the same ones.
+        """
+        return derived_uid(self.seg_series, "kos-series"), derived_uid(
+            self.seg_instance, "kos-instance", variant
+        )
+
     def for_seg_type(self, seg_type: SegType) -> ResultUIDs:
         """The UIDs of the job's SEG of ``seg_type`` and of the SR that references it.
 

@@ -94,8 +94,9 @@ def plan_deliveries(
 
     Each destination gets the results of its SEG type (a SEG and the SR that
     references it) and those of none (an SR of findings), so it holds one
-    consistent SEG + SR pair.  A destination whose SEG type the job made
-    nothing of gets the BINARY pair: a LABELMAP cannot hold overlapping
+    consistent SEG + SR pair; of those, the formats it takes (``seg``, ``sr``,
+    ``sc``, and the ``kos`` that references what it takes).  A destination
+    whose SEG type the job made nothing of gets the BINARY pair: a LABELMAP cannot hold overlapping
     segments, and a LABELMAP destination configured after the job ran gets
     what the job made (re-run the job to make its LABELMAP).  Missing
     deliveries are created ``pending``; with ``resend`` existing ones are
@@ -118,7 +119,9 @@ def plan_deliveries(
             )
         name = str(destination)
         for result in results:
-            if result.seg_type not in (None, seg_type):
+            if result.seg_type not in (None, seg_type) or result.kind not in destination.formats:
+                continue
+            if result.kind == "kos" and result.variant != destination.kos_variant:
                 continue
             delivery = next((d for d in result.deliveries if d.destination == name), None)
             if delivery is None:

@@ -3,14 +3,17 @@
 One function per job, whatever the result kind, so the task code does not
 care which kind a pipeline produces: segmentation gives a SEG and a TID 1500
 SR of its segments, once per SEG type the destinations take (BINARY, and
-LABELMAP where asked for); classification and detection give a TID 1500 SR.
+LABELMAP where asked for), and where a destination asks for them Secondary
+Captures of the key images with the overlay burned in (``sc``) and a Key
+Object Selection of the key images and of the objects it takes (``kos``);
+classification and detection give a TID 1500 SR.
 UIDs come from :class:`core.uids.ResultUIDs`, derived from the job's input,
 so a re-run rebuilds identical objects.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 
 from pydicom import Dataset
@@ -18,7 +21,7 @@ from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
 from core import __version__
-from core.config import SEG_TYPES, SegType
+from core.config import SEG_TYPES, Destination, SegType
 from core.uids import ResultUIDs
 from pipelines.base import (
     ClassificationResult,
@@ -26,11 +29,19 @@ from pipelines.base import (
     Pipeline,
     PipelineInput,
     PipelineResult,
+    SegmentationResult,
+    SegmentMeasurement,
     measure_segments,
 )
 from pipelines.outputs import build_measurement_report, build_segmentation
 from pipelines.outputs.findings import build_classification_report, build_detection_report
+from pipelines.outputs.key_objects import build_key_object_selection
 from pipelines.outputs.provenance import ResultProvenance
+from pipelines.outputs.secondary_capture import (
+    MAX_KEY_IMAGES,
+    build_secondary_captures,
+    key_images,
+)
 from pipelines.outputs.seg import OverlappingSegmentsError
 from pipelines.outputs.sources import result_sources
 
@@ -44,6 +55,8 @@ __all__ = [
 
 SEG_SERIES_NUMBER = 9901
 SR_SERIES_NUMBER = 9902
+SC_SERIES_NUMBER = 9903
+KOS_SERIES_NUMBER = 9904
 
 _PROCEDURES: dict[str, Code] = {
     "CT": codes.cid100.CTUnspecifiedBodyRegion,
@@ -64,13 +77,20 @@ class ResultObject:
     kind: str
     dataset: Dataset
     seg_type: SegType | None = None
+    variant: str | None = None
+    number: int | None = None
 
     @property
     def file_name(self) -> str:
-        """File name in the job's results folder: ``seg.dcm``, ``sr-labelmap.dcm``, ..."""
-        if self.seg_type is None or self.seg_type == "BINARY":
-            return f"{self.kind}.dcm"
-        return f"{self.kind}-{self.seg_type.lower()}.dcm"
+        """File name in the job's results folder: ``seg.dcm``, ``sr-labelmap.dcm``, ``sc-2.dcm``."""
+        parts = [self.kind]
+        if self.seg_type is not None and self.seg_type != "BINARY":
+            parts.append(self.seg_type.lower())
+        if self.variant is not None:
+            parts.append(self.variant)
+        if self.number is not None:
+            parts.append(str(self.number))
+        return "-".join(parts) + ".dcm"
 
 
 @dataclass
@@ -113,6 +133,7 @@ def build_result_objects(
     ae_title: str,
     outside_domain: bool,
     seg_types: Collection[SegType] = ("BINARY",),
+    destinations: Collection[Destination] = (),
 ) -> BuiltResults:
     """The result objects of one job: SEG + SR per SEG type, or one SR.
 
@@ -140,6 +161,9 @@ def build_result_objects(
         The input was outside the pipeline's validated domain (flag policy).
     seg_types:
         The SEG types the job's destinations take (ignored for an SR-only result).
+    destinations:
+        Where the results go: Secondary Captures and KOS are built when one
+        of them takes ``sc`` or ``kos`` (segmentation results only).
 
     Patient and study attributes the objects copy from the source are made
     valid first (:func:`pipelines.outputs.sources.result_sources`); the note
@@ -195,4 +219,66 @@ def build_result_objects(
         )
         objects += [ResultObject("seg", seg, seg_type), ResultObject("sr", sr, seg_type)]
     objects.sort(key=lambda item: SEG_TYPES.index(item.seg_type or "BINARY"))  # BINARY first
-    return BuiltResults(objects, note)
+    viewers = ViewerInputs(data, result, measurements, pipeline, provenance)
+    return BuiltResults(objects + viewer_objects(viewers, objects, uids, destinations), note)
+
+
+@dataclass(frozen=True)
+class ViewerInputs:
+    """What the Secondary Captures and KOS of a segmentation are made of."""
+
+    data: PipelineInput
+    result: SegmentationResult
+    measurements: Sequence[SegmentMeasurement]
+    pipeline: Pipeline
+    provenance: ResultProvenance
+
+
+def viewer_objects(
+    inputs: ViewerInputs,
+    made: Sequence[ResultObject],
+    uids: ResultUIDs,
+    destinations: Collection[Destination],
+) -> list[ResultObject]:
+    """The Secondary Captures and KOS the ``destinations`` ask for, next to the ``made`` SEG/SR.
+
+    One set of SCs serves every destination; a KOS is built per SEG type made
+    and per set of referenced formats (:attr:`Destination.kos_variant`).
+    """
+    wanted = {name for destination in destinations for name in destination.formats}
+    if not wanted & {"sc", "kos"}:
+        return []
+    captures = build_secondary_captures(
+        inputs.data,
+        inputs.result,
+        inputs.measurements,
+        intensity_unit=inputs.pipeline.intensity_unit.meaning,
+        series_instance_uid=uids.sc_series,
+        sop_instance_uids=[uids.sc_instance(n) for n in range(1, MAX_KEY_IMAGES + 1)],
+        series_number=SC_SERIES_NUMBER,
+        provenance=inputs.provenance,
+    )
+    objects = []
+    if "sc" in wanted:
+        objects = [ResultObject("sc", sc, number=n) for n, sc in enumerate(captures, 1)]
+    keys = [key.source for key in key_images(inputs.data, inputs.result)]
+    if not keys:
+        return objects  # nothing found: no key images to select
+    variants = sorted({d.kos_variant for d in destinations if d.kos_variant is not None})
+    for seg_type in sorted({item.seg_type for item in made if item.seg_type}):
+        for variant in variants:
+            formats = variant.split("+")
+            referenced = [
+                item.dataset for item in made if item.seg_type == seg_type and item.kind in formats
+            ]
+            series_uid, instance_uid = uids.for_seg_type(seg_type).kos(variant)
+            kos = build_key_object_selection(
+                keys,
+                referenced + (list(captures) if "sc" in formats else []),
+                series_instance_uid=series_uid,
+                sop_instance_uid=instance_uid,
+                series_number=KOS_SERIES_NUMBER,
+                provenance=inputs.provenance,
+            )
+            objects.append(ResultObject("kos", kos, seg_type, variant=variant))
+    return objects

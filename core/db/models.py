@@ -270,6 +270,8 @@ class Result(Base):
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
     kind: Mapped[str] = mapped_column(String(8))
     seg_type: Mapped[str | None] = mapped_column(String(16))
+    # A KOS: the formats it references besides the key images (Destination.kos_variant).
+    variant: Mapped[str | None] = mapped_column(String(32))
     sop_class_uid: Mapped[str] = mapped_column(UID)
     sop_instance_uid: Mapped[str] = mapped_column(UID, unique=True)
     series_instance_uid: Mapped[str] = mapped_column(UID)

@@ -23,6 +23,7 @@ __all__ = [
     "INPUT_DOMAIN",
     "OUTSIDE_DOMAIN",
     "algorithm_id",
+    "device_observer",
     "domain_evaluations",
     "measurement_report_document",
     "observation_context",
@@ -36,6 +37,11 @@ OUTSIDE_DOMAIN = Code("OUTSIDE", "99PACSAI", "Outside validated input domain")
 
 def observation_context(provenance: ResultProvenance) -> hd.sr.ObservationContext:
     """Device observer context: the node (AE title) running the pipeline."""
+    return hd.sr.ObservationContext(observer_device_context=device_observer(provenance))
+
+
+def device_observer(provenance: ResultProvenance) -> hd.sr.ObserverContext:
+    """The node as the device observer of its SR and KOS (the same UID for the same node)."""
     device_uid = generate_uid(
         entropy_srcs=["device-observer", provenance.manufacturer, provenance.device_serial_number]
     )
@@ -46,10 +52,8 @@ def observation_context(provenance: ResultProvenance) -> hd.sr.ObservationContex
         model_name=provenance.manufacturer_model_name,
         serial_number=provenance.device_serial_number,
     )
-    return hd.sr.ObservationContext(
-        observer_device_context=hd.sr.ObserverContext(
-            observer_type=codes.DCM.Device, observer_identifying_attributes=device
-        )
+    return hd.sr.ObserverContext(
+        observer_type=codes.DCM.Device, observer_identifying_attributes=device
     )
 
 

@@ -332,3 +332,24 @@ def test_the_example_site_configuration_loads(clean_env: pytest.MonkeyPatch) -> 
     assert settings.receiver_processes == 1
     assert {rule.pipeline for rule in settings.routing_rules} >= {"ct-lungs", "cxr-classify"}
     assert settings.destinations[0].ae_title == "PACS"
+
+
+def test_destination_formats_are_canonical_and_name_the_kos_variant(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    viewer = Destination.parse("V@h:104/formats=KOS+sc+sr")
+    config = write_toml(
+        tmp_path / "node.toml",
+        """
+destinations = [{ ae_title = "PACS", host = "h", port = 104, formats = ["kos", "seg", "sr"] }]
+""",
+    )
+    [pacs] = load_settings(config).destinations
+
+    assert viewer.formats == ["sr", "sc", "kos"] and viewer.kos_variant == "sr+sc"
+    assert str(viewer) == "V@h:104/formats=sr+sc+kos"
+    assert Destination.parse(str(viewer)) == viewer
+    assert str(Destination.parse("P@h:104/formats=seg+sr")) == "P@h:104"
+    assert (pacs.formats, pacs.kos_variant) == (["seg", "sr", "kos"], "seg+sr")
+    with pytest.raises(ValueError, match="unknown formats"):
+        Destination.parse("V@h:104/formats=pdf")

@@ -95,3 +95,17 @@ def test_labelmap_uids_are_deterministic_and_their_own() -> None:
     assert labelmap != uids_for(key=input_key(SOPS[:-1])).for_seg_type("LABELMAP")
     for uid in all_of(labelmap):
         assert UID(uid).is_valid and uid.startswith(UID_ROOT)
+
+
+def test_viewer_format_uids_are_deterministic_per_format_and_variant() -> None:
+    binary, labelmap = uids_for(), uids_for().for_seg_type("LABELMAP")
+    captures = [binary.sc_instance(n) for n in (1, 2)]
+    kos = [uids.kos(variant) for uids in (binary, labelmap) for variant in ("seg+sr", "sr+sc")]
+
+    assert captures == [uids_for().sc_instance(n) for n in (1, 2)]  # a re-run gives the same
+    assert kos[0] == uids_for().kos("seg+sr")
+    instances = captures + [instance for _, instance in kos]
+    assert len(set(instances + all_of(binary) + all_of(labelmap))) == len(instances) + 8
+    assert kos[0][0] == kos[1][0] != kos[2][0]  # one KOS series per SEG type
+    for uid in [*instances, binary.sc_series]:
+        assert UID(uid).is_valid and uid.startswith(UID_ROOT)

@@ -268,6 +268,7 @@ def _produce(
         ae_title=settings.ae_title,
         outside_domain=bool(violations),
         seg_types=settings.seg_types,
+        destinations=settings.destinations,
     )
     timings.write = time.perf_counter() - start  # building the objects; writing them adds to it
     if built.note:
@@ -305,6 +306,7 @@ def _record_results(
                 session.add(result)
             result.kind = item.kind
             result.seg_type = item.seg_type
+            result.variant = item.variant
             result.sop_class_uid = dataset.SOPClassUID
             result.series_instance_uid = dataset.SeriesInstanceUID
             result.path = str(path)
