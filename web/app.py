@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, quote
+from urllib.parse import parse_qsl, quote, unquote
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import select
@@ -134,9 +134,12 @@ async def _read_form(request: Request) -> dict[str, str]:
     if content_type != FORM_TYPE:
         raise Refused(415, f"forms are sent as {FORM_TYPE}")
     try:
-        return dict(parse_qsl(body.decode("utf-8"), max_num_fields=50, strict_parsing=True))
+        form = dict(parse_qsl(body.decode("utf-8"), max_num_fields=50, strict_parsing=True))
     except (UnicodeDecodeError, ValueError) as exc:
         raise Refused(400, f"malformed form: {exc}") from None
+    if any("\x00" in key or "\x00" in value for key, value in form.items()):
+        raise Refused(400, "NUL characters are not accepted")
+    return form
 
 
 def _load_user(db: Session, request: Request) -> User | None:
@@ -153,6 +156,8 @@ def page(console: Console, handler: Handler, role: Role | None = Role.VIEWER) ->
     """
 
     async def endpoint(request: Request) -> Response:
+        if "\x00" in unquote(str(request.url)):
+            raise Refused(400, "NUL characters are not accepted")
         form: dict[str, str] = {}
         if request.method == "POST":
             form = await _read_form(request)

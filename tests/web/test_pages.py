@@ -87,6 +87,7 @@ def test_bad_input_gets_a_clear_4xx(logged_in: LoggedIn, db: sessionmaker[Sessio
         (f"/jobs?before={'9' * 5000}", 400, "before must be a job id"),
         ("/studies?before=99999999999", 400, "not a row id"),
         ("/audit?before=-1", 400, "not a row id"),
+        ("/jobs?q=A%00B", 400, "NUL characters"),
         (f"/jobs/{'9' * 30}", 404, "unknown job"),
         (f"/jobs?q={'x' * 100}", 400, "longer than"),
         ("/jobs/999999", 404, "no job 999999"),
@@ -117,6 +118,8 @@ def test_bad_input_gets_a_clear_4xx(logged_in: LoggedIn, db: sessionmaker[Sessio
     assert big.status_code == 413
     json_body = client.post("/routing/pause", json={"csrf_token": token})
     assert json_body.status_code == 415
+    nul = client.post("/login", data={"username": "a\x00b", "password": "x", "csrf_token": token})
+    assert nul.status_code == 400
     absurd = client.post("/routing/pause", content=b"x", headers={"content-length": "9" * 5000})
     assert absurd.status_code in (400, 413)
 
