@@ -52,7 +52,7 @@ fuzz: $(STAMP) system-deps
 # BENCH_QUICK=1 for a smaller run, BENCH_RUNS=n, BENCH_ONLY=ingest,ttr,seg,backlog.
 BENCH_STAMP := $(VENV)/.bench-installed
 $(BENCH_STAMP): $(STAMP) pyproject.toml
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test,brain,bench]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test,brain,brain-hdbet,bench]'
 	touch $@
 
 bench: $(BENCH_STAMP) system-deps

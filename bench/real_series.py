@@ -41,6 +41,7 @@ from core.config import load_settings
 from pipelines.domain import orientation_name
 from pipelines.io import load_input
 from pipelines.outputs.agreement import dice, mask_on_source_images, seg_mask_on_source_images
+from pipelines.outputs.sr import AGREEMENT, REVIEW_STATUS
 from pipelines.registry import load_pipeline
 from tests.support.node import NodeProcesses
 from tests.support.orthanc import OrthancError, OrthancServer
@@ -98,14 +99,21 @@ def _series_facts(files: list[Path]) -> dict[str, dict[str, Any]]:
     return series
 
 
-def _volumes(sr: pydicom.Dataset) -> dict[str, float]:
-    """Volume (mL) of every segment an SR reports, by finding."""
+def _report_facts(sr: pydicom.Dataset) -> dict[str, Any]:
+    """Volumes (mL) by finding, and a second model's volume, Dice and review status, from an SR."""
     report = hd.sr.MeasurementReport.from_sequence(hd.sr.Comprehensive3DSR.from_dataset(sr).content)
-    volumes = {}
+    facts: dict[str, Any] = {"volumes_ml": {}}
     for group in report.get_volumetric_roi_measurement_groups():
         for measurement in group.get_measurements(name=codes.SCT.Volume):
-            volumes[str(group.finding_type.meaning)] = float(measurement.value)
-    return volumes
+            if measurement.method is None:
+                facts["volumes_ml"][str(group.finding_type.meaning)] = float(measurement.value)
+            else:
+                facts["second_volume_ml"] = float(measurement.value)
+        for measurement in group.get_measurements(name=AGREEMENT):
+            facts["agreement_dice"] = float(measurement.value)
+        for evaluation in group.get_qualitative_evaluations(name=REVIEW_STATUS):
+            facts["review"] = str(evaluation.value.meaning)
+    return facts
 
 
 def _deepbet_dice(data: Any, mask: np.ndarray) -> float | None:
@@ -236,7 +244,7 @@ def evaluate() -> dict[str, Any]:
             "state": state,
             "reason": error,
             "node_inference_s": inference_s,
-            "volumes_ml": _volumes(found["sr"]) if "sr" in found else {},
+            **(_report_facts(found["sr"]) if "sr" in found else {}),
         }
         if state == "succeeded":
             row.update(_checks(pipeline_name, facts["files"], found.get("seg")))
@@ -280,8 +288,9 @@ def markdown(report: dict[str, Any]) -> str:
         f"threads), GPU: {machine['gpu'] or 'none'}.",
         "",
         "| case (series) | vendor | plane | pixel, slice (mm) | pipeline | outcome | volume (mL) "
-        "| deepbet Dice | geometry Dice | CPU s | wall s | node infer s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| HD-BET (mL) | deepbet/HD-BET Dice | review | vs deepbet own Dice | geometry Dice "
+        "| CPU s | wall s | node infer s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     seen = set()
     for row in report["rows"]:
@@ -299,6 +308,8 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {row['case']} ({row['description'] or '-'}) | {row['vendor'] or '-'} "
             f"| {row['plane']} | {voxel} "
             f"| {row['pipeline']} | {outcome} | {volumes or '-'} "
+            f"| {_cell(row.get('second_volume_ml'), 0)} | {_cell(row.get('agreement_dice'), 4)} "
+            f"| {row.get('review', '-')} "
             f"| {_cell(row.get('deepbet_dice'), 4)} | {_cell(row.get('geometry_dice'), 4)} "
             f"| {_cell(row.get('cpu_s'), 1)} | {_cell(row.get('wall_s'), 1)} "
             f"| {_cell(row.get('node_inference_s'), 1)} |"

@@ -102,18 +102,47 @@ class PipelineInput:
         return float(self.volume.voxel_volume) / 1000.0
 
 
+@dataclass(frozen=True)
+class SecondOpinion:
+    """A second model's result on one segment and its agreement with the first model's.
+
+    Parameters
+    ----------
+    model:
+        The second model, e.g. ``HD-BET 1.1 fold 0``.
+    dice:
+        Dice coefficient of the two masks.
+    volume_ml:
+        Volume of the second model's mask.
+    review_below:
+        Agreement under which the result needs a human look.
+    """
+
+    model: str
+    dice: float
+    volume_ml: float
+    review_below: float
+
+    @property
+    def requires_review(self) -> bool:
+        """The models disagree more than two sound masks of the same structure do."""
+        return self.dice < self.review_below
+
+
 @dataclass
 class SegmentationResult:
     """Boolean masks, one per segment, in the geometry of the input volume.
 
     ``masks[i]`` belongs to ``segments[i]``; masks may overlap (a body
     outline contains the lungs), so they are kept separate rather than as a
-    label map.
+    label map.  ``second_opinions`` holds, by segment tracking id, a second
+    model's agreement where one ran (reported in the SR).
     """
 
     segments: Sequence[SegmentDefinition]
     masks: Sequence[np.ndarray]
     notes: dict[str, str] = field(default_factory=dict)
+    second_opinions: dict[str, SecondOpinion] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if len(self.segments) != len(self.masks):
@@ -221,6 +250,7 @@ class SegmentMeasurement:
     volume_ml: float
     mean_intensity: float
     voxel_count: int
+    second_opinion: SecondOpinion | None = None
 
 
 class Pipeline(ABC):
@@ -306,6 +336,7 @@ def measure_segments(data: PipelineInput, result: SegmentationResult) -> list[Se
                 volume_ml=volume,
                 mean_intensity=mean,
                 voxel_count=count,
+                second_opinion=result.second_opinions.get(segment.tracking_id),
             )
         )
     return measurements

@@ -26,10 +26,11 @@ import torch
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
-from core.errors import ContentOutsideDomain
+from core.errors import ConfigurationError, ContentOutsideDomain
 from pipelines.base import (
     Pipeline,
     PipelineInput,
+    SecondOpinion,
     SegmentationResult,
     SegmentDefinition,
 )
@@ -44,8 +45,10 @@ from pipelines.model.steps import (
     scale_and_standardise,
 )
 from pipelines.mr_brain.domain import T1HeadDomain
+from pipelines.mr_brain.hdbet import HDBET_VERSION, HdBet, hdbet_weights
 from pipelines.mr_brain.spec import SPEC
 from pipelines.mr_brain.weights import DEEPBET_VERSION, DEEPBET_WEIGHTS, deepbet_weights
+from pipelines.outputs.agreement import dice
 from pipelines.registry import PipelineSpec
 
 __all__ = ["BRAIN", "MrBrainPipeline"]
@@ -77,8 +80,10 @@ class MrBrainPipeline(Pipeline):
     shape: ClassVar[tuple[int, int, int]] = (256, 256, 256)
     #: Plausible whole-brain mask of an adult (mL); outside it the image shows no whole brain.
     brain_volume_ml: ClassVar[tuple[float, float]] = (700.0, 2400.0)
+    #: deepbet-HD-BET Dice under which the SR says "Requires review" (see the model card).
+    review_below: ClassVar[float] = 0.93
 
-    def __init__(self, weights: dict[str, Path], device: str) -> None:
+    def __init__(self, weights: dict[str, Path], device: str, hdbet: Path | None = None) -> None:
         torch_device = resolve_device(device)
         self.device = str(torch_device)
         self._torch_device = torch_device
@@ -91,11 +96,19 @@ class MrBrainPipeline(Pipeline):
             "axes": "RAS",
             "threshold": "0.5",
         }
+        self.second_opinion = None if hdbet is None else HdBet(hdbet, torch_device)
+        if self.second_opinion is not None:
+            self.parameters["second_opinion"] = f"HD-BET {HDBET_VERSION} fold 0"
+            self.parameters["second_opinion_sha256"] = self.second_opinion.sha256
 
     @classmethod
     def create(cls, spec: PipelineSpec, models_dir: Path | None, device: str = "auto") -> Pipeline:
-        """Locate and verify deepbet's weights, load both networks once."""
-        return cls(deepbet_weights(), device)
+        """Locate and verify deepbet's weights (and HD-BET's where installed), load them once."""
+        try:
+            hdbet = hdbet_weights()["0.model"]
+        except ConfigurationError:
+            hdbet = None  # the [brain-hdbet] extra is optional
+        return cls(deepbet_weights(), device, hdbet)
 
     def probabilities(self, x: np.ndarray) -> tuple[np.ndarray, tuple[slice, ...]]:
         """Brain probability of every voxel of ``x`` (RAS axes), and the cascade's box.
@@ -137,16 +150,31 @@ class MrBrainPipeline(Pipeline):
         return mask
 
     def run(self, data: PipelineInput) -> SegmentationResult:
-        """Brain mask in the source geometry; skips an image that shows no whole brain."""
+        """Brain mask in the source geometry (HD-BET's agreement where installed).
+
+        Skips an image that shows no whole brain.
+        """
         axes = reorientation(np.asarray(data.volume.affine), "RAS")
-        mask = axes.invert(self.brain_mask(axes.apply(np.asarray(data.volume.array, np.float32))))
+        ras = axes.apply(np.asarray(data.volume.array, np.float32))
+        brain = self.brain_mask(ras)
+        mask = axes.invert(brain)
         volume_ml = float(np.count_nonzero(mask)) * data.voxel_volume_ml
         low, high = self.brain_volume_ml
         if not low <= volume_ml <= high:
             raise ContentOutsideDomain(
                 f"no whole adult brain: mask of {volume_ml:.0f} mL outside {low:g}-{high:g} mL"
             )
-        return SegmentationResult(segments=[BRAIN], masks=[mask])
+        opinions = {}
+        if self.second_opinion is not None:
+            spacing = axes.spacing(tuple(float(s) for s in data.volume.spacing))
+            other = self.second_opinion.mask(ras, spacing)
+            opinions[BRAIN.tracking_id] = SecondOpinion(
+                model=f"HD-BET {HDBET_VERSION} fold 0",
+                dice=dice(brain, other),
+                volume_ml=float(np.count_nonzero(other)) * data.voxel_volume_ml,
+                review_below=self.review_below,
+            )
+        return SegmentationResult(segments=[BRAIN], masks=[mask], second_opinions=opinions)
 
 
 def _load(path: Path, device: torch.device) -> torch.nn.Module:

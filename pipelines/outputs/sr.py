@@ -13,10 +13,16 @@ Coding of the measurements
   ``intensity_quantity`` the concept name is ``(373098007, SCT, "Mean")``
   itself.  An empty segment has no mean (a NUM item cannot hold NaN), so
   its group carries the volume (0 mL) only.
+* Second opinion (where a second model ran): the Dice agreement
+  ``(AGREEMENT-DICE, 99PACSAI)`` in ``(1, UCUM, "no units")``, the second
+  model's volume (method: the model), and the qualitative evaluation
+  *Review status* = *Requires review* / *Models agree*, which a worklist can
+  sort on (private scheme: DICOM has no code for them).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import highdicom as hd
@@ -29,9 +35,23 @@ from pipelines.outputs.provenance import ResultProvenance
 from pipelines.outputs.report import algorithm_id, domain_evaluations, measurement_report_document
 from pipelines.outputs.seg import segment_tracking_uid
 
-__all__ = ["MILLILITER", "build_measurement_report"]
+__all__ = [
+    "AGREEMENT",
+    "MILLILITER",
+    "MODELS_AGREE",
+    "REQUIRES_REVIEW",
+    "REVIEW_STATUS",
+    "build_measurement_report",
+]
 
 MILLILITER = Code("ml", "UCUM", "milliliter")
+#: Agreement (Dice) of the segment with a second model's mask.
+AGREEMENT = Code("AGREEMENT-DICE", "99PACSAI", "Dice agreement with second model")
+#: Review status and its two values.
+REVIEW_STATUS = Code("REVIEW-STATUS", "99PACSAI", "Review status")
+REQUIRES_REVIEW = Code("REQUIRES-REVIEW", "99PACSAI", "Requires review")
+MODELS_AGREE = Code("MODELS-AGREE", "99PACSAI", "Models agree")
+_NO_UNITS = Code("1", "UCUM", "no units")
 _HOUNSFIELD = "[hnsf'U]"
 
 
@@ -63,6 +83,24 @@ def _intensity_measurement(
     return hd.sr.Measurement(
         name=quantity, value=measurement.mean_intensity, unit=unit, derivation=codes.SCT.Mean
     )
+
+
+def _second_opinion(
+    measurement: SegmentMeasurement,
+) -> tuple[list[hd.sr.Measurement], list[hd.sr.QualitativeEvaluation]]:
+    """The agreement, the second model's volume and the review status of one segment."""
+    opinion = measurement.second_opinion
+    if opinion is None:
+        return [], []
+    model = Code(re.sub(r"[^A-Z0-9]+", "-", opinion.model.upper())[:16], "99PACSAI", opinion.model)
+    values = [
+        hd.sr.Measurement(name=AGREEMENT, value=opinion.dice, unit=_NO_UNITS),
+        hd.sr.Measurement(
+            name=codes.SCT.Volume, value=opinion.volume_ml, unit=MILLILITER, method=model
+        ),
+    ]
+    status = REQUIRES_REVIEW if opinion.requires_review else MODELS_AGREE
+    return values, [hd.sr.QualitativeEvaluation(name=REVIEW_STATUS, value=status)]
 
 
 def build_measurement_report(
@@ -148,6 +186,9 @@ def build_measurement_report(
         ]
         if measurement.voxel_count > 0:
             values.append(_intensity_measurement(measurement, intensity_unit, intensity_quantity))
+        opinion_values, evaluations = _second_opinion(measurement)
+        values += opinion_values
+        evaluations += domain_evaluations(outside_domain)
         groups.append(
             hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
                 tracking_identifier=hd.sr.TrackingIdentifier(
@@ -158,7 +199,7 @@ def build_measurement_report(
                 finding_category=measurement.segment.category,
                 algorithm_id=algorithm,
                 measurements=values,
-                qualitative_evaluations=domain_evaluations(outside_domain) or None,
+                qualitative_evaluations=evaluations or None,
             )
         )
     return measurement_report_document(

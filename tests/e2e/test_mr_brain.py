@@ -75,7 +75,8 @@ def test_real_t1_series_comes_back_with_a_brain_mask(tmp_path: Path) -> None:
 
     report = hd.sr.MeasurementReport.from_sequence(hd.sr.srread(sr_path).content)
     (group,) = report.get_volumetric_roi_measurement_groups()
-    (volume,) = group.get_measurements(name=codes.SCT.Volume)
+    volumes = group.get_measurements(name=codes.SCT.Volume)
+    (volume,) = [m for m in volumes if m.method is None]  # HD-BET's, where installed, has one
     assert 1000 <= float(volume.value) <= 1900
     seg_algorithm = seg.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0]
     for parameters in (_text_values(pydicom.dcmread(sr_path)), seg_algorithm.AlgorithmParameters):
