@@ -112,7 +112,7 @@ class Refused(Exception):
 
 def _safe_back(target: str | None, default: str = "/") -> str:
     """A local path to go back to (never another site)."""
-    if target and target.startswith("/") and not target.startswith("//"):
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
         return target
     return default
 

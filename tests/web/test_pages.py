@@ -20,6 +20,15 @@ def _audit(db: sessionmaker[Session]) -> list[tuple[str | None, str, str]]:
         return [(row.username, row.action, row.outcome) for row in rows]
 
 
+def test_login_goes_back_only_to_a_local_page(app: Any) -> None:
+    with TestClient(app) as client:
+        for target, landing in (("/jobs", "/jobs"), ("//evil.test/", "/"), ("/\\evil.test", "/")):
+            token = csrf_of(client.get("/login").text)
+            form = {"username": "viewer", "password": PASSWORD, "csrf_token": token}
+            response = client.post("/login", data={**form, "next": target}, follow_redirects=False)
+            assert response.headers["location"] == landing
+
+
 def test_pages_need_a_login(app: Any) -> None:
     with TestClient(app) as client:
         response = client.get("/jobs", follow_redirects=False)
