@@ -35,6 +35,10 @@ def test_pages_need_a_login(app: Any) -> None:
         assert response.status_code == 303
         assert response.headers["location"] == "/login?next=/jobs"
         assert client.get("/healthz").text == "ok"
+        login = client.get("/login")
+        assert login.headers["content-security-policy"].startswith("default-src 'self'")
+        assert login.headers["referrer-policy"] == "no-referrer"
+        assert login.headers["x-frame-options"] == "DENY"
 
 
 def test_every_page_renders(logged_in: LoggedIn, db: sessionmaker[Session]) -> None:
