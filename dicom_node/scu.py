@@ -29,7 +29,7 @@ SUCCESS_OR_WARNING = {0x0000, 0x0001, 0x0107, 0x0116, 0xB000, 0xB006, 0xB007}
 
 
 @dataclass(frozen=True)
-class StoreOutcome:
+class SendOutcome:
     """The peer's answer to one file: its DIMSE status, or why it was not sent."""
 
     path: Path
@@ -60,7 +60,7 @@ def store_files(
     timeout: float = 60.0,
     max_pdu_size: int = 0,
     tls: ssl.SSLContext | None = None,
-) -> list[StoreOutcome]:
+) -> list[SendOutcome]:
     """C-STORE ``paths`` to ``destination`` over one association (DICOM TLS with ``tls``).
 
     Raises
@@ -70,13 +70,13 @@ def store_files(
     """
     _config.LOG_REQUEST_IDENTIFIERS = False
     _config.LOG_RESPONSE_IDENTIFIERS = False
-    outcomes: list[StoreOutcome] = []
+    outcomes: list[SendOutcome] = []
     headers: dict[Path, tuple[str, str, str]] = {}
     for path in paths:
         try:
             headers[path] = _header(path)
         except (InvalidDicomError, OSError, AttributeError) as exc:
-            outcomes.append(StoreOutcome(path, None, None, f"not a DICOM file: {exc}"))
+            outcomes.append(SendOutcome(path, None, None, f"not a DICOM file: {exc}"))
     contexts = sorted({(sop_class, syntax) for sop_class, _, syntax in headers.values()})
     if len(contexts) > MAX_CONTEXTS:
         raise ValueError(f"{len(contexts)} SOP class/transfer syntax pairs; at most 128")
@@ -104,15 +104,15 @@ def store_files(
     return outcomes
 
 
-def _send_one(assoc: Association, path: Path, sop_uid: str) -> StoreOutcome:
+def _send_one(assoc: Association, path: Path, sop_uid: str) -> SendOutcome:
     if not assoc.is_established:
-        return StoreOutcome(path, sop_uid, None, "association lost")
+        return SendOutcome(path, sop_uid, None, "association lost")
     try:
         response = assoc.send_c_store(path)
     except (ValueError, RuntimeError) as exc:
-        return StoreOutcome(path, sop_uid, None, str(exc))
+        return SendOutcome(path, sop_uid, None, str(exc))
     status = getattr(response, "Status", None)
     if status is None:
-        return StoreOutcome(path, sop_uid, None, "no response (timeout or abort)")
+        return SendOutcome(path, sop_uid, None, "no response (timeout or abort)")
     error = None if int(status) in SUCCESS_OR_WARNING else f"status 0x{int(status):04X}"
-    return StoreOutcome(path, sop_uid, int(status), error)
+    return SendOutcome(path, sop_uid, int(status), error)

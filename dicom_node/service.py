@@ -13,12 +13,12 @@ from celery import Celery
 
 from core.config import Settings
 from core.db.session import make_engine, make_session_factory
-from dicom_node.group_commit import GroupCommitRecorder
-from dicom_node.receive import remove_stale
-from dicom_node.receivers import ReceiverPool
-from dicom_node.scp_settings import ScpSettings
-from dicom_node.server import StorageSCP
+from dicom_node.receivers.pool import ReceiverPool
+from dicom_node.recording.group_commit import GroupCommitRecorder
+from dicom_node.scp.server import StorageSCP
+from dicom_node.scp.settings import ScpSettings
 from dicom_node.stability import StabilityMonitor
+from dicom_node.store.receive import remove_stale
 from worker.celery_app import create_app
 from worker.commitment import CommitmentOutcome, apply_inbox, sweep_commitments
 from worker.dispatch import Dispatcher

@@ -2,7 +2,7 @@
 
 A delivery to a destination with ``/commit`` (``commit = true``) is ``sent``
 once its C-STORE succeeded and the peer accepted the N-ACTION; the peer's
-report (kept by :class:`dicom_node.commitment_inbox.CommitmentInbox`) then
+report (kept by :class:`dicom_node.commitment.inbox.CommitmentInbox`) then
 makes it ``committed``, or ``commit_failed``, in which case it is sent again
 while attempts remain.  A delivery whose report does not come within
 ``AINODE_COMMITMENT_TIMEOUT_SECONDS`` becomes ``commit_failed`` for good.
@@ -31,8 +31,8 @@ from core.db.models import Delivery, DeliveryState, Result, utcnow
 from core.db.session import session_scope
 from core.tls import client_context
 from core.uids import UID_ROOT
-from dicom_node.commitment_inbox import CommitmentInbox
-from dicom_node.commitment_scu import request_commitment
+from dicom_node.commitment.inbox import CommitmentInbox
+from dicom_node.commitment.request import request_commitment
 from worker.hl7.outbox import queue_result_messages
 
 if TYPE_CHECKING:

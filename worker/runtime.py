@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.config import Settings
 from core.db.session import make_engine, make_session_factory
-from dicom_node.spool import InstanceSpool
+from dicom_node.store.spool import InstanceSpool
 from worker.prefetch import InputPrefetcher
 
 

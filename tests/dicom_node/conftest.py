@@ -15,9 +15,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.config import Settings
 from core.db.migrate import upgrade
 from core.db.session import make_engine, make_session_factory
-from dicom_node.group_commit import GroupCommitRecorder
-from dicom_node.scp_settings import ScpSettings
-from dicom_node.server import StorageSCP
+from dicom_node.recording.group_commit import GroupCommitRecorder
+from dicom_node.scp.server import StorageSCP
+from dicom_node.scp.settings import ScpSettings
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dicom_node.received import ReceivedInstance
+from dicom_node.recording.received import ReceivedInstance
 
 
 def received_instance(study: int = 1, sop: int = 1) -> ReceivedInstance:

@@ -12,11 +12,11 @@ from pydicom import Dataset, dcmread
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.config import Settings
-from dicom_node.receive import ReceiveFile
-from dicom_node.received import ReceivedInstance
-from dicom_node.recorder import InstanceRecorder
-from dicom_node.spool import InstanceSpool
-from dicom_node.storage import checked_header
+from dicom_node.recording.received import ReceivedInstance
+from dicom_node.recording.recorder import InstanceRecorder
+from dicom_node.store.c_store import checked_header
+from dicom_node.store.receive import ReceiveFile
+from dicom_node.store.spool import InstanceSpool
 from pipelines.phantom import PhantomStudy, generate_ct_phantom, write_phantom
 from worker.runtime import WorkerRuntime
 
@@ -79,7 +79,7 @@ def spool_study(
             if index in skip:
                 continue
             ds = dcmread(path, stop_before_pixels=True)
-            stored = spool.store(
+            stored = spool.commit(
                 ReceiveFile(path.parent, path.read_bytes()),
                 spool.relative_path(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID),
             )

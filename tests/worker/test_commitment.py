@@ -21,9 +21,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.config import Settings
 from core.db.models import Delivery, DeliveryState, Result, utcnow
 from core.db.session import make_engine, make_session_factory
-from dicom_node.group_commit import GroupCommitRecorder
-from dicom_node.scp_settings import ScpSettings
-from dicom_node.server import StorageSCP
+from dicom_node.recording.group_commit import GroupCommitRecorder
+from dicom_node.scp.server import StorageSCP
+from dicom_node.scp.settings import ScpSettings
 from tests.support.orthanc import OrthancServer
 from tests.support.ports import free_port
 from tests.support.waiting import wait_until
