@@ -266,6 +266,9 @@ class Pipeline(ABC):
     intensity_unit: ClassVar[Code] = Code("[hnsf'U]", "UCUM", "Hounsfield unit")
     algorithm_family: ClassVar[Code] = codes.cid7162.ArtificialIntelligence
     parameters: ClassVar[dict[str, str]] = {}
+    #: Plausible volume (mL) per segment tracking id: a result outside fails the job
+    #: (:mod:`pipelines.outputs.checks`) instead of reaching a reader.
+    plausible_volume_ml: ClassVar[dict[str, tuple[float, float]]] = {}
     #: Inputs the pipeline was validated on (unset bounds accept anything).
     domain: InputDomain = InputDomain()
     #: Outside the domain: ``skip`` the job, or ``flag`` the SR and go on.

@@ -13,7 +13,7 @@ so a re-run rebuilds identical objects.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from pydicom import Dataset
@@ -22,6 +22,7 @@ from pydicom.sr.coding import Code
 
 from core import __version__
 from core.config import SEG_TYPES, Destination, SegType
+from core.errors import PipelineError
 from core.uids import ResultUIDs
 from pipelines.base import (
     ClassificationResult,
@@ -34,6 +35,12 @@ from pipelines.base import (
     measure_segments,
 )
 from pipelines.outputs import build_measurement_report, build_segmentation
+from pipelines.outputs.checks import (
+    OutputCheckFailed,
+    check_references,
+    check_segmentation_geometry,
+    check_segments,
+)
 from pipelines.outputs.findings import build_classification_report, build_detection_report
 from pipelines.outputs.key_objects import build_key_object_selection
 from pipelines.outputs.provenance import ResultProvenance
@@ -181,9 +188,11 @@ def build_result_objects(
     sr_uids = {"series_instance_uid": uids.sr_series, "sop_instance_uid": uids.sr_instance}
     if isinstance(result, ClassificationResult):
         sr = build_classification_report(data, result, **sr_uids, **common)
+        checked(data, [ResultObject("sr", sr)])
         return BuiltResults([ResultObject("sr", sr)], sources.note)
     if isinstance(result, DetectionResult):
         sr = build_detection_report(data, result, **sr_uids, **common)
+        checked(data, [ResultObject("sr", sr)])
         return BuiltResults([ResultObject("sr", sr)], sources.note)
     measurements = measure_segments(data, result)
     wanted = set(seg_types) or {"BINARY"}
@@ -220,7 +229,32 @@ def build_result_objects(
         objects += [ResultObject("seg", seg, seg_type), ResultObject("sr", sr, seg_type)]
     objects.sort(key=lambda item: SEG_TYPES.index(item.seg_type or "BINARY"))  # BINARY first
     viewers = ViewerInputs(data, result, measurements, pipeline, provenance)
-    return BuiltResults(objects + viewer_objects(viewers, objects, uids, destinations), note)
+    objects += viewer_objects(viewers, objects, uids, destinations)
+    checked(data, objects, measurements, pipeline.plausible_volume_ml)
+    return BuiltResults(objects, note)
+
+
+def checked(
+    data: PipelineInput,
+    objects: Sequence[ResultObject],
+    measurements: Sequence[SegmentMeasurement] = (),
+    plausible_volume_ml: Mapping[str, tuple[float, float]] | None = None,
+) -> None:
+    """Check the objects before any leaves (:mod:`pipelines.outputs.checks`).
+
+    Raises
+    ------
+    PipelineError
+        If one would be rejected or mislead: the job fails with the reason.
+    """
+    try:
+        check_references(data.datasets, [item.dataset for item in objects])
+        for item in objects:
+            if item.kind == "seg":
+                check_segmentation_geometry(data.datasets, item.dataset)
+                check_segments(item.dataset, measurements, plausible_volume_ml or {})
+    except OutputCheckFailed as exc:
+        raise PipelineError(f"output check failed: {exc}") from exc
 
 
 @dataclass(frozen=True)

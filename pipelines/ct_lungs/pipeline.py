@@ -108,6 +108,12 @@ class CtLungsPipeline(Pipeline):
         modalities=["CT"], body_parts=CHEST_BODY_PARTS, body_part_may_be_missing=True
     )
     content: tuple[ContentCheckName, ...] = ("chest-ct",)
+    # A lung is at least min_lung_ml; one lung of a hyperinflated adult stays under 6 L.
+    plausible_volume_ml: ClassVar[dict[str, tuple[float, float]]] = {
+        "body": (100.0, 300_000.0),
+        "left-lung": (20.0, 6000.0),
+        "right-lung": (20.0, 6000.0),
+    }
 
     body_threshold_hu: ClassVar[float] = -500.0
     air_threshold_hu: ClassVar[float] = -400.0
