@@ -1,4 +1,4 @@
-"""Error taxonomy and DIMSE status codes used across the node.
+"""Error taxonomy of the node (DIMSE status codes: :mod:`core.dicom_status`).
 
 Errors are split by what the caller should do about them:
 
@@ -10,7 +10,7 @@ Errors are split by what the caller should do about them:
 
 from __future__ import annotations
 
-from enum import IntEnum
+from core.dicom_status import StoreStatus
 
 
 class NodeError(Exception):
@@ -23,7 +23,7 @@ class InputRejected(NodeError):
     ``status`` is the DIMSE status the Storage SCP answers for it.
     """
 
-    def __init__(self, message: str, status: int = 0xC000) -> None:
+    def __init__(self, message: str, status: int = StoreStatus.CANNOT_UNDERSTAND) -> None:
         super().__init__(message)
         self.status = status
 
@@ -46,21 +46,3 @@ class ContentOutsideDomain(PipelineError):
 
 class ConfigurationError(NodeError):
     """The settings are inconsistent (unknown pipeline, bad destination)."""
-
-
-class StoreStatus(IntEnum):
-    """C-STORE response statuses the Storage SCP answers (PS3.4 Annex B.2.3)."""
-
-    SUCCESS = 0x0000
-    PROCESSING_FAILURE = 0x0110
-    OUT_OF_RESOURCES = 0xA700
-    DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
-    CANNOT_UNDERSTAND = 0xC000
-    MISSING_UIDS = 0xC001
-    INVALID_UID = 0xC002
-
-
-class VerificationStatus(IntEnum):
-    """C-ECHO response statuses."""
-
-    SUCCESS = 0x0000

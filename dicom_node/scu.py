@@ -20,12 +20,12 @@ from pynetdicom.association import Association
 from pynetdicom.presentation import build_context
 
 from core.config import Destination
+from core.dicom_status import PEER_STORED
 from core.errors import TransientError
 
 log = logging.getLogger(__name__)
 
 MAX_CONTEXTS = 128
-SUCCESS_OR_WARNING = {0x0000, 0x0001, 0x0107, 0x0116, 0xB000, 0xB006, 0xB007}
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class SendOutcome:
     @property
     def ok(self) -> bool:
         """Whether the peer stored the file (success or a warning status)."""
-        return self.status in SUCCESS_OR_WARNING
+        return self.status in PEER_STORED
 
 
 def _header(path: Path) -> tuple[str, str, str]:
@@ -114,5 +114,5 @@ def _send_one(assoc: Association, path: Path, sop_uid: str) -> SendOutcome:
     status = getattr(response, "Status", None)
     if status is None:
         return SendOutcome(path, sop_uid, None, "no response (timeout or abort)")
-    error = None if int(status) in SUCCESS_OR_WARNING else f"status 0x{int(status):04X}"
+    error = None if int(status) in PEER_STORED else f"status 0x{int(status):04X}"
     return SendOutcome(path, sop_uid, int(status), error)

@@ -20,6 +20,7 @@ from pathlib import Path
 from pydicom import dcmread
 from pynetdicom.sop_class import StorageCommitmentPushModel
 
+from core.dicom_status import EventReportStatus
 from core.files import write_durably
 from dicom_node.store.receive import part10_header
 
@@ -27,11 +28,6 @@ log = logging.getLogger(__name__)
 
 #: N-EVENT-REPORT Event Type IDs of Storage Commitment (PS3.4 J.3.3).
 ALL_COMMITTED, SOME_FAILED = 1, 2
-#: N-EVENT-REPORT-RSP statuses (PS3.7 10.1.1.1.8).
-SUCCESS = 0x0000
-PROCESSING_FAILURE = 0x0110
-NO_SUCH_EVENT_TYPE = 0x0113
-INVALID_ARGUMENT = 0x0115
 #: Largest report accepted (a reference costs about 150 bytes).
 MAX_REPORT_BYTES = 16 << 20
 #: The well-known SOP Instance of Storage Commitment Push Model (PS3.4 J.3.5).
@@ -60,7 +56,7 @@ class CommitmentInbox:
         """Keep the event information ``data`` of an N-EVENT-REPORT; the status to answer."""
         if event_type_id not in (ALL_COMMITTED, SOME_FAILED):
             log.warning("storage commitment report from %s: event type %s", peer, event_type_id)
-            return NO_SUCH_EVENT_TYPE
+            return EventReportStatus.NO_SUCH_EVENT_TYPE
         header = part10_header(
             StorageCommitmentPushModel, COMMITMENT_INSTANCE, transfer_syntax, peer
         )
@@ -71,14 +67,14 @@ class CommitmentInbox:
         except AttributeError:
             path.unlink(missing_ok=True)
             log.warning("storage commitment report from %s without a Transaction UID", peer)
-            return INVALID_ARGUMENT
+            return EventReportStatus.INVALID_ARGUMENT
         except Exception as exc:
             path.unlink(missing_ok=True)
             log.error("cannot keep a storage commitment report from %s: %s", peer, exc)
-            return PROCESSING_FAILURE
+            return EventReportStatus.PROCESSING_FAILURE
         log.info("storage commitment report for transaction %s from %s", transaction_uid, peer)
         self._on_report()
-        return SUCCESS
+        return EventReportStatus.SUCCESS
 
     def pending(self) -> list[Path]:
         """The reports not yet applied, oldest first."""

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from pynetdicom.sop_class import StorageCommitmentPushModel
 
-from core.errors import StoreStatus, VerificationStatus
+from core.dicom_status import GeneralStatus, StoreStatus, VerificationStatus
 from dicom_node.commitment.inbox import MAX_REPORT_BYTES, CommitmentInbox
 from dicom_node.scp import pdu
 from dicom_node.scp.dimse import (
@@ -39,10 +39,6 @@ from dicom_node.store.receive import WRITE_BUFFER_BYTES, ReceiveFile, part10_hea
 
 log = logging.getLogger(__name__)
 
-#: Status for a request the SCP does not perform (PS3.7 C.4.2 "Unrecognized Operation").
-UNRECOGNIZED_OPERATION = 0x0211
-#: C-STORE status "Refused: SOP Class not supported" (PS3.4 Table B.2-1).
-SOP_CLASS_NOT_SUPPORTED = 0x0122
 #: Largest command set accepted (a C-STORE-RQ is a few hundred bytes).
 MAX_COMMAND_BYTES = 1 << 16
 #: Largest association request PDU accepted (128 contexts of every syntax take ~200 KB).
@@ -364,7 +360,8 @@ class StorageAssociation:
             )
             status, reason = int(outcome.status), outcome.reason
         elif request.command_field == CommandField.C_STORE_RQ:
-            status, reason = SOP_CLASS_NOT_SUPPORTED, "SOP class differs from the context's"
+            status = StoreStatus.SOP_CLASS_NOT_SUPPORTED
+            reason = "SOP class differs from the context's"
         elif isinstance(dataset, _Report) and self._commitment is not None:
             status = self._commitment.receive(
                 request.event_type_id,
@@ -373,7 +370,8 @@ class StorageAssociation:
                 self._calling_ae,
             )
         else:
-            status, reason = UNRECOGNIZED_OPERATION, "operation not supported by this node"
+            status = GeneralStatus.UNRECOGNIZED_OPERATION
+            reason = "operation not supported by this node"
         assert self._accepted is not None
         command = encode_response(request, status, reason)
         self.sock.sendall(

@@ -2,7 +2,7 @@
 
 :class:`InstanceStore` is what the Storage SCP calls once a C-STORE dataset
 has arrived in its receive file.  Every failure is turned into a specific
-DIMSE status (see :class:`core.errors.StoreStatus`) and a log line with UIDs
+DIMSE status (see :class:`core.dicom_status.StoreStatus`) and a log line with UIDs
 only, never a false success: success is answered only after the file is
 fsynced under its final name and its row is committed.
 """
@@ -19,7 +19,8 @@ from pathlib import Path
 
 from pydicom.uid import UID
 
-from core.errors import InputRejected, StoreStatus
+from core.dicom_status import StoreStatus
+from core.errors import InputRejected
 from dicom_node.recording.received import (
     ReceivedInstance,
     Recorder,

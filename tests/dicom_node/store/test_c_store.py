@@ -16,7 +16,8 @@ from pydicom.dataset import Dataset
 from pydicom.filereader import _read_file_meta_info
 from pydicom.sequence import Sequence
 
-from core.errors import InputRejected, StoreStatus
+from core.dicom_status import StoreStatus
+from core.errors import InputRejected
 from dicom_node.recording.received import StudyIdentifiers
 from dicom_node.store.c_store import InstanceHeader, checked_header
 from dicom_node.store.header import scan_header

@@ -18,7 +18,8 @@ from pydicom.uid import (
 )
 from pynetdicom.dsutils import encode
 
-from core.errors import InputRejected, StoreStatus
+from core.dicom_status import StoreStatus
+from core.errors import InputRejected
 from dicom_node.store import structure
 from dicom_node.store.c_store import checked_header
 from dicom_node.store.header import PIXEL_DATA
