@@ -202,11 +202,12 @@ def test_a_receiver_process_loads_only_what_the_scp_needs(
 def test_receiver_processes_run_the_nodes_own_modules_whatever_the_working_folder(
     make_settings: Callable[..., Settings], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    decoy = tmp_path / "cwd" / "dicom_node"
+    decoy = tmp_path / "cwd" / "dicom_node" / "receivers"
     decoy.mkdir(parents=True)
+    (decoy.parent / "__init__.py").write_text("")
     (decoy / "__init__.py").write_text("")
-    (decoy / "receiver_process.py").write_text("raise SystemExit(3)\n")
-    monkeypatch.chdir(decoy.parent)
+    (decoy / "process.py").write_text("raise SystemExit(3)\n")
+    monkeypatch.chdir(decoy.parent.parent)
     with receiving_node(make_settings, receiver_processes=2) as node:
         assert all(child.process.poll() is None for child in node.pool._children)
         files = write_phantom(generate_ct_phantom(slices=2, rows=32, columns=32), tmp_path / "s")
