@@ -54,7 +54,7 @@ def fail_delivery(runtime: WorkerRuntime, delivery_id: int, reason: str) -> None
     """Mark a delivery failed with ``reason`` (also used for unexpected task errors)."""
     with session_scope(runtime.session_factory) as session:
         delivery = session.get(Delivery, delivery_id)
-        if delivery is None or delivery.state == DeliveryState.SUCCEEDED:
+        if delivery is None or delivery.state in (DeliveryState.SUCCEEDED, DeliveryState.COMMITTED):
             return
         delivery.state = DeliveryState.FAILED
         delivery.last_error = reason

@@ -23,16 +23,15 @@ from core.db.models import Hl7Message, Hl7State, Result
 from core.status import hl7_rows
 from pipelines.phantom import PhantomStudy
 from tests.support.dcmtk import StoreSCP
+from tests.support.jobs import run_job
 from tests.support.mllp import MllpListener
 from tests.support.ports import free_port
 from tests.support.sr import measured_values
+from tests.worker.conftest import RecordingApp, SpoolStudy
 from worker.celery_app import SEND_HL7
 from worker.hl7.outbox import Hl7Outcome, execute_hl7
 from worker.runtime import WorkerRuntime
 from worker.tasks.send import DeliveryOutcome, execute_delivery
-
-from .conftest import RecordingApp, SpoolStudy
-from .test_commitment import _run_job
 
 pytestmark = pytest.mark.e2e
 
@@ -55,7 +54,7 @@ def _deliver(
     study: PhantomStudy,
 ) -> list[int]:
     """Run the job, deliver its results; the HL7 message ids queued."""
-    ids = _run_job(settings, factory, app, spool_study(study))
+    ids = run_job(settings, factory, app, spool_study(study))
     runtime = WorkerRuntime.from_settings(settings)
     for delivery_id in ids.values():
         assert execute_delivery(runtime, delivery_id, app) == DeliveryOutcome.SUCCEEDED

@@ -11,29 +11,25 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.config import Settings
-from core.db.models import Delivery, DeliveryState, Result, utcnow
+from core.db.models import Delivery, DeliveryState
 from core.db.session import make_engine, make_session_factory
 from dicom_node.recording.group_commit import GroupCommitRecorder
 from dicom_node.scp.server import StorageSCP
 from dicom_node.scp.settings import ScpSettings
+from tests.support.jobs import run_job
 from tests.support.orthanc import OrthancServer
 from tests.support.ports import free_port
 from tests.support.waiting import wait_until
+from tests.worker.conftest import RecordingApp, SpoolStudy
 from worker.commitment import apply_inbox, sweep_commitments
-from worker.dispatch import Dispatcher
 from worker.runtime import WorkerRuntime
-from worker.tasks.inference import execute_job
 from worker.tasks.send import DeliveryOutcome, execute_delivery
-
-from .conftest import RecordingApp, SpoolStudy
 
 pytestmark = pytest.mark.e2e
 
@@ -101,19 +97,6 @@ def orthanc(node_port: int, tmp_path: Path) -> Iterator[OrthancServer]:
         yield server
 
 
-def _run_job(
-    settings: Settings, factory: sessionmaker[Session], app: RecordingApp, study_id: int
-) -> dict[str, int]:
-    """Route the study, run its job; its delivery ids by result kind."""
-    now = utcnow() + timedelta(seconds=settings.stability_seconds + 1)
-    outcome = Dispatcher(app, factory, settings).route_study(study_id, now=now)
-    assert outcome is not None
-    execute_job(WorkerRuntime.from_settings(settings), outcome.new_job_ids[0])
-    with factory() as session:
-        rows = session.execute(select(Result.kind, Delivery.id).join(Delivery.result)).all()
-        return {kind: delivery_id for kind, delivery_id in rows}
-
-
 def _state(factory: sessionmaker[Session], delivery_id: int) -> Delivery:
     with factory() as session:
         return session.get_one(Delivery, delivery_id)
@@ -130,7 +113,7 @@ def test_a_lost_instance_is_reported_failed_then_re_sent_and_committed(
 ) -> None:
     node = start_scp()
     settings = make_settings(destinations=f"ORTHANC@127.0.0.1:{orthanc.dicom_port}/commit")
-    ids = _run_job(settings, session_factory, recording_app, spool_study(small_phantom))
+    ids = run_job(settings, session_factory, recording_app, spool_study(small_phantom))
     runtime = WorkerRuntime.from_settings(settings)
 
     for delivery_id in ids.values():
@@ -171,7 +154,7 @@ def test_a_report_after_a_node_restart_finds_its_delivery(
 ) -> None:
     """The node is down when Orthanc reports; the restarted node applies the report."""
     settings = make_settings(destinations=f"ORTHANC@127.0.0.1:{orthanc.dicom_port}/commit")
-    ids = _run_job(settings, session_factory, recording_app, spool_study(small_phantom))
+    ids = run_job(settings, session_factory, recording_app, spool_study(small_phantom))
     runtime = WorkerRuntime.from_settings(settings)
 
     assert execute_delivery(runtime, ids["seg"]) == DeliveryOutcome.SUCCEEDED
@@ -207,7 +190,7 @@ def test_a_report_that_never_comes_becomes_a_visible_failure(
         destinations=f"ORTHANC@127.0.0.1:{orthanc.dicom_port}/commit",
         commitment_timeout_seconds=0.5,
     )
-    ids = _run_job(settings, session_factory, recording_app, spool_study(small_phantom))
+    ids = run_job(settings, session_factory, recording_app, spool_study(small_phantom))
     runtime = WorkerRuntime.from_settings(settings)
     assert execute_delivery(runtime, ids["seg"]) == DeliveryOutcome.SUCCEEDED
     node = start_scp()  # the report was lost: the node was down

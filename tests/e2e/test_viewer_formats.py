@@ -25,12 +25,11 @@ from core.db.models import Delivery, Result
 from pipelines.outputs.secondary_capture import PALETTE
 from pipelines.phantom import PhantomStudy, write_phantom
 from tests.support.dciodvfy import dciodvfy_available, dciodvfy_errors
+from tests.support.jobs import run_job
 from tests.support.orthanc import OrthancServer
+from tests.worker.conftest import RecordingApp, SpoolStudy
 from worker.runtime import WorkerRuntime
 from worker.tasks.send import DeliveryOutcome, execute_delivery
-
-from .conftest import RecordingApp, SpoolStudy
-from .test_commitment import _run_job
 
 pytestmark = [
     pytest.mark.e2e,
@@ -59,7 +58,7 @@ def test_a_viewer_destination_gets_a_rendered_sc_and_a_kos_that_resolves(
             orthanc.upload(path)
         viewer = f"VIEWER@127.0.0.1:{orthanc.dicom_port}/formats=sc+sr+kos"
         settings = make_settings(destinations=viewer)
-        _run_job(settings, session_factory, recording_app, spool_study(small_phantom))
+        run_job(settings, session_factory, recording_app, spool_study(small_phantom))
         runtime = WorkerRuntime.from_settings(settings)
         with session_factory() as session:
             ids = session.scalars(select(Delivery.id)).all()
