@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.config import Settings
-from core.db.models import Delivery, DeliveryState
+from core.db.models import Delivery, DeliveryState, Hl7Message
 from core.db.session import make_engine, make_session_factory
 from dicom_node.recording.group_commit import GroupCommitRecorder
 from dicom_node.scp.server import StorageSCP
@@ -48,10 +49,11 @@ end
 
 @dataclass
 class NodeScp:
-    """The node's Storage SCP with the commitment reports it applied and the re-sends due."""
+    """The node's Storage SCP with the re-sends and HL7 messages its applied reports queued."""
 
     scp: StorageSCP
     resend: list[int]
+    hl7_messages: list[int]
 
 
 @pytest.fixture
@@ -62,25 +64,29 @@ def node_port() -> int:
 @pytest.fixture
 def start_scp(
     make_settings: Callable[..., Settings], node_port: int
-) -> Iterator[Callable[[], NodeScp]]:
-    """``start_scp()``: the node's SCP on ``node_port``, a fresh process's worth of objects."""
+) -> Iterator[Callable[..., NodeScp]]:
+    """``start_scp(**settings)``: the node's SCP on ``node_port``, a fresh process's objects."""
     started: list[tuple[StorageSCP, object]] = []
 
-    def start() -> NodeScp:
-        settings = make_settings(port=node_port)
+    def start(**overrides: object) -> NodeScp:
+        settings = make_settings(port=node_port, **overrides)
         engine = make_engine(settings.effective_database_url)
         factory = make_session_factory(engine)
-        resend: list[int] = []
-        scp = StorageSCP(
+        node = NodeScp(None, [], [])  # type: ignore[arg-type]
+
+        def applied() -> None:
+            outcome = apply_inbox(node.scp.commitment, factory, settings)
+            node.resend += outcome.resend
+            node.hl7_messages += outcome.hl7_messages
+
+        node.scp = StorageSCP(
             ScpSettings.from_settings(settings),
             GroupCommitRecorder(factory),
-            on_commitment_report=lambda: resend.extend(
-                apply_inbox(scp.commitment, factory, settings).resend
-            ),
+            on_commitment_report=applied,
         )
-        scp.start()
-        started.append((scp, engine))
-        return NodeScp(scp, resend)
+        node.scp.start()
+        started.append((node.scp, engine))
+        return node
 
     yield start
     for scp, engine in started:
@@ -111,8 +117,11 @@ def test_a_lost_instance_is_reported_failed_then_re_sent_and_committed(
     orthanc: OrthancServer,
     start_scp: Callable[[], NodeScp],
 ) -> None:
-    node = start_scp()
-    settings = make_settings(destinations=f"ORTHANC@127.0.0.1:{orthanc.dicom_port}/commit")
+    ris = f"127.0.0.1:{free_port()}"
+    node = start_scp(hl7_destinations=ris)
+    settings = make_settings(
+        destinations=f"ORTHANC@127.0.0.1:{orthanc.dicom_port}/commit", hl7_destinations=ris
+    )
     ids = run_job(settings, session_factory, recording_app, spool_study(small_phantom))
     runtime = WorkerRuntime.from_settings(settings)
 
@@ -141,6 +150,11 @@ def test_a_lost_instance_is_reported_failed_then_re_sent_and_committed(
     assert resent.commit_transaction_uid != sr.commit_transaction_uid
     assert resent.attempts == 2 and resent.last_error is None
     assert orthanc.statistics()["CountInstances"] == 2
+    # the ORU waits for the last commitment, then is written once
+    wait_until(lambda: node.hl7_messages, message=orthanc.log_tail)
+    with session_factory() as session:
+        messages = session.scalars(select(Hl7Message)).all()
+    assert [m.id for m in messages] == node.hl7_messages and messages[0].destination == ris
 
 
 def test_a_report_after_a_node_restart_finds_its_delivery(
