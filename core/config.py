@@ -85,6 +85,21 @@ class Destination(BaseModel):
 
     _check_ae = field_validator("ae_title")(_validate_ae_title)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _labelmap_format(cls, data: Any) -> Any:
+        """``seg-labelmap`` in ``formats`` is ``seg`` with ``seg_type = "LABELMAP"``."""
+        if not isinstance(data, dict):
+            return data
+        formats = data.get("formats")
+        names = formats.split("+") if isinstance(formats, str) else formats
+        if isinstance(names, list) and "seg-labelmap" in [str(n).strip().lower() for n in names]:
+            data = {**data, "seg_type": "LABELMAP"}
+            data["formats"] = [
+                "seg" if str(n).strip().lower() == "seg-labelmap" else n for n in names
+            ]
+        return data
+
     @field_validator("formats", mode="before")
     @classmethod
     def _canonical_formats(cls, value: Any) -> Any:

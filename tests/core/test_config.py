@@ -353,3 +353,6 @@ destinations = [{ ae_title = "PACS", host = "h", port = 104, formats = ["kos", "
     assert (pacs.formats, pacs.kos_variant) == (["seg", "sr", "kos"], "seg+sr")
     with pytest.raises(ValueError, match="unknown formats"):
         Destination.parse("V@h:104/formats=pdf")
+    labelmap = Destination.parse("R@h:104/formats=seg-labelmap+sr+kos")
+    assert (labelmap.seg_type, labelmap.formats) == ("LABELMAP", ["seg", "sr", "kos"])
+    assert str(labelmap) == "R@h:104/labelmap/formats=seg+sr+kos"
