@@ -45,7 +45,7 @@ def test_defaults(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert settings.embedded_broker_dir == settings.spool_path / "broker"
     assert settings.destinations == []
     assert settings.allowed_callers == []
-    assert [rule.pipeline for rule in settings.routing_rules] == ["ct-lungs"]
+    assert [rule.pipeline for rule in settings.routing_rules] == ["ct-lungs", "mr-brain"]
 
 
 def test_explicit_database_and_broker_urls(clean_env: pytest.MonkeyPatch) -> None:
