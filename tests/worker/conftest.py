@@ -79,10 +79,19 @@ def spool_study(
             if index in skip:
                 continue
             ds = dcmread(path, stop_before_pixels=True)
-            stored = spool.commit(
-                ReceiveFile(path.parent, path.read_bytes()),
-                spool.relative_path(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID),
-            )
+            received = ReceiveFile(path.parent, path.read_bytes())
+            try:
+                stored = spool.commit(
+                    received,
+                    spool.relative_path(
+                        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID
+                    ),
+                )
+            finally:
+                # As the SCP does after each instance: one descriptor per instance otherwise
+                # stays open, and past 1024 of them pynetdicom's select() fails the next
+                # association (a silent "Association Aborted").
+                received.discard()
             study_id = recorder.record(
                 ReceivedInstance(
                     study_uid=ds.StudyInstanceUID,
