@@ -18,9 +18,9 @@ from pydicom import dcmread
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.status import hl7_rows
 from core.config import Settings
 from core.db.models import Hl7Message, Hl7State, Result
-from core.status import hl7_rows
 from pipelines.phantom import PhantomStudy
 from tests.support.dcmtk import StoreSCP
 from tests.support.jobs import run_job

@@ -63,7 +63,7 @@ def installed_plugin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]
 
 def _ainode(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "core.cli", *args],
+        [sys.executable, "-m", "app.cli", *args],
         capture_output=True,
         text=True,
         timeout=120,

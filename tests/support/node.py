@@ -52,7 +52,7 @@ class NodeProcesses:
     ) -> subprocess.CompletedProcess[str]:
         """Run one ``ainode`` command to completion (``stdin``: text fed to it)."""
         proc = subprocess.run(
-            [sys.executable, "-m", "core.cli", *args],
+            [sys.executable, "-m", "app.cli", *args],
             capture_output=True,
             text=True,
             env=self._environ(),
@@ -68,7 +68,7 @@ class NodeProcesses:
         """Start a long-running ``ainode`` command; its output goes to a log file."""
         name = "-".join(args)
         process = BackgroundProcess(
-            [sys.executable, "-m", "core.cli", *args],
+            [sys.executable, "-m", "app.cli", *args],
             log_path=self.workdir / f"ainode-{name}-{len(self.processes)}.log",
             env=self._environ(),
         )

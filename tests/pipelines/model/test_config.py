@@ -9,7 +9,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from core.cli import main
+from app.cli import main
 from core.errors import ConfigurationError
 from pipelines.inventory import inventory
 from pipelines.model.config import load_model_config

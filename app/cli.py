@@ -97,7 +97,7 @@ def serve(ctx: click.Context) -> None:
     """Run the Storage SCP and the stability scheduler (no worker)."""
     import signal
 
-    from dicom_node.service import NodeService
+    from app.serve import NodeService
     from worker.liveness import ProcessBeat
 
     settings = _settings(ctx)
@@ -146,13 +146,13 @@ def worker(ctx: click.Context, queues: str | None) -> None:
 @click.pass_context
 def run(ctx: click.Context) -> None:
     """Run everything on one machine: migrations, SCP + scheduler, a worker and the console."""
+    from app.supervisor import Child, ProcessGroup
     from core.db.migrate import upgrade
-    from core.supervisor import Child, ProcessGroup
 
     settings = _settings(ctx)
     settings.spool_path.mkdir(parents=True, exist_ok=True, mode=0o700)
     upgrade(settings.effective_database_url)
-    base = [sys.executable, "-m", "core.cli"]
+    base = [sys.executable, "-m", "app.cli"]
     children = [Child("serve", [*base, "serve"]), Child("worker", [*base, "worker"])]
     if settings.web_enabled:
         children.append(Child("web", [*base, "web"]))
@@ -284,8 +284,8 @@ def users_list(ctx: click.Context) -> None:
 @click.pass_context
 def status(ctx: click.Context, limit: int, as_json: bool, hl7_text: bool) -> None:
     """Recent studies, jobs and HL7 result messages with their states, timings and errors."""
+    from app.status import format_table, hl7_rows, job_rows, study_rows
     from core.db.session import make_engine, make_session_factory, session_scope
-    from core.status import format_table, hl7_rows, job_rows, study_rows
 
     settings = _settings(ctx)
     _require_schema(settings)
