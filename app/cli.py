@@ -310,8 +310,8 @@ def status(ctx: click.Context, limit: int, as_json: bool, hl7_text: bool) -> Non
 
 def _dispatcher(settings: Settings):
     from core.db.session import make_engine, make_session_factory
+    from scheduler.dispatch import Dispatcher
     from worker.celery_app import create_app
-    from worker.dispatch import Dispatcher
 
     _require_schema(settings)
     factory = make_session_factory(make_engine(settings.effective_database_url))

@@ -17,11 +17,11 @@ from dicom_node.receivers.pool import ReceiverPool
 from dicom_node.recording.group_commit import GroupCommitRecorder
 from dicom_node.scp.server import StorageSCP
 from dicom_node.scp.settings import ScpSettings
-from dicom_node.stability import StabilityMonitor
 from dicom_node.store.receive import remove_stale
+from scheduler.dispatch import Dispatcher
+from scheduler.stability import StabilityMonitor
 from worker.celery_app import create_app
 from worker.commitment import CommitmentOutcome, apply_inbox, sweep_commitments
-from worker.dispatch import Dispatcher
 
 log = logging.getLogger(__name__)
 

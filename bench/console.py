@@ -44,10 +44,10 @@ from core.db.models import (
     utcnow,
 )
 from core.db.session import make_engine, make_session_factory, session_scope
+from scheduler.dispatch import Dispatcher
 from web.actions import Actions
 from web.app import create_app
 from web.users import add_user
-from worker.dispatch import Dispatcher
 
 RESULTS = Path(__file__).resolve().parent / "results" / "console.json"
 DESTINATION = "PACS@127.0.0.1:104"

@@ -41,10 +41,6 @@ UPWARD_ALLOWED: dict[str, str] = {}
 
 #: Circles still allowed, each as the modules it may span.
 CIRCLES_ALLOWED: dict[str, str] = {
-    "worker": (
-        "celery_app -> tasks -> dispatch -> celery_app: item 3 of issue 21 puts task names "
-        "and queues in one module and the serve-side scheduling in scheduler/"
-    ),
     "pipelines.base pipelines.registry": (
         "a built-in's spec names its class and the class imports the spec back: item 4 "
         "of issue 21 lets the registry read a pipeline.json beside the code"

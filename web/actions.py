@@ -1,6 +1,6 @@
 """Operator actions: retry, re-run, re-send, acknowledge, bulk retry, pause and resume.
 
-Each one goes through the scheduler's own :class:`worker.dispatch.Dispatcher`
+Each one goes through the scheduler's own :class:`scheduler.dispatch.Dispatcher`
 (rows first, then the queue), so the console does exactly what ``ainode
 retry-deliveries`` and ``ainode replay`` do.  The caller writes the audit event.
 """
@@ -16,7 +16,7 @@ from core.control import ROUTING, destination_flag, set_paused
 from core.db.models import Acknowledgement, Delivery, DeliveryState, Job, JobState, utcnow
 from core.db.session import session_scope
 from core.errors import ConfigurationError
-from worker.dispatch import Dispatcher
+from scheduler.dispatch import Dispatcher
 
 ACK_KINDS = ("job", "delivery")
 #: Deliveries an operator may send again: given up, waiting to retry, or not committed.

@@ -254,8 +254,8 @@ def _before(value: str | None) -> int | None:
 def create_app(settings: Settings, actions: Actions | None = None) -> Starlette:
     """Build the console for ``settings`` (its own engine, Celery app and dispatcher)."""
     if actions is None:
+        from scheduler.dispatch import Dispatcher
         from worker.celery_app import create_app as create_celery
-        from worker.dispatch import Dispatcher
 
         factory = make_session_factory(make_engine(settings.effective_database_url))
         actions = Actions(Dispatcher(create_celery(settings), factory, settings))

@@ -20,7 +20,7 @@ from core.config import Destination, Settings
 from core.db.models import Series
 from core.routing import RoutingRule
 from core.tls import client_context
-from worker.dispatch import series_facts
+from scheduler.dispatch import series_facts
 
 SELFTEST_CALLING_AE = "AINODE_SELFTEST"
 SELFTEST_PATIENT_NAME = "SELFTEST^PHANTOM"

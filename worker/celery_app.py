@@ -15,13 +15,10 @@ from celery import Celery
 from kombu import Queue
 
 from core.config import Settings
+from worker.queues import QUEUES, SEND_DELIVERY, SEND_HL7
 
-QUEUES = ("cpu", "gpu", "send")
 #: kombu's file-system transport with atomic message files (see :mod:`worker.embedded_broker`).
 EMBEDDED_TRANSPORT = "worker.embedded_broker:Transport"
-RUN_JOB = "ainode.run_job"
-SEND_DELIVERY = "ainode.send_delivery"
-SEND_HL7 = "ainode.send_hl7"
 
 
 def broker_options(settings: Settings) -> tuple[str, dict[str, Any]]:

@@ -150,7 +150,7 @@ def build_result_objects(
     :meth:`ResultUIDs.for_seg_type`).  A LABELMAP cannot hold overlapping
     segments (a body outline around the lungs): then no LABELMAP is built, the
     BINARY pair is (even if not asked for) and the note says why; LABELMAP
-    destinations receive the BINARY pair (see :func:`worker.dispatch.plan_deliveries`).
+    destinations receive the BINARY pair (see :func:`worker.history.plan_deliveries`).
 
     Parameters
     ----------

@@ -28,8 +28,8 @@ from tests.support.mllp import MllpListener
 from tests.support.ports import free_port
 from tests.support.sr import measured_values
 from tests.worker.conftest import RecordingApp, SpoolStudy
-from worker.celery_app import SEND_HL7
 from worker.hl7.outbox import Hl7Outcome, execute_hl7
+from worker.queues import SEND_HL7
 from worker.runtime import WorkerRuntime
 from worker.tasks.send import DeliveryOutcome, execute_delivery
 

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.config import Settings
 from core.db.models import Delivery, Result, utcnow
-from worker.dispatch import Dispatcher
+from scheduler.dispatch import Dispatcher
 from worker.runtime import WorkerRuntime
 from worker.tasks.inference import execute_job
 

@@ -28,11 +28,11 @@ from core.db.models import (
     utcnow,
 )
 from core.db.session import make_engine, make_session_factory, session_scope
+from scheduler.dispatch import Dispatcher
 from tests.support.services import fresh_postgres_database
 from web.actions import Actions
 from web.app import create_app
 from web.users import add_user
-from worker.dispatch import Dispatcher
 
 PASSWORD = "correct horse battery"
 DESTINATION = "PACS@127.0.0.1:11113"

@@ -13,7 +13,7 @@ from core.db.session import session_scope
 from tests.support.dcmtk import StoreSCP
 from tests.web.conftest import DESTINATION, LoggedIn, RecordingApp, seed_job
 from web.overview import queue_depths
-from worker.celery_app import RUN_JOB, SEND_DELIVERY
+from worker.queues import RUN_JOB, SEND_DELIVERY
 
 
 def _form_token(html: str, action: str) -> str:
@@ -136,11 +136,11 @@ def test_echo_success(make_settings, tmp_path) -> None:
     from core.db.migrate import upgrade
     from core.db.models import Role
     from core.db.session import make_engine, make_session_factory
+    from scheduler.dispatch import Dispatcher
     from tests.web.conftest import PASSWORD, csrf_of
     from web.actions import Actions
     from web.app import create_app
     from web.users import add_user
-    from worker.dispatch import Dispatcher
 
     with StoreSCP(aet="PEER") as peer:
         settings = make_settings(destinations=f"PEER@127.0.0.1:{peer.port}")

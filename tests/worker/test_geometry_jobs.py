@@ -19,11 +19,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.db.models import Job, utcnow
 from core.routing import RoutingRule
 from pipelines.phantom import generate_ct_phantom
+from scheduler.dispatch import Dispatcher
 from tests.support.dciodvfy import dciodvfy_available, dciodvfy_errors
 from tests.support.model_fixtures import write_tissue_bands_model
 from tests.support.real_data import real_images
 from tests.support.stacks import enhanced_ct, jitter_orientation
-from worker.dispatch import Dispatcher
 from worker.runtime import WorkerRuntime
 from worker.tasks.inference import JobOutcome, execute_job
 

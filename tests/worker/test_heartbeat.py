@@ -8,8 +8,8 @@ from datetime import timedelta
 from sqlalchemy import update
 
 from core.db.models import Job, JobState, utcnow
+from scheduler.dispatch import Dispatcher
 from tests.support.waiting import wait_until
-from worker.dispatch import Dispatcher
 from worker.heartbeat import Heartbeat
 
 from .conftest import SpoolStudy

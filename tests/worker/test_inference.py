@@ -15,11 +15,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.config import Settings
 from core.db.models import Delivery, DeliveryState, Job, JobState, Result, utcnow
 from pipelines.phantom import PhantomStudy
+from scheduler.dispatch import Dispatcher
 from tests.support.bad_values import EXPECTED_CHANGES, with_invalid_values
 from tests.support.dciodvfy import dciodvfy_errors
 from tests.support.real_data import real_images
-from worker.celery_app import SEND_DELIVERY
-from worker.dispatch import Dispatcher
+from worker.queues import SEND_DELIVERY
 from worker.runtime import WorkerRuntime
 from worker.tasks.inference import JobOutcome, execute_job
 

@@ -16,6 +16,7 @@ from core.db.models import Job, JobState, utcnow
 from core.routing import RoutingRule
 from pipelines.outputs.report import INPUT_DOMAIN, OUTSIDE_DOMAIN
 from pipelines.phantom import PhantomStudy
+from scheduler.dispatch import Dispatcher
 from tests.pipelines.model.conftest import detector_config
 from tests.support.dciodvfy import dciodvfy_available, dciodvfy_errors
 from tests.support.model_fixtures import (
@@ -25,7 +26,6 @@ from tests.support.model_fixtures import (
 )
 from tests.support.radiograph import make_radiograph
 from tests.support.real_data import real_images
-from worker.dispatch import Dispatcher
 from worker.runtime import WorkerRuntime
 from worker.tasks.inference import JobOutcome, execute_job
 

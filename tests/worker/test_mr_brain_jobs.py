@@ -12,8 +12,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.config import Settings
 from core.db.models import Job, JobState, utcnow
 from pipelines.mr_brain.pipeline import MrBrainPipeline
+from scheduler.dispatch import Dispatcher
 from tests.support.real_data import real_images
-from worker.dispatch import Dispatcher
 from worker.tasks.inference import JobOutcome, execute_job
 
 from .conftest import RecordingApp, SpoolStudy

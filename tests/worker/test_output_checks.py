@@ -13,7 +13,7 @@ from core.config import Settings
 from core.db.models import Delivery, Job, JobState, utcnow
 from pipelines.ct_lungs.pipeline import CtLungsPipeline
 from pipelines.phantom import PhantomStudy
-from worker.dispatch import Dispatcher
+from scheduler.dispatch import Dispatcher
 from worker.runtime import WorkerRuntime
 from worker.tasks.inference import JobOutcome, execute_job
 

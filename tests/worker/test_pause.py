@@ -10,10 +10,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.control import ROUTING, destination_flag, set_paused
 from core.db.models import Delivery, DeliveryState, Study, StudyState, utcnow
 from core.db.session import session_scope
+from scheduler.dispatch import Dispatcher
 from tests.support.ports import free_port
 from web.actions import Actions
-from worker.celery_app import SEND_DELIVERY
-from worker.dispatch import Dispatcher
+from worker.queues import SEND_DELIVERY
 from worker.runtime import WorkerRuntime
 from worker.tasks.inference import execute_job
 from worker.tasks.send import DeliveryOutcome, execute_delivery

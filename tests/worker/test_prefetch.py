@@ -10,7 +10,7 @@ import pytest
 
 from core.db.models import utcnow
 from pipelines.phantom import generate_ct_phantom
-from worker.dispatch import Dispatcher
+from scheduler.dispatch import Dispatcher
 from worker.prefetch import InputPrefetcher
 from worker.runtime import WorkerRuntime
 from worker.tasks.inference import JobOutcome, _upcoming, execute_job

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.config import Settings
 from core.db.models import Job, JobState, utcnow
 from core.routing import RoutingRule
+from scheduler.dispatch import Dispatcher
 from tests.support.dciodvfy import dciodvfy_available, dciodvfy_errors
 from tests.support.model_fixtures import (
     BrightRegionDetectorFixture,
@@ -22,7 +23,6 @@ from tests.support.model_fixtures import (
 )
 from tests.support.radiograph import two_view_series
 from tests.support.real_data import real_images
-from worker.dispatch import Dispatcher
 from worker.runtime import WorkerRuntime
 from worker.tasks.inference import JobOutcome, execute_job
 

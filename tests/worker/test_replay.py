@@ -9,8 +9,8 @@ from sqlalchemy import select, update
 
 from core.db.models import Delivery, DeliveryState, Job, JobState, utcnow
 from core.errors import ConfigurationError
-from worker.celery_app import RUN_JOB, SEND_DELIVERY
-from worker.dispatch import Dispatcher
+from scheduler.dispatch import Dispatcher
+from worker.queues import RUN_JOB, SEND_DELIVERY
 from worker.runtime import WorkerRuntime
 from worker.tasks.inference import execute_job
 

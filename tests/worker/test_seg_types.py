@@ -22,11 +22,11 @@ from core.db.models import Delivery, Job, JobState, Result, utcnow
 from core.errors import ConfigurationError
 from core.routing import RoutingRule
 from pipelines.phantom import PhantomStudy
+from scheduler.dispatch import Dispatcher
 from tests.support.dciodvfy import dciodvfy_errors, labelmap_dciodvfy_errors
 from tests.support.model_fixtures import write_tissue_bands_model
 from tests.support.sr import referenced_segmentations
-from worker.celery_app import SEND_DELIVERY
-from worker.dispatch import Dispatcher
+from worker.queues import SEND_DELIVERY
 from worker.runtime import WorkerRuntime
 from worker.tasks.inference import JobOutcome, execute_job
 

@@ -8,13 +8,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.db.models import Delivery, DeliveryState, Job, utcnow
+from scheduler.dispatch import Dispatcher
 from tests.support.dcmtk import StoreSCP
 from tests.support.ports import free_port
-from worker.celery_app import SEND_DELIVERY
-from worker.dispatch import Dispatcher
+from worker.history import backoff_seconds
+from worker.queues import SEND_DELIVERY
 from worker.runtime import WorkerRuntime
 from worker.tasks.inference import execute_job
-from worker.tasks.send import DeliveryOutcome, backoff_seconds, execute_delivery
+from worker.tasks.send import DeliveryOutcome, execute_delivery
 
 from .conftest import RecordingApp, SpoolStudy
 

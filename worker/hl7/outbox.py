@@ -27,8 +27,10 @@ from core.db.models import Delivery, DeliveryState, Hl7Message, Hl7State, Job, R
 from core.db.session import session_scope
 from core.errors import TransientError
 from core.tls import client_context
+from worker.history import backoff_seconds
 from worker.hl7.mllp import send_message
 from worker.hl7.oru import OrderContext, Parties, build_oru
+from worker.queues import enqueue_hl7
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -138,11 +140,8 @@ def enqueue_result_messages(runtime: WorkerRuntime, app: Celery | None, ids: lis
     """Queue the sending of HL7 messages ``ids`` (the recovery sweep does it without an app)."""
     if app is None or not ids:
         return
-    from worker.dispatch import Dispatcher
-
-    dispatcher = Dispatcher(app, runtime.session_factory, runtime.settings)
     for message_id in ids:
-        dispatcher.enqueue_hl7(message_id)
+        enqueue_hl7(app, message_id)
 
 
 def _configured(settings: Settings, name: str) -> Hl7Destination | None:
@@ -188,8 +187,6 @@ def execute_hl7(runtime: WorkerRuntime, message_id: int, app: Celery | None = No
             row.state, row.next_attempt_at = Hl7State.FAILED, None
             log.warning("HL7 message %d to %s failed for good: %s", message_id, name, logged)
             return Hl7Outcome.FAILED
-        from worker.tasks.send import backoff_seconds
-
         delay = backoff_seconds(
             row.attempts, settings.delivery_backoff_seconds, settings.delivery_backoff_max_seconds
         )
@@ -197,9 +194,7 @@ def execute_hl7(runtime: WorkerRuntime, message_id: int, app: Celery | None = No
         row.next_attempt_at = utcnow() + timedelta(seconds=delay)
     log.info("HL7 message %d to %s: %s; retry in %.1fs", message_id, name, logged, delay)
     if app is not None:
-        from worker.dispatch import Dispatcher
-
-        Dispatcher(app, runtime.session_factory, settings).enqueue_hl7(message_id, delay)
+        enqueue_hl7(app, message_id, delay)
     return Hl7Outcome.RETRYING
 
 

@@ -7,13 +7,13 @@ from typing import TYPE_CHECKING
 from worker.base import NodeTask
 
 if TYPE_CHECKING:
-    from worker.celery_app import NodeCelery
+    from celery import Celery
 
 
-def register_tasks(app: NodeCelery) -> None:
+def register_tasks(app: Celery) -> None:
     """Register ``ainode.run_job``, ``ainode.send_delivery`` and ``ainode.send_hl7`` on ``app``."""
-    from worker.celery_app import RUN_JOB, SEND_DELIVERY, SEND_HL7
     from worker.hl7 import outbox
+    from worker.queues import RUN_JOB, SEND_DELIVERY, SEND_HL7
     from worker.tasks import inference, send
 
     @app.task(

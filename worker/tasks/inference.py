@@ -31,8 +31,9 @@ from core.db.session import session_scope
 from core.errors import ConfigurationError, ContentOutsideDomain, PipelineError
 from core.files import write_durably
 from core.uids import ResultUIDs
-from worker.dispatch import plan_deliveries
 from worker.heartbeat import Heartbeat
+from worker.history import add_job_event, plan_deliveries
+from worker.queues import enqueue_delivery
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -91,12 +92,6 @@ class ClaimedJob:
     companion_paths: list[list[Path]] = field(default_factory=list)
 
 
-def _event(session: Session, job: Job, state: str, message: str | None = None) -> None:
-    from worker.dispatch import add_job_event
-
-    add_job_event(session, job, state, message)
-
-
 def _view(runtime: WorkerRuntime, session: Session, job: Job) -> ClaimedJob:
     """The facts of ``job`` a worker needs, with absolute paths of its input instances.
 
@@ -135,7 +130,9 @@ def _claim(runtime: WorkerRuntime, job_id: int) -> ClaimedJob | None:
         job.heartbeat_at = now
         job.worker = runtime.hostname
         job.error = None
-        _event(session, job, JobState.RUNNING, f"attempt {job.attempts} on {runtime.hostname}")
+        add_job_event(
+            session, job, JobState.RUNNING, f"attempt {job.attempts} on {runtime.hostname}"
+        )
         return _view(runtime, session, job)
 
 
@@ -169,7 +166,7 @@ def _finish(runtime: WorkerRuntime, job_id: int, state: JobState, reason: str) -
         job.state = state
         job.error = reason
         job.finished_at = utcnow()
-        _event(session, job, state, reason)
+        add_job_event(session, job, state, reason)
 
 
 def fail_job(runtime: WorkerRuntime, job_id: int, reason: str) -> None:
@@ -321,7 +318,7 @@ def _record_results(
         job.load_seconds = timings.load
         job.inference_seconds = timings.inference
         job.write_seconds = timings.write
-        _event(
+        add_job_event(
             session,
             job,
             JobState.SUCCEEDED,
@@ -377,9 +374,6 @@ def execute_job(runtime: WorkerRuntime, job_id: int, app: Celery | None = None) 
         timings.write,
     )
     if app is not None:
-        from worker.dispatch import Dispatcher
-
-        dispatcher = Dispatcher(app, runtime.session_factory, runtime.settings)
         for delivery_id in delivery_ids:
-            dispatcher.enqueue_delivery(delivery_id)
+            enqueue_delivery(app, delivery_id)
     return JobOutcome.SUCCEEDED

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import random
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -25,7 +24,9 @@ from core.errors import TransientError
 from core.tls import client_context
 from dicom_node.scu import store_files
 from worker.commitment import ask_commitment
+from worker.history import backoff_seconds
 from worker.hl7.outbox import enqueue_result_messages, queue_result_messages
+from worker.queues import enqueue_delivery
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -43,11 +44,6 @@ class DeliveryOutcome(enum.StrEnum):
     FAILED = "failed"
     SKIPPED = "skipped"
     PAUSED = "paused"
-
-
-def backoff_seconds(attempt: int, base: float, ceiling: float) -> float:
-    """Exponential backoff with full jitter: a random delay up to ``base * 2**(attempt-1)``."""
-    return random.uniform(0.5, 1.0) * min(ceiling, base * 2 ** max(attempt - 1, 0))
 
 
 def fail_delivery(runtime: WorkerRuntime, delivery_id: int, reason: str) -> None:
@@ -151,7 +147,5 @@ def execute_delivery(
         delivery.next_attempt_at = utcnow() + timedelta(seconds=delay)
     log.info("delivery %d to %s: %s; retry in %.1fs", delivery_id, name, error, delay)
     if app is not None:
-        from worker.dispatch import Dispatcher
-
-        Dispatcher(app, runtime.session_factory, settings).enqueue_delivery(delivery_id, delay)
+        enqueue_delivery(app, delivery_id, delay)
     return DeliveryOutcome.RETRYING

@@ -2,7 +2,7 @@
 
 The monitor sleeps until the earliest study deadline (not a fixed polling
 tick), routes each study that became quiet exactly once (the database claim
-in :meth:`worker.dispatch.Dispatcher.route_study` makes that safe with
+in :meth:`scheduler.dispatch.Dispatcher.route_study` makes that safe with
 several monitors), and runs the recovery sweep on its own interval.
 """
 

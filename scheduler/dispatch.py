@@ -17,7 +17,7 @@ from celery import Celery
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
-from core.config import Destination, Settings
+from core.config import Settings
 from core.control import ROUTING, is_paused
 from core.db.models import (
     Delivery,
@@ -25,9 +25,7 @@ from core.db.models import (
     Hl7Message,
     Hl7State,
     Job,
-    JobEvent,
     JobState,
-    Result,
     Series,
     Study,
     StudyState,
@@ -38,8 +36,9 @@ from core.errors import ConfigurationError
 from core.routing import SeriesFacts, match_rules
 from core.uids import input_key
 from pipelines.registry import get_spec
-from worker.celery_app import RUN_JOB, SEND_DELIVERY, SEND_HL7
-from worker.multiseries import Companions, fill_roles, record_inputs
+from scheduler.multiseries import Companions, fill_roles, record_inputs
+from worker.history import add_job_event, plan_deliveries, reset_delivery
+from worker.queues import RUN_JOB, enqueue, enqueue_delivery, enqueue_hl7
 
 log = logging.getLogger(__name__)
 
@@ -69,70 +68,6 @@ class RoutingOutcome:
     existing_job_ids: list[int] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     waiting: bool = False
-
-
-def add_job_event(session: Session, job: Job, state: str, message: str | None = None) -> None:
-    """Append an entry to a job's history."""
-    session.add(JobEvent(job_id=job.id, state=state, message=message, at=utcnow()))
-
-
-def reset_delivery(delivery: Delivery) -> None:
-    """Make a delivery ``pending`` again with a fresh attempt budget."""
-    delivery.state = DeliveryState.PENDING
-    delivery.attempts = 0
-    delivery.next_attempt_at = None
-
-
-def plan_deliveries(
-    session: Session,
-    results: Sequence[Result],
-    destinations: Sequence[Destination],
-    *,
-    resend: bool = False,
-) -> list[int]:
-    """Delivery ids of one job's ``results`` to ``destinations`` that should be sent now.
-
-    Each destination gets the results of its SEG type (a SEG and the SR that
-    references it) and those of none (an SR of findings), so it holds one
-    consistent SEG + SR pair; of those, the formats it takes (``seg``, ``sr``,
-    ``sc``, and the ``kos`` that references what it takes).  A destination
-    whose SEG type the job made nothing of gets the BINARY pair: a LABELMAP cannot hold overlapping
-    segments, and a LABELMAP destination configured after the job ran gets
-    what the job made (re-run the job to make its LABELMAP).  Missing
-    deliveries are created ``pending``; with ``resend`` existing ones are
-    reset to ``pending`` with a fresh attempt budget (an operator's replay).
-
-    Raises
-    ------
-    ConfigurationError
-        If a destination would get no SEG of a job that made SEGs: a BINARY
-        destination configured after a job that made only a LABELMAP.
-    """
-    made = {result.seg_type for result in results if result.seg_type}
-    planned = []
-    for destination in destinations:
-        seg_type = destination.seg_type if destination.seg_type in made else "BINARY"
-        if made and seg_type not in made:
-            raise ConfigurationError(
-                f"no {destination.seg_type} SEG was made for {destination}; "
-                "run the job again (ainode replay JOB --rerun)"
-            )
-        name = str(destination)
-        for result in results:
-            if result.seg_type not in (None, seg_type) or result.kind not in destination.formats:
-                continue
-            if result.kind == "kos" and result.variant != destination.kos_variant:
-                continue
-            delivery = next((d for d in result.deliveries if d.destination == name), None)
-            if delivery is None:
-                delivery = Delivery(result_id=result.id, destination=name)
-                session.add(delivery)
-            elif not resend:
-                continue
-            reset_delivery(delivery)
-            session.flush()
-            planned.append(delivery.id)
-    return planned
 
 
 def series_facts(series: Series) -> SeriesFacts:
@@ -278,28 +213,15 @@ class Dispatcher:
         """Put a job id on its pipeline's queue; False (and logged) if the broker refused."""
         with session_scope(self.session_factory) as session:
             queue = session.get_one(Job, job_id).queue
-        return self._send(RUN_JOB, job_id, queue)
+        return enqueue(self.app, RUN_JOB, job_id, queue)
 
     def enqueue_delivery(self, delivery_id: int, countdown: float = 0) -> bool:
         """Put a delivery id on the send queue, after ``countdown`` seconds."""
-        return self._send(SEND_DELIVERY, delivery_id, "send", countdown)
+        return enqueue_delivery(self.app, delivery_id, countdown)
 
     def enqueue_hl7(self, message_id: int, countdown: float = 0) -> bool:
         """Put an HL7 message id on the send queue, after ``countdown`` seconds."""
-        return self._send(SEND_HL7, message_id, "send", countdown)
-
-    def _send(self, task: str, item_id: int, queue: str, countdown: float = 0) -> bool:
-        try:
-            self.app.send_task(task, args=[item_id], queue=queue, countdown=countdown or None)
-        except Exception as exc:
-            log.error(
-                "could not enqueue %s(%d): %s; the recovery sweep will retry",
-                task,
-                item_id,
-                type(exc).__name__,
-            )
-            return False
-        return True
+        return enqueue_hl7(self.app, message_id, countdown)
 
     def retry_deliveries(
         self,

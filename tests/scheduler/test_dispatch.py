@@ -11,10 +11,9 @@ from core.config import Settings
 from core.db.models import Job, JobState, Study, StudyState, utcnow
 from core.routing import RoutingRule
 from pipelines.phantom import PhantomStudy
-from worker.celery_app import RUN_JOB
-from worker.dispatch import Dispatcher
-
-from .conftest import RecordingApp, SpoolStudy
+from scheduler.dispatch import Dispatcher
+from tests.worker.conftest import RecordingApp, SpoolStudy
+from worker.queues import RUN_JOB
 
 
 def _later(settings: Settings):

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.db.models import Study, StudyState, utcnow
 from core.db.session import session_scope
-from dicom_node.stability import IDLE_WAKE_SECONDS, StabilityMonitor
+from scheduler.stability import IDLE_WAKE_SECONDS, StabilityMonitor
 
 T0 = datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)
 STABILITY = 10.0
@@ -129,11 +129,11 @@ def test_exceptions_in_on_stable_are_logged_and_do_not_stop_the_others(
 
     mon = monitor(session_factory, route)
 
-    with caplog.at_level(logging.ERROR, logger="dicom_node.stability"):
+    with caplog.at_level(logging.ERROR, logger="scheduler.stability"):
         mon.run_once(T0 + timedelta(minutes=1))
 
     assert sorted(calls) == sorted(ids)
-    failures = [r for r in caplog.records if r.name == "dicom_node.stability"]
+    failures = [r for r in caplog.records if r.name == "scheduler.stability"]
     assert len(failures) == 1
     assert f"routing study {ids[1]} failed" in failures[0].getMessage()
     assert failures[0].exc_info is not None

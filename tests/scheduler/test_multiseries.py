@@ -13,14 +13,13 @@ from core.config import Settings
 from core.db.models import Job, JobState, Study, StudyState, utcnow
 from core.routing import RoutingRule
 from pipelines.phantom import PhantomStudy
+from scheduler.dispatch import Dispatcher, RoutingOutcome
 from tests.support.dciodvfy import dciodvfy_available, dciodvfy_errors
 from tests.support.model_fixtures import ChannelArgmaxSegmenterFixture, write_model_folder
 from tests.support.mr import BRAIN_SERIES, mr_series
-from worker.dispatch import Dispatcher, RoutingOutcome
+from tests.worker.conftest import RecordingApp, SpoolStudy
 from worker.runtime import WorkerRuntime
 from worker.tasks.inference import JobOutcome, execute_job
-
-from .conftest import RecordingApp, SpoolStudy
 
 RULES = [RoutingRule(name="brain", pipeline="mr-brain-seg", modality=frozenset({"MR"}))]
 
