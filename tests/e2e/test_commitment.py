@@ -103,6 +103,26 @@ def orthanc(node_port: int, tmp_path: Path) -> Iterator[OrthancServer]:
         yield server
 
 
+#: ``run_phantom_job(settings)``: its delivery ids by kind and a worker runtime.
+RunPhantomJob = Callable[[Settings], tuple[dict[str, int], WorkerRuntime]]
+
+
+@pytest.fixture
+def run_phantom_job(
+    session_factory: sessionmaker[Session],
+    spool_study: SpoolStudy,
+    small_phantom,
+    recording_app: RecordingApp,
+) -> RunPhantomJob:
+    """Spool the small phantom, route and run its job under the given settings."""
+
+    def run(settings: Settings) -> tuple[dict[str, int], WorkerRuntime]:
+        ids = run_job(settings, session_factory, recording_app, spool_study(small_phantom))
+        return ids, WorkerRuntime.from_settings(settings)
+
+    return run
+
+
 def _state(factory: sessionmaker[Session], delivery_id: int) -> Delivery:
     with factory() as session:
         return session.get_one(Delivery, delivery_id)
@@ -111,9 +131,7 @@ def _state(factory: sessionmaker[Session], delivery_id: int) -> Delivery:
 def test_a_lost_instance_is_reported_failed_then_re_sent_and_committed(
     make_settings: Callable[..., Settings],
     session_factory: sessionmaker[Session],
-    spool_study: SpoolStudy,
-    small_phantom,
-    recording_app: RecordingApp,
+    run_phantom_job: RunPhantomJob,
     orthanc: OrthancServer,
     start_scp: Callable[[], NodeScp],
 ) -> None:
@@ -122,8 +140,7 @@ def test_a_lost_instance_is_reported_failed_then_re_sent_and_committed(
     settings = make_settings(
         destinations=f"ORTHANC@127.0.0.1:{orthanc.dicom_port}/commit", hl7_destinations=ris
     )
-    ids = run_job(settings, session_factory, recording_app, spool_study(small_phantom))
-    runtime = WorkerRuntime.from_settings(settings)
+    ids, runtime = run_phantom_job(settings)
 
     for delivery_id in ids.values():
         assert execute_delivery(runtime, delivery_id) == DeliveryOutcome.SUCCEEDED
@@ -160,16 +177,13 @@ def test_a_lost_instance_is_reported_failed_then_re_sent_and_committed(
 def test_a_report_after_a_node_restart_finds_its_delivery(
     make_settings: Callable[..., Settings],
     session_factory: sessionmaker[Session],
-    spool_study: SpoolStudy,
-    small_phantom,
-    recording_app: RecordingApp,
+    run_phantom_job: RunPhantomJob,
     orthanc: OrthancServer,
     start_scp: Callable[[], NodeScp],
 ) -> None:
     """The node is down when Orthanc reports; the restarted node applies the report."""
     settings = make_settings(destinations=f"ORTHANC@127.0.0.1:{orthanc.dicom_port}/commit")
-    ids = run_job(settings, session_factory, recording_app, spool_study(small_phantom))
-    runtime = WorkerRuntime.from_settings(settings)
+    ids, runtime = run_phantom_job(settings)
 
     assert execute_delivery(runtime, ids["seg"]) == DeliveryOutcome.SUCCEEDED
     failed_report = wait_until(
@@ -194,9 +208,7 @@ def test_a_report_after_a_node_restart_finds_its_delivery(
 def test_a_report_that_never_comes_becomes_a_visible_failure(
     make_settings: Callable[..., Settings],
     session_factory: sessionmaker[Session],
-    spool_study: SpoolStudy,
-    small_phantom,
-    recording_app: RecordingApp,
+    run_phantom_job: RunPhantomJob,
     orthanc: OrthancServer,
     start_scp: Callable[[], NodeScp],
 ) -> None:
@@ -204,8 +216,7 @@ def test_a_report_that_never_comes_becomes_a_visible_failure(
         destinations=f"ORTHANC@127.0.0.1:{orthanc.dicom_port}/commit",
         commitment_timeout_seconds=0.5,
     )
-    ids = run_job(settings, session_factory, recording_app, spool_study(small_phantom))
-    runtime = WorkerRuntime.from_settings(settings)
+    ids, runtime = run_phantom_job(settings)
     assert execute_delivery(runtime, ids["seg"]) == DeliveryOutcome.SUCCEEDED
     node = start_scp()  # the report was lost: the node was down
 
