@@ -46,19 +46,24 @@ def ordered_phantom(small_phantom: PhantomStudy) -> PhantomStudy:
     return small_phantom
 
 
-def _deliver(
-    settings: Settings,
-    factory: sessionmaker[Session],
-    app: RecordingApp,
+@pytest.fixture
+def deliver(
+    session_factory: sessionmaker[Session],
+    recording_app: RecordingApp,
     spool_study: SpoolStudy,
-    study: PhantomStudy,
-) -> list[int]:
-    """Run the job, deliver its results; the HL7 message ids queued."""
-    ids = run_job(settings, factory, app, spool_study(study))
-    runtime = WorkerRuntime.from_settings(settings)
-    for delivery_id in ids.values():
-        assert execute_delivery(runtime, delivery_id, app) == DeliveryOutcome.SUCCEEDED
-    return [args[0] for name, args, _ in app.sent if name == SEND_HL7]
+    ordered_phantom: PhantomStudy,
+) -> Callable[[Settings], list[int]]:
+    """``deliver(settings)``: run the ordered phantom's job, deliver; the HL7 ids queued."""
+
+    def run(settings: Settings) -> list[int]:
+        ids = run_job(settings, session_factory, recording_app, spool_study(ordered_phantom))
+        runtime = WorkerRuntime.from_settings(settings)
+        for delivery_id in ids.values():
+            outcome = execute_delivery(runtime, delivery_id, recording_app)
+            assert outcome == DeliveryOutcome.SUCCEEDED
+        return [args[0] for name, args, _ in recording_app.sent if name == SEND_HL7]
+
+    return run
 
 
 def _segments(text: str) -> dict[str, list[Segment]]:
@@ -78,9 +83,8 @@ def _message(factory: sessionmaker[Session], message_id: int) -> Hl7Message:
 def test_one_oru_per_result_with_the_accession_and_the_sr_values(
     make_settings: Callable[..., Settings],
     session_factory: sessionmaker[Session],
-    spool_study: SpoolStudy,
+    deliver: Callable[[Settings], list[int]],
     ordered_phantom: PhantomStudy,
-    recording_app: RecordingApp,
     tmp_path: Path,
 ) -> None:
     with StoreSCP(aet="PACS") as pacs, MllpListener(tmp_path / "ris") as ris:
@@ -89,7 +93,7 @@ def test_one_oru_per_result_with_the_accession_and_the_sr_values(
             hl7_destinations=f"127.0.0.1:{ris.port}",
             hl7_abnormal_flags={"Left lung": "A"},
         )
-        queued = _deliver(settings, session_factory, recording_app, spool_study, ordered_phantom)
+        queued = deliver(settings)
         assert len(queued) == 1, "one ORU per result and HL7 destination"
 
         runtime = WorkerRuntime.from_settings(settings)
@@ -132,8 +136,7 @@ def test_one_oru_per_result_with_the_accession_and_the_sr_values(
 def test_a_nak_is_retried_and_the_second_attempt_is_acknowledged(
     make_settings: Callable[..., Settings],
     session_factory: sessionmaker[Session],
-    spool_study: SpoolStudy,
-    ordered_phantom: PhantomStudy,
+    deliver: Callable[[Settings], list[int]],
     recording_app: RecordingApp,
     tmp_path: Path,
 ) -> None:
@@ -143,9 +146,7 @@ def test_a_nak_is_retried_and_the_second_attempt_is_acknowledged(
             hl7_destinations=f"127.0.0.1:{ris.port}",
             delivery_backoff_seconds=0.1,
         )
-        [message_id] = _deliver(
-            settings, session_factory, recording_app, spool_study, ordered_phantom
-        )
+        [message_id] = deliver(settings)
         runtime = WorkerRuntime.from_settings(settings)
 
         assert execute_hl7(runtime, message_id, recording_app) == Hl7Outcome.RETRYING
@@ -168,9 +169,7 @@ def test_a_nak_is_retried_and_the_second_attempt_is_acknowledged(
 def test_a_listener_that_is_down_is_retried_then_given_up(
     make_settings: Callable[..., Settings],
     session_factory: sessionmaker[Session],
-    spool_study: SpoolStudy,
-    ordered_phantom: PhantomStudy,
-    recording_app: RecordingApp,
+    deliver: Callable[[Settings], list[int]],
 ) -> None:
     with StoreSCP(aet="PACS") as pacs:
         settings = make_settings(
@@ -180,9 +179,7 @@ def test_a_listener_that_is_down_is_retried_then_given_up(
             delivery_max_attempts=2,
             delivery_backoff_seconds=0.1,
         )
-        [message_id] = _deliver(
-            settings, session_factory, recording_app, spool_study, ordered_phantom
-        )
+        [message_id] = deliver(settings)
     runtime = WorkerRuntime.from_settings(settings)
 
     assert execute_hl7(runtime, message_id) == Hl7Outcome.RETRYING
