@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import highdicom as hd
@@ -14,9 +15,55 @@ from pipelines.outputs.provenance import ResultProvenance
 from pipelines.outputs.seg import build_segmentation
 from pipelines.outputs.sr import build_measurement_report
 
-__all__ = ["HU", "measured_values", "referenced_segmentations", "write_pair"]
+__all__ = [
+    "HU",
+    "measured_values",
+    "new_measurement_report",
+    "new_segmentation",
+    "referenced_segmentations",
+    "write_pair",
+]
 
 HU = Code("[hnsf'U]", "UCUM", "Hounsfield unit")
+
+
+def new_segmentation(
+    data: PipelineInput,
+    result: SegmentationResult,
+    provenance: ResultProvenance,
+    *,
+    series_number: int = 901,
+) -> hd.seg.Segmentation:
+    """The SEG of ``result`` built as the worker does, with fresh UIDs."""
+    return build_segmentation(
+        data,
+        result,
+        series_instance_uid=generate_uid(),
+        sop_instance_uid=generate_uid(),
+        series_number=series_number,
+        provenance=provenance,
+    )
+
+
+def new_measurement_report(
+    data: PipelineInput,
+    measurements: Sequence[SegmentMeasurement],
+    seg: hd.seg.Segmentation,
+    provenance: ResultProvenance,
+    *,
+    series_number: int = 902,
+) -> hd.sr.Comprehensive3DSR:
+    """The TID 1500 SR of ``measurements`` on ``seg`` (intensities in HU), with fresh UIDs."""
+    return build_measurement_report(
+        data,
+        measurements,
+        seg,
+        series_instance_uid=generate_uid(),
+        sop_instance_uid=generate_uid(),
+        series_number=series_number,
+        provenance=provenance,
+        intensity_unit=HU,
+    )
 
 
 def write_pair(
@@ -32,25 +79,9 @@ def write_pair(
     tuple
         ``seg.dcm``, ``sr.dcm`` and the measurements the SR reports.
     """
-    seg = build_segmentation(
-        data,
-        result,
-        series_instance_uid=generate_uid(),
-        sop_instance_uid=generate_uid(),
-        series_number=901,
-        provenance=provenance,
-    )
+    seg = new_segmentation(data, result, provenance)
     measurements = measure_segments(data, result)
-    sr = build_measurement_report(
-        data,
-        measurements,
-        seg,
-        series_instance_uid=generate_uid(),
-        sop_instance_uid=generate_uid(),
-        series_number=902,
-        provenance=provenance,
-        intensity_unit=HU,
-    )
+    sr = new_measurement_report(data, measurements, seg, provenance)
     seg.save_as(directory / "seg.dcm")
     sr.save_as(directory / "sr.dcm")
     return directory / "seg.dcm", directory / "sr.dcm", measurements

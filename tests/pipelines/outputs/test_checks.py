@@ -6,11 +6,9 @@ import copy
 from dataclasses import replace
 
 import pytest
-from pydicom.sr.coding import Code
 from pydicom.uid import generate_uid
 
 from pipelines.base import PipelineInput, SegmentationResult, measure_segments
-from pipelines.outputs import build_measurement_report, build_segmentation
 from pipelines.outputs.checks import (
     OutputCheckFailed,
     check_references,
@@ -18,34 +16,19 @@ from pipelines.outputs.checks import (
     check_segments,
 )
 from pipelines.outputs.provenance import ResultProvenance
+from tests.support.sr import new_measurement_report, new_segmentation
 
 
 @pytest.fixture(scope="module")
 def seg(ct_input: PipelineInput, seg_result: SegmentationResult, provenance: ResultProvenance):
-    return build_segmentation(
-        ct_input,
-        seg_result,
-        series_instance_uid=generate_uid(),
-        sop_instance_uid=generate_uid(),
-        series_number=9901,
-        provenance=provenance,
-    )
+    return new_segmentation(ct_input, seg_result, provenance, series_number=9901)
 
 
 def test_objects_built_from_the_input_pass(
     ct_input: PipelineInput, seg_result: SegmentationResult, seg, provenance: ResultProvenance
 ) -> None:
     measurements = measure_segments(ct_input, seg_result)
-    sr = build_measurement_report(
-        ct_input,
-        measurements,
-        seg,
-        series_instance_uid=generate_uid(),
-        sop_instance_uid=generate_uid(),
-        series_number=9902,
-        provenance=provenance,
-        intensity_unit=Code("[hnsf'U]", "UCUM", "Hounsfield unit"),
-    )
+    sr = new_measurement_report(ct_input, measurements, seg, provenance, series_number=9902)
 
     check_references(ct_input.datasets, [seg, sr])
     check_segmentation_geometry(ct_input.datasets, seg)

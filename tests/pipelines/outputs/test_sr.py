@@ -8,14 +8,12 @@ from pathlib import Path
 import highdicom as hd
 import pytest
 from pydicom.sr.codedict import codes
-from pydicom.uid import generate_uid
 
 from pipelines.base import PipelineInput, SegmentationResult, SegmentMeasurement
 from pipelines.outputs.provenance import ResultProvenance
-from pipelines.outputs.seg import build_segmentation
-from pipelines.outputs.sr import MILLILITER, build_measurement_report
+from pipelines.outputs.sr import MILLILITER
 from tests.support.dciodvfy import dciodvfy_available, dciodvfy_errors
-from tests.support.sr import HU, write_pair
+from tests.support.sr import HU, new_measurement_report, new_segmentation, write_pair
 
 
 @pytest.fixture(scope="module")
@@ -106,14 +104,7 @@ def test_measurement_of_unknown_segment_is_rejected(
     seg_result: SegmentationResult,
     provenance: ResultProvenance,
 ) -> None:
-    seg = build_segmentation(
-        ct_input,
-        seg_result,
-        series_instance_uid=generate_uid(),
-        sop_instance_uid=generate_uid(),
-        series_number=901,
-        provenance=provenance,
-    )
+    seg = new_segmentation(ct_input, seg_result, provenance)
     wrong = [
         SegmentMeasurement(
             segment=seg_result.segments[0],
@@ -124,13 +115,4 @@ def test_measurement_of_unknown_segment_is_rejected(
         )
     ]
     with pytest.raises(ValueError, match="not in the SEG"):
-        build_measurement_report(
-            ct_input,
-            wrong,
-            seg,
-            series_instance_uid=generate_uid(),
-            sop_instance_uid=generate_uid(),
-            series_number=902,
-            provenance=provenance,
-            intensity_unit=HU,
-        )
+        new_measurement_report(ct_input, wrong, seg, provenance)

@@ -10,7 +10,6 @@ from pydicom import dcmread
 from pydicom.uid import generate_uid
 
 from pipelines.base import PipelineInput, SegmentationResult, measure_segments
-from pipelines.outputs import build_segmentation
 from pipelines.outputs.key_objects import build_key_object_selection
 from pipelines.outputs.provenance import ResultProvenance
 from pipelines.outputs.secondary_capture import (
@@ -20,6 +19,7 @@ from pipelines.outputs.secondary_capture import (
     key_images,
 )
 from tests.support.dciodvfy import dciodvfy_available, dciodvfy_errors
+from tests.support.sr import new_segmentation
 
 needs_dciodvfy = pytest.mark.skipif(not dciodvfy_available(), reason="dciodvfy not installed")
 
@@ -82,14 +82,7 @@ def test_key_object_selection_references_key_images_seg_and_sr(
     provenance: ResultProvenance,
     tmp_path: Path,
 ) -> None:
-    seg = build_segmentation(
-        ct_input,
-        seg_result,
-        series_instance_uid=generate_uid(),
-        sop_instance_uid=generate_uid(),
-        series_number=9901,
-        provenance=provenance,
-    )
+    seg = new_segmentation(ct_input, seg_result, provenance, series_number=9901)
     keys = [key.source for key in key_images(ct_input, seg_result)]
     kos = build_key_object_selection(
         keys,
