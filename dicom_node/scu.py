@@ -17,7 +17,7 @@ from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 from pynetdicom import AE, _config
 from pynetdicom.association import Association
-from pynetdicom.presentation import build_context
+from pynetdicom.presentation import PresentationContext, build_context
 
 from core.config import Destination
 from core.dicom_status import PEER_STORED
@@ -52,6 +52,42 @@ def _header(path: Path) -> tuple[str, str, str]:
     )
 
 
+def associate(
+    destination: Destination,
+    contexts: Sequence[PresentationContext],
+    *,
+    calling_ae: str,
+    timeout: float,
+    tls: ssl.SSLContext | None = None,
+    max_pdu_size: int | None = None,
+    refused: str = "association",
+) -> Association:
+    """Open one association with ``destination`` proposing ``contexts`` (DICOM TLS with ``tls``).
+
+    ``max_pdu_size`` None keeps pynetdicom's default; ``refused`` names what
+    could not be had in the error (``no <refused> with <destination>``).
+
+    Raises
+    ------
+    TransientError
+        If the association cannot be established (peer down, refused).
+    """
+    ae = AE(ae_title=calling_ae)
+    ae.requested_contexts = list(contexts)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
+    if max_pdu_size is not None:
+        ae.maximum_pdu_size = max_pdu_size
+    assoc = ae.associate(
+        destination.host,
+        destination.port,
+        ae_title=destination.ae_title,
+        tls_args=(tls, destination.host) if tls is not None else None,
+    )
+    if not assoc.is_established:
+        raise TransientError(f"no {refused} with {destination}")
+    return assoc
+
+
 def store_files(
     destination: Destination,
     paths: Sequence[Path],
@@ -83,18 +119,14 @@ def store_files(
     if not headers:
         return outcomes
 
-    ae = AE(ae_title=calling_ae)
-    ae.requested_contexts = [build_context(sop_class, [syntax]) for sop_class, syntax in contexts]
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
-    ae.maximum_pdu_size = max_pdu_size
-    assoc = ae.associate(
-        destination.host,
-        destination.port,
-        ae_title=destination.ae_title,
-        tls_args=(tls, destination.host) if tls is not None else None,
+    assoc = associate(
+        destination,
+        [build_context(sop_class, [syntax]) for sop_class, syntax in contexts],
+        calling_ae=calling_ae,
+        timeout=timeout,
+        tls=tls,
+        max_pdu_size=max_pdu_size,
     )
-    if not assoc.is_established:
-        raise TransientError(f"no association with {destination}")
     try:
         for path, (_, sop_uid, _) in headers.items():
             outcomes.append(_send_one(assoc, path, sop_uid))

@@ -13,12 +13,13 @@ import ssl
 from collections.abc import Sequence
 
 from pydicom import Dataset
-from pynetdicom import AE
+from pynetdicom.presentation import build_context
 from pynetdicom.sop_class import StorageCommitmentPushModel
 
 from core.config import Destination
 from core.errors import TransientError
 from dicom_node.commitment.inbox import COMMITMENT_INSTANCE
+from dicom_node.scu import associate
 
 #: N-ACTION Action Type ID "Request Storage Commitment".
 REQUEST_COMMITMENT = 1
@@ -55,17 +56,14 @@ def request_commitment(
         If no association with Storage Commitment can be established, or the
         peer does not answer (it may be down; try again later).
     """
-    ae = AE(ae_title=calling_ae)
-    ae.add_requested_context(StorageCommitmentPushModel)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
-    assoc = ae.associate(
-        destination.host,
-        destination.port,
-        ae_title=destination.ae_title,
-        tls_args=(tls, destination.host) if tls is not None else None,
+    assoc = associate(
+        destination,
+        [build_context(StorageCommitmentPushModel)],
+        calling_ae=calling_ae,
+        timeout=timeout,
+        tls=tls,
+        refused="storage commitment association",
     )
-    if not assoc.is_established:
-        raise TransientError(f"no storage commitment association with {destination}")
     try:
         status, _reply = assoc.send_n_action(
             commitment_request(transaction_uid, references),
