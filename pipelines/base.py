@@ -34,7 +34,7 @@ from pydicom.sr.coding import Code
 
 from pipelines.content import ContentCheckName, check_content
 from pipelines.domain import InputDomain
-from pipelines.registry import PipelineSpec
+from pipelines.spec import PipelineSpec
 from pipelines.stack import SourceFrames
 
 
@@ -256,13 +256,14 @@ class SegmentMeasurement:
 class Pipeline(ABC):
     """A modality pipeline: named, versioned, declares what it accepts.
 
-    Its identity (name, version, queue, modalities) is its ``spec``, the
-    same object ``pipelines/<name>/spec.py`` registers.  One instance is
+    Its identity (name, version, queue, modalities) is its ``spec``, the one
+    the registry built it from (:func:`pipelines.registry.load_pipeline` sets
+    it on the instance, so one class may serve many specs).  One instance is
     created per worker process and reused for every job (a model is loaded
     once).
     """
 
-    spec: ClassVar[PipelineSpec]
+    spec: PipelineSpec
     intensity_unit: ClassVar[Code] = Code("[hnsf'U]", "UCUM", "Hounsfield unit")
     algorithm_family: ClassVar[Code] = codes.cid7162.ArtificialIntelligence
     parameters: ClassVar[dict[str, str]] = {}

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import ConfigurationError
-from pipelines.registry import PipelineSpec, builtin_specs, discover_models, plugin_specs
+from pipelines.registry import builtin_specs, discover_models, plugin_specs
+from pipelines.spec import PipelineSpec
 
 __all__ = ["InstalledPipeline", "inventory"]
 

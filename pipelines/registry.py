@@ -1,31 +1,35 @@
-"""Which pipelines exist: built-in ``pipelines/<name>/spec.py`` plus the models directory.
+"""Which pipelines exist: the built-in folders, installed plugins and the models directory.
 
 A spec names a pipeline, its version and queue and where its code lives; the
 heavy entry point (numpy, torch, a model) is imported only when a worker
 first runs the pipeline, and the instance is kept for the process's life.
-Adding a modality = adding one folder with a ``spec.py`` and its code, or
-(without code) a folder under the models directory with a ``pipeline.json``
-and the weights (see :mod:`pipelines.model.config`), or installing a package
-that registers a spec in the entry-point group ``pacs_ai_node.pipelines``
-(a code pipeline with its own pre- and post-processing: a plugin).  All are
-read without importing torch.
+Every built-in is a folder of ``pipelines/`` with a ``pipeline.json``, read
+as the models directory is: a code pipeline's manifest (its identity and the
+``module:Class`` it runs) beside its module, or a model pipeline's
+configuration (see :mod:`pipelines.model.config`).  Adding a modality = one
+such folder, or (without code) a folder under the models directory with a
+``pipeline.json`` and the weights, or installing a package that registers a
+spec in the entry-point group ``pacs_ai_node.pipelines`` (a code pipeline
+with its own pre- and post-processing: a plugin).  All are read without
+importing torch.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
+import json
 import logging
-import pkgutil
-import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from functools import cache, partial
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Annotated, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from core.errors import ConfigurationError
+from pipelines.spec import PipelineSpec, SeriesRole
 
 if TYPE_CHECKING:
     from pipelines.base import Pipeline
@@ -36,127 +40,74 @@ log = logging.getLogger(__name__)
 MODEL_PIPELINE = "pipelines.model.pipeline:ModelPipeline"
 #: Entry-point group where installed packages register their pipelines' specs.
 PLUGIN_GROUP = "pacs_ai_node.pipelines"
+#: The folder of the built-in pipelines (this package).
+BUILTIN_DIR = Path(__file__).parent
 
 Key = TypeVar("Key")
 
 
-@dataclass(frozen=True)
-class SeriesRole:
-    """One of the series a multi-series pipeline needs from a study (e.g. T2 or FLAIR).
+class CodeManifest(BaseModel):
+    """A code pipeline's ``pipeline.json``: its identity and the class that runs it."""
 
-    Parameters
-    ----------
-    role:
-        Name of the input (channel order follows the spec's ``inputs``).
-    series_description:
-        Regular expression searched (case-insensitive) in the SeriesDescription.
-    modalities:
-        Accepted modalities; None accepts any.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{1,40}$")
+    version: str = Field(min_length=1, max_length=16)
+    description: str = Field(min_length=1, max_length=200)
+    kind: Literal["segmentation", "classification", "detection"] = "segmentation"
+    queue: Literal["gpu", "cpu"]
+    #: DICOM Modality values, upper case as the tag holds them.
+    modalities: frozenset[Annotated[str, StringConstraints(pattern=r"^[A-Z]{2,16}$")]]
+    entrypoint: str = Field(pattern=r"^[\w.]+:\w+$")
+    weights: str | None = Field(default=None, pattern=r"^[\w.]+:\w+$")
+
+
+def code_spec(manifest: Path) -> PipelineSpec:
+    """The spec of the code pipeline whose ``pipeline.json`` is ``manifest``.
+
+    Raises
+    ------
+    ConfigurationError
+        Unreadable JSON or a value that fails validation.
     """
-
-    role: str
-    series_description: str | None = None
-    modalities: frozenset[str] | None = None
-
-    def matches(self, modality: str | None, description: str | None) -> bool:
-        """Whether a series with this modality and description can fill the role."""
-        if self.modalities is not None and (modality or "").upper() not in self.modalities:
-            return False
-        pattern = self.series_description
-        return pattern is None or re.search(pattern, description or "", re.IGNORECASE) is not None
+    try:
+        raw = json.loads(manifest.read_text())
+        fields = CodeManifest.model_validate(raw)
+    except (OSError, ValueError) as exc:  # ValidationError is a ValueError
+        raise ConfigurationError(f"{manifest}: {exc}") from exc
+    return PipelineSpec(**fields.model_dump())
 
 
-@dataclass(frozen=True)
-class PipelineSpec:
-    """What the node must know about a pipeline before running it.
+def builtin_spec(manifest: Path) -> PipelineSpec:
+    """The spec of a built-in pipeline from its ``pipeline.json``.
 
-    Parameters
-    ----------
-    name, version:
-        Identity recorded on jobs and written into result objects.
-    description:
-        One line for ``ainode pipelines`` and the SeriesDescription.
-    queue:
-        Celery queue its jobs go to (``cpu`` or ``gpu``).
-    modalities:
-        Modalities it can analyse (routing rules naming it must agree).
-    entrypoint:
-        ``module:Class`` of the :class:`~pipelines.base.Pipeline` subclass.
-    kind:
-        Result kind: ``segmentation``, ``classification`` or ``detection``.
-    config_path:
-        ``pipeline.json`` of a model pipeline (None for code-only pipelines).
-    weights_dir:
-        Folder of the weights; None for a built-in model pipeline whose
-        weights the operator supplies in ``<models dir>/<name>/``.
-    inputs:
-        For a multi-series pipeline, the series it needs from a study, in
-        channel order; empty for a single-series pipeline.
-    weights:
-        ``module:function`` of a code pipeline returning its weight files
-        (name to path, the main network first), imported without torch so
-        ``ainode pipelines`` can hash them; it raises ConfigurationError when
-        they are missing.  None for weight-free and model pipelines.
-    distribution:
-        ``(name, version)`` of the installed package a plugin came from;
-        set by the registry, None for built-in and model pipelines.
+    A manifest naming an ``entrypoint`` is a code pipeline's; any other is a
+    model pipeline's, whose weights lie beside it in a ``model/`` folder (as
+    in the models directory) or else are the operator's, under the models
+    directory.
     """
-
-    name: str
-    version: str
-    description: str
-    queue: str
-    modalities: frozenset[str]
-    entrypoint: str
-    kind: str = "segmentation"
-    config_path: Path | None = None
-    weights_dir: Path | None = None
-    inputs: tuple[SeriesRole, ...] = ()
-    weights: str | None = None
-    distribution: tuple[str, str] | None = None
-
-    def weight_files(self) -> Mapping[str, Path]:
-        """A code pipeline's weight files by name (empty without ``weights``).
-
-        Raises
-        ------
-        ConfigurationError
-            The locator cannot be imported, or the files are missing.
-        """
-        if self.weights is None:
-            return {}
-        module_name, _, function = self.weights.partition(":")
-        try:
-            locate = getattr(importlib.import_module(module_name), function)
-        except (ImportError, AttributeError) as exc:
-            raise ConfigurationError(f"{self.name}: weights locator {self.weights}: {exc}") from exc
-        return locate()
-
-    def weights_folder(self, models_dir: Path | None) -> Path | None:
-        """Where this pipeline's weights live (None: it has none)."""
-        if self.weights_dir is not None:
-            return self.weights_dir
-        if self.config_path is None or models_dir is None:
-            return None
-        return models_dir / self.name
+    try:
+        is_code = "entrypoint" in json.loads(manifest.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigurationError(f"{manifest}: not readable JSON: {exc}") from exc
+    if is_code:
+        return code_spec(manifest)
+    shipped = manifest.parent.name == "model"
+    return model_spec(manifest, weights_dir=manifest.parent if shipped else None)
 
 
 @cache
 def builtin_specs() -> dict[str, PipelineSpec]:
-    """Every pipeline spec shipped in the ``pipelines`` package, by name."""
-    import pipelines
+    """Every pipeline shipped in the ``pipelines`` package, by name.
 
-    specs: dict[str, PipelineSpec] = {}
-    for module in pkgutil.iter_modules(pipelines.__path__):
-        if not module.ispkg:
-            continue
-        try:
-            spec_module = importlib.import_module(f"pipelines.{module.name}.spec")
-        except ModuleNotFoundError:
-            continue
-        spec: PipelineSpec = spec_module.SPEC
-        specs[spec.name] = spec
-    return specs
+    Each is a folder with its ``pipeline.json``: ``pipelines/<folder>/`` or,
+    for a model whose weights ship with the code, ``pipelines/<folder>/model/``.
+    """
+    from pipelines.model.config import CONFIG_FILE
+
+    manifests = [*BUILTIN_DIR.glob(f"*/{CONFIG_FILE}"), *BUILTIN_DIR.glob(f"*/model/{CONFIG_FILE}")]
+    specs = (builtin_spec(manifest) for manifest in sorted(manifests))
+    return {spec.name: spec for spec in specs}
 
 
 def _collect(
@@ -328,4 +279,6 @@ def load_pipeline(name: str, models_dir: Path | None = None, device: str = "auto
     spec = get_spec(name, models_dir)
     module_name, _, class_name = spec.entrypoint.partition(":")
     pipeline_class: type[Pipeline] = getattr(importlib.import_module(module_name), class_name)
-    return pipeline_class.create(spec, models_dir, device)
+    pipeline = pipeline_class.create(spec, models_dir, device)
+    pipeline.spec = spec
+    return pipeline

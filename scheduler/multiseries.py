@@ -17,7 +17,7 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from core.db.models import Job, JobInput, Series, Study
-from pipelines.registry import PipelineSpec
+from pipelines.spec import PipelineSpec
 
 __all__ = ["Companions", "fill_roles", "record_inputs"]
 

@@ -31,9 +31,7 @@ from core.errors import PipelineError
 from pipelines.base import Pipeline, PipelineInput, SegmentationResult
 from pipelines.content import ContentCheckName, fill_holes, largest_components
 from pipelines.ct_lungs.segments import SEGMENTS
-from pipelines.ct_lungs.spec import SPEC
 from pipelines.domain import InputDomain
-from pipelines.registry import PipelineSpec
 
 __all__ = ["CtLungsPipeline"]
 
@@ -102,7 +100,6 @@ class CtLungsPipeline(Pipeline):
         Iterations of the 6-connected closing applied to each lung.
     """
 
-    spec: ClassVar[PipelineSpec] = SPEC
     algorithm_family: ClassVar[Code] = codes.cid7162.HistogramAnalysis
     domain = InputDomain(
         modalities=["CT"], body_parts=CHEST_BODY_PARTS, body_part_may_be_missing=True

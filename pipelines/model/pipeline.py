@@ -37,7 +37,7 @@ from pipelines.base import (
 from pipelines.model.config import ModelConfig, find_weights, load_model_config, sha256_of
 from pipelines.model.inference import load_network, predict_dense, predict_global, resolve_device
 from pipelines.model.steps import fill_holes, largest_component, reorientation
-from pipelines.registry import PipelineSpec
+from pipelines.spec import PipelineSpec
 
 __all__ = ["ModelPipeline", "check_model"]
 
@@ -87,7 +87,7 @@ class ModelPipeline(Pipeline):
     intensity_unit: ClassVar[Code] = Code("[hnsf'U]", "UCUM", "Hounsfield unit")
 
     def __init__(self, spec: PipelineSpec, config: ModelConfig, weights: Path, device: str) -> None:
-        self.spec = spec  # type: ignore[misc]  # per instance: one class, many models
+        self.spec = spec
         self.config = config
         self.domain = config.domain
         self.domain_policy = config.domain_policy

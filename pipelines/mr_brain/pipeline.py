@@ -46,10 +46,9 @@ from pipelines.model.steps import (
 )
 from pipelines.mr_brain.domain import T1HeadDomain
 from pipelines.mr_brain.hdbet import HDBET_VERSION, HdBet, hdbet_weights
-from pipelines.mr_brain.spec import SPEC
 from pipelines.mr_brain.weights import DEEPBET_VERSION, DEEPBET_WEIGHTS, deepbet_weights
 from pipelines.outputs.agreement import dice
-from pipelines.registry import PipelineSpec
+from pipelines.spec import PipelineSpec
 
 __all__ = ["BRAIN", "MrBrainPipeline"]
 
@@ -65,7 +64,6 @@ BRAIN = SegmentDefinition(
 class MrBrainPipeline(Pipeline):
     """Brain mask of a T1-weighted head MR by deepbet's cascade; skips what shows no brain."""
 
-    spec = SPEC
     intensity_unit: ClassVar[Code] = Code("1", "UCUM", "no units")
     domain = T1HeadDomain(
         modalities=frozenset({"MR"}),

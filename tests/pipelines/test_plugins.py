@@ -20,9 +20,19 @@ from pathlib import Path
 import pytest
 
 from pipelines import registry
+from pipelines.spec import PipelineSpec
 
 EXAMPLE = Path(__file__).with_name("plugin_example")
 DISTRIBUTION = "ainode-example-pipeline"
+#: A plugin's spec that takes a built-in pipeline's name.
+CLASH = PipelineSpec(
+    name="ct-lungs",
+    version="9.9.9",
+    description="a plugin under a built-in's name",
+    queue="cpu",
+    modalities=frozenset({"CT"}),
+    entrypoint="pipelines.ct_lungs.pipeline:CtLungsPipeline",
+)
 
 RUN_EXAMPLE = """
 from pipelines.io import load_series
@@ -95,7 +105,7 @@ def test_broken_and_clashing_plugins_are_reported_not_loaded(
     points = [
         metadata.EntryPoint("not-a-spec", "os:sep", registry.PLUGIN_GROUP),
         metadata.EntryPoint("missing", "no_such_module_here:SPEC", registry.PLUGIN_GROUP),
-        metadata.EntryPoint("clash", "pipelines.ct_lungs.spec:SPEC", registry.PLUGIN_GROUP),
+        metadata.EntryPoint("clash", "tests.pipelines.test_plugins:CLASH", registry.PLUGIN_GROUP),
     ]
     monkeypatch.setattr(registry.metadata, "entry_points", lambda group: points)
     registry.plugin_specs.cache_clear()
@@ -107,4 +117,4 @@ def test_broken_and_clashing_plugins_are_reported_not_loaded(
     assert specs == {}
     assert "is a str, not a PipelineSpec" in errors["not-a-spec = os:sep"]
     assert "cannot be loaded: ModuleNotFoundError" in errors["missing = no_such_module_here:SPEC"]
-    assert "'ct-lungs' is already taken" in errors["clash = pipelines.ct_lungs.spec:SPEC"]
+    assert "'ct-lungs' is already taken" in errors["clash = tests.pipelines.test_plugins:CLASH"]

@@ -17,14 +17,15 @@ from pipelines.base import (
     PipelineResult,
     SegmentationResult,
 )
-from pipelines.cxr_classify.spec import SPEC
 from pipelines.io import load_input
 from pipelines.model.config import load_model_config
 from pipelines.projections import run_pipeline
+from pipelines.registry import get_spec
 from tests.support.radiograph import two_view_series
 from tests.support.real_data import real_images
 
-CXR_DOMAIN = load_model_config(SPEC.config_path).domain  # type: ignore[arg-type]
+CXR_SPEC = get_spec("cxr-classify")
+CXR_DOMAIN = load_model_config(CXR_SPEC.config_path).domain  # type: ignore[arg-type]
 
 
 def _write(datasets: list[pydicom.Dataset], folder: Path) -> list[Path]:
@@ -38,10 +39,10 @@ def _write(datasets: list[pydicom.Dataset], folder: Path) -> list[Path]:
 class _Brightness(Pipeline):
     """Classifies each image by its mean value (records the shapes it saw)."""
 
-    spec = SPEC
     seen: list[tuple[int, ...]]
 
     def __init__(self, kind: str = "classification") -> None:
+        self.spec = CXR_SPEC
         self.kind = kind
         self.seen = []
 

@@ -9,9 +9,8 @@ from core.errors import PipelineError
 from pipelines.base import Pipeline, PipelineInput, SegmentationResult, measure_segments
 from pipelines.ct_lungs.pipeline import CtLungsPipeline
 from pipelines.ct_lungs.segments import BODY, LEFT_LUNG, RIGHT_LUNG, SEGMENTS
-from pipelines.ct_lungs.spec import SPEC
 from pipelines.phantom import PhantomStudy
-from pipelines.registry import load_pipeline
+from pipelines.registry import builtin_specs, load_pipeline
 
 LEFT, RIGHT = 2, 3
 
@@ -30,12 +29,12 @@ def _with_array(data: PipelineInput, array: np.ndarray) -> PipelineInput:
 
 
 def test_identity_is_the_registered_spec() -> None:
+    spec = builtin_specs()["ct-lungs"]
     assert issubclass(CtLungsPipeline, Pipeline)
-    assert CtLungsPipeline.spec is SPEC
-    assert (SPEC.name, SPEC.version, SPEC.queue) == ("ct-lungs", "1.0.0", "cpu")
-    assert SPEC.modalities == frozenset({"CT"})
-    assert SPEC.entrypoint == f"{CtLungsPipeline.__module__}:{CtLungsPipeline.__name__}"
-    assert load_pipeline("ct-lungs").spec is SPEC
+    assert (spec.name, spec.version, spec.queue) == ("ct-lungs", "1.0.0", "cpu")
+    assert spec.modalities == frozenset({"CT"})
+    assert spec.entrypoint == f"{CtLungsPipeline.__module__}:{CtLungsPipeline.__name__}"
+    assert load_pipeline("ct-lungs").spec is spec
 
 
 def test_segment_codes() -> None:

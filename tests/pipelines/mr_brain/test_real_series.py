@@ -21,6 +21,7 @@ from pipelines.io import load_series
 from pipelines.mr_brain.pipeline import MrBrainPipeline
 from pipelines.mr_brain.weights import deepbet_weights
 from pipelines.outputs.agreement import dice, mask_on_source_images, seg_mask_on_source_images
+from pipelines.registry import get_spec
 from tests.support.real_data import real_images
 from worker.results import build_result_objects
 
@@ -32,7 +33,9 @@ T1_SERIES = ("mr-t1w-3d-studyforrest", "mr-t1-2d-sag-supine")
 
 @pytest.fixture(scope="module")
 def pipeline() -> MrBrainPipeline:
-    return MrBrainPipeline(deepbet_weights(), "cpu")
+    built = MrBrainPipeline(deepbet_weights(), "cpu")
+    built.spec = get_spec("mr-brain")
+    return built
 
 
 def _deepbet_mask(data: PipelineInput) -> tuple[np.ndarray, float]:

@@ -12,9 +12,7 @@ from pydicom.sr.coding import Code
 from pipelines.base import Pipeline, PipelineInput, SegmentationResult, SegmentDefinition
 from pipelines.domain import InputDomain
 from pipelines.model.steps import fill_holes, largest_component, reorientation
-from pipelines.registry import PipelineSpec
-
-from .spec import SPEC
+from pipelines.spec import PipelineSpec
 
 BONE = SegmentDefinition(
     label="Bone",
@@ -27,7 +25,6 @@ BONE = SegmentDefinition(
 class ExampleBonePipeline(Pipeline):
     """The largest bright region of a CT, holes filled."""
 
-    spec = SPEC
     domain = InputDomain(modalities=frozenset({"CT"}), slice_thickness_mm=(0.5, 5.0))
 
     def __init__(self, threshold_hu: float) -> None:

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from pipelines.registry import PipelineSpec
+from pipelines.spec import PipelineSpec
 
 SPEC = PipelineSpec(
     name="example-bone",

@@ -1,7 +1,0 @@
-"""Registration of ``mr-brain-seg``: configuration here, weights in the models directory."""
-
-from pathlib import Path
-
-from pipelines.registry import model_spec
-
-SPEC = model_spec(Path(__file__).parent / "pipeline.json", weights_dir=None)
