@@ -103,22 +103,35 @@ def orthanc(node_port: int, tmp_path: Path) -> Iterator[OrthancServer]:
         yield server
 
 
-#: ``run_phantom_job(settings)``: its delivery ids by kind and a worker runtime.
-RunPhantomJob = Callable[[Settings], tuple[dict[str, int], WorkerRuntime]]
+@dataclass
+class CommitJob:
+    """The phantom's job run with a committing Orthanc destination."""
+
+    settings: Settings
+    ids: dict[str, int]
+    runtime: WorkerRuntime
 
 
 @pytest.fixture
-def run_phantom_job(
+def commit_job(
+    make_settings: Callable[..., Settings],
     session_factory: sessionmaker[Session],
     spool_study: SpoolStudy,
     small_phantom,
     recording_app: RecordingApp,
-) -> RunPhantomJob:
-    """Spool the small phantom, route and run its job under the given settings."""
+    orthanc: OrthancServer,
+) -> Callable[..., CommitJob]:
+    """``commit_job(**settings)``: spool the small phantom, route and run its job.
 
-    def run(settings: Settings) -> tuple[dict[str, int], WorkerRuntime]:
+    Its results go to Orthanc with Storage Commitment; the delivery ids are by kind.
+    """
+
+    def run(**overrides: object) -> CommitJob:
+        settings = make_settings(
+            destinations=f"ORTHANC@127.0.0.1:{orthanc.dicom_port}/commit", **overrides
+        )
         ids = run_job(settings, session_factory, recording_app, spool_study(small_phantom))
-        return ids, WorkerRuntime.from_settings(settings)
+        return CommitJob(settings, ids, WorkerRuntime.from_settings(settings))
 
     return run
 
@@ -129,18 +142,15 @@ def _state(factory: sessionmaker[Session], delivery_id: int) -> Delivery:
 
 
 def test_a_lost_instance_is_reported_failed_then_re_sent_and_committed(
-    make_settings: Callable[..., Settings],
     session_factory: sessionmaker[Session],
-    run_phantom_job: RunPhantomJob,
+    commit_job: Callable[..., CommitJob],
     orthanc: OrthancServer,
     start_scp: Callable[[], NodeScp],
 ) -> None:
     ris = f"127.0.0.1:{free_port()}"
     node = start_scp(hl7_destinations=ris)
-    settings = make_settings(
-        destinations=f"ORTHANC@127.0.0.1:{orthanc.dicom_port}/commit", hl7_destinations=ris
-    )
-    ids, runtime = run_phantom_job(settings)
+    run = commit_job(hl7_destinations=ris)
+    ids, runtime = run.ids, run.runtime
 
     for delivery_id in ids.values():
         assert execute_delivery(runtime, delivery_id) == DeliveryOutcome.SUCCEEDED
@@ -175,15 +185,14 @@ def test_a_lost_instance_is_reported_failed_then_re_sent_and_committed(
 
 
 def test_a_report_after_a_node_restart_finds_its_delivery(
-    make_settings: Callable[..., Settings],
     session_factory: sessionmaker[Session],
-    run_phantom_job: RunPhantomJob,
+    commit_job: Callable[..., CommitJob],
     orthanc: OrthancServer,
     start_scp: Callable[[], NodeScp],
 ) -> None:
     """The node is down when Orthanc reports; the restarted node applies the report."""
-    settings = make_settings(destinations=f"ORTHANC@127.0.0.1:{orthanc.dicom_port}/commit")
-    ids, runtime = run_phantom_job(settings)
+    run = commit_job()
+    ids, runtime = run.ids, run.runtime
 
     assert execute_delivery(runtime, ids["seg"]) == DeliveryOutcome.SUCCEEDED
     failed_report = wait_until(
@@ -206,17 +215,12 @@ def test_a_report_after_a_node_restart_finds_its_delivery(
 
 
 def test_a_report_that_never_comes_becomes_a_visible_failure(
-    make_settings: Callable[..., Settings],
     session_factory: sessionmaker[Session],
-    run_phantom_job: RunPhantomJob,
-    orthanc: OrthancServer,
+    commit_job: Callable[..., CommitJob],
     start_scp: Callable[[], NodeScp],
 ) -> None:
-    settings = make_settings(
-        destinations=f"ORTHANC@127.0.0.1:{orthanc.dicom_port}/commit",
-        commitment_timeout_seconds=0.5,
-    )
-    ids, runtime = run_phantom_job(settings)
+    run = commit_job(commitment_timeout_seconds=0.5)
+    ids, runtime, settings = run.ids, run.runtime, run.settings
     assert execute_delivery(runtime, ids["seg"]) == DeliveryOutcome.SUCCEEDED
     node = start_scp()  # the report was lost: the node was down
 
