@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import highdicom as hd
 from pydicom import Dataset
@@ -27,6 +28,16 @@ __all__ = [
 HU = Code("[hnsf'U]", "UCUM", "Hounsfield unit")
 
 
+def _new_object(series_number: int, provenance: ResultProvenance) -> dict[str, Any]:
+    """A result object's fresh series and instance UIDs, its series number and provenance."""
+    return {
+        "series_instance_uid": generate_uid(),
+        "sop_instance_uid": generate_uid(),
+        "series_number": series_number,
+        "provenance": provenance,
+    }
+
+
 def new_segmentation(
     data: PipelineInput,
     result: SegmentationResult,
@@ -35,14 +46,7 @@ def new_segmentation(
     series_number: int = 901,
 ) -> hd.seg.Segmentation:
     """The SEG of ``result`` built as the worker does, with fresh UIDs."""
-    return build_segmentation(
-        data,
-        result,
-        series_instance_uid=generate_uid(),
-        sop_instance_uid=generate_uid(),
-        series_number=series_number,
-        provenance=provenance,
-    )
+    return build_segmentation(data, result, **_new_object(series_number, provenance))
 
 
 def new_measurement_report(
@@ -54,16 +58,8 @@ def new_measurement_report(
     series_number: int = 902,
 ) -> hd.sr.Comprehensive3DSR:
     """The TID 1500 SR of ``measurements`` on ``seg`` (intensities in HU), with fresh UIDs."""
-    return build_measurement_report(
-        data,
-        measurements,
-        seg,
-        series_instance_uid=generate_uid(),
-        sop_instance_uid=generate_uid(),
-        series_number=series_number,
-        provenance=provenance,
-        intensity_unit=HU,
-    )
+    identity = _new_object(series_number, provenance)
+    return build_measurement_report(data, measurements, seg, intensity_unit=HU, **identity)
 
 
 def write_pair(
