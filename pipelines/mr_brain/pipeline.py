@@ -45,8 +45,14 @@ from pipelines.model.steps import (
     scale_and_standardise,
 )
 from pipelines.mr_brain.domain import T1HeadDomain
-from pipelines.mr_brain.hdbet import HDBET_VERSION, HdBet, hdbet_weights
-from pipelines.mr_brain.weights import DEEPBET_VERSION, DEEPBET_WEIGHTS, deepbet_weights
+from pipelines.mr_brain.hdbet import HdBet
+from pipelines.mr_brain.weights import (
+    DEEPBET_VERSION,
+    DEEPBET_WEIGHTS,
+    HDBET_VERSION,
+    deepbet_weights,
+    hdbet_weights,
+)
 from pipelines.outputs.agreement import dice
 from pipelines.spec import PipelineSpec
 

