@@ -87,7 +87,7 @@ def test_broken_series_fail_with_reason_while_good_study_succeeds(
         assert by_study[good.study_instance_uid]["state"] == "succeeded", jobs
         expectations = {
             gap.study_instance_uid: "missing slices",
-            two.study_instance_uid: "at least 3 slices",
+            two.study_instance_uid: "2 slice(s); at least 3 are needed for a volume",
         }
         for study_uid, reason in expectations.items():
             job = by_study[study_uid]
