@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from core.fields import UpperSet
+
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 
@@ -27,14 +29,6 @@ class SeriesFacts:
     series_description: str | None
     calling_ae: str | None
     instance_count: int
-
-
-def _upper_set(value: object) -> object:
-    if isinstance(value, str):
-        value = [value]
-    if isinstance(value, list | set | tuple | frozenset):
-        return frozenset(str(item).strip().upper() for item in value)
-    return value
 
 
 class RoutingRule(BaseModel):
@@ -58,17 +52,12 @@ class RoutingRule(BaseModel):
 
     name: str
     pipeline: str
-    modality: frozenset[str] | None = None
-    sop_class_uid: frozenset[str] | None = None
-    body_part: frozenset[str] | None = None
-    calling_ae: frozenset[str] | None = None
+    modality: UpperSet | None = None
+    sop_class_uid: UpperSet | None = None
+    body_part: UpperSet | None = None
+    calling_ae: UpperSet | None = None
     series_description: re.Pattern[str] | None = None
     min_instances: int = Field(default=1, ge=1)
-
-    @field_validator("modality", "body_part", "calling_ae", "sop_class_uid", mode="before")
-    @classmethod
-    def _normalise_sets(cls, value: object) -> object:
-        return _upper_set(value)
 
     @field_validator("series_description", mode="before")
     @classmethod

@@ -13,9 +13,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict
 from pydicom import Dataset
 
+from core.fields import UpperSet
 from pipelines.header import body_part, image_orientation, kvp, pixel_spacing, slice_thickness
 
 __all__ = ["InputDomain", "orientation_name"]
@@ -56,21 +57,14 @@ class InputDomain(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    modalities: frozenset[str] | None = None
+    modalities: UpperSet | None = None
     pixel_spacing_mm: tuple[float, float] | None = None
     slice_thickness_mm: tuple[float, float] | None = None
     kvp: tuple[float, float] | None = None
     contrast: bool | None = None
-    body_parts: frozenset[str] | None = None
+    body_parts: UpperSet | None = None
     body_part_may_be_missing: bool = False
-    patient_orientations: frozenset[str] | None = None
-
-    @field_validator("modalities", "body_parts", "patient_orientations", mode="before")
-    @classmethod
-    def _upper(cls, value: object) -> object:
-        if isinstance(value, list | tuple | set):
-            return frozenset(str(item).strip().upper() for item in value)
-        return value
+    patient_orientations: UpperSet | None = None
 
     def violations(self, datasets: Sequence[Dataset], *, spacing_needed: bool = True) -> list[str]:
         """Why the series of ``datasets`` is outside this domain (empty: inside).

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydicom.sr.coding import Code
 
 from core.errors import ConfigurationError
+from core.fields import UpperSet
 from pipelines.content import ContentCheckName
 from pipelines.domain import InputDomain
 
@@ -140,7 +141,7 @@ class SeriesInputConfig(_Strict):
 
     role: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
     series_description: str | None = None
-    modalities: frozenset[str] | None = None
+    modalities: UpperSet | None = None
 
     @field_validator("series_description")
     @classmethod
@@ -150,13 +151,6 @@ class SeriesInputConfig(_Strict):
                 re.compile(value)
             except re.error as exc:
                 raise ValueError(f"invalid series_description regex {value!r}: {exc}") from exc
-        return value
-
-    @field_validator("modalities", mode="before")
-    @classmethod
-    def _upper(cls, value: object) -> object:
-        if isinstance(value, list | tuple | set):
-            return frozenset(str(item).strip().upper() for item in value)
         return value
 
 
@@ -361,7 +355,7 @@ class ModelConfig(_Strict):
     description: str = Field(min_length=1, max_length=200)
     kind: Literal["segmentation", "classification", "detection"]
     queue: Literal["gpu", "cpu"] = "gpu"
-    modalities: frozenset[str]
+    modalities: UpperSet
     model: str | None = None
     architecture: Literal["densenet121", "unet"] | None = None
     input: InputConfig
@@ -374,13 +368,6 @@ class ModelConfig(_Strict):
     domain_policy: Literal["skip", "flag"] = "skip"
     content: tuple[ContentCheckName, ...] = ()
     demo: bool = False
-
-    @field_validator("modalities", mode="before")
-    @classmethod
-    def _upper(cls, value: object) -> object:
-        if isinstance(value, list | tuple | set):
-            return frozenset(str(item).strip().upper() for item in value)
-        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelConfig:
