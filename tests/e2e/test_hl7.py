@@ -3,6 +3,8 @@
 One message per result once the DICOM deliveries succeeded, with the study's
 accession number and the SR's values; a NAK is retried; a listener that is
 down is retried, then given up; ``ainode status`` lists message and ACK.
+Over TLS (``host:port/tls``) the node verifies the listener's certificate
+against ``AINODE_TLS_CA_FILE``: a listener it does not trust gets nothing.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from app.status import hl7_rows
 from core.config import Settings
 from core.db.models import Hl7Message, Hl7State, Result
 from pipelines.phantom import PhantomStudy
+from tests.support.certificates import ThrowawayCA
 from tests.support.dcmtk import StoreSCP
 from tests.support.jobs import run_job
 from tests.support.mllp import MllpListener
@@ -78,6 +81,23 @@ def _segments(text: str) -> dict[str, list[Segment]]:
 def _message(factory: sessionmaker[Session], message_id: int) -> Hl7Message:
     with factory() as session:
         return session.get_one(Hl7Message, message_id)
+
+
+def _retried_then_given_up(
+    runtime: WorkerRuntime, factory: sessionmaker[Session], message_id: int
+) -> str:
+    """Two attempts allowed: the first is retried soon, the second gives up; the reason recorded."""
+    assert execute_hl7(runtime, message_id) == Hl7Outcome.RETRYING
+    waiting = _message(factory, message_id)
+    assert waiting.state == Hl7State.RETRYING and waiting.last_error is not None
+    assert waiting.next_attempt_at is not None
+    assert waiting.next_attempt_at - waiting.created_at < timedelta(seconds=5)
+
+    assert execute_hl7(runtime, message_id) == Hl7Outcome.FAILED
+    failed = _message(factory, message_id)
+    assert (failed.state, failed.attempts, failed.ack_code) == (Hl7State.FAILED, 2, None)
+    assert failed.last_error == waiting.last_error
+    return waiting.last_error
 
 
 def test_one_oru_per_result_with_the_accession_and_the_sr_values(
@@ -182,11 +202,61 @@ def test_a_listener_that_is_down_is_retried_then_given_up(
         [message_id] = deliver(settings)
     runtime = WorkerRuntime.from_settings(settings)
 
-    assert execute_hl7(runtime, message_id) == Hl7Outcome.RETRYING
-    waiting = _message(session_factory, message_id)
-    assert waiting.last_error is not None and waiting.last_error.startswith("cannot send")
-    assert waiting.next_attempt_at is not None
-    assert waiting.next_attempt_at - waiting.created_at < timedelta(seconds=5)
+    reason = _retried_then_given_up(runtime, session_factory, message_id)
+    assert reason.startswith("cannot send")
 
-    assert execute_hl7(runtime, message_id) == Hl7Outcome.FAILED
-    assert _message(session_factory, message_id).state == Hl7State.FAILED
+
+@pytest.fixture(scope="module")
+def ca(tmp_path_factory: pytest.TempPathFactory) -> ThrowawayCA:
+    """The CA the node trusts (``AINODE_TLS_CA_FILE``)."""
+    return ThrowawayCA(tmp_path_factory.mktemp("pki"))
+
+
+def test_an_oru_over_tls_reaches_a_listener_with_a_certificate_from_the_ca(
+    make_settings: Callable[..., Settings],
+    session_factory: sessionmaker[Session],
+    deliver: Callable[[Settings], list[int]],
+    ca: ThrowawayCA,
+    tmp_path: Path,
+) -> None:
+    with StoreSCP(aet="PACS") as pacs, MllpListener(tmp_path / "ris", tls=ca.issue("ris")) as ris:
+        settings = make_settings(
+            destinations=f"PACS@127.0.0.1:{pacs.port}",
+            hl7_destinations=f"127.0.0.1:{ris.port}/tls",
+            tls_ca_file=ca.cert,
+        )
+        [message_id] = deliver(settings)
+        assert execute_hl7(WorkerRuntime.from_settings(settings), message_id) == Hl7Outcome.SENT
+        [received] = ris.messages()
+
+    assert _segments(received)["OBR"][0].obr_3.to_er7() == ACCESSION
+    message = _message(session_factory, message_id)
+    assert (message.state, message.ack_code, message.attempts) == (Hl7State.SENT, "AA", 1)
+    assert message.ack is not None and "MSA|AA|" + message.control_id in message.ack
+
+
+def test_a_listener_whose_certificate_is_not_trusted_gets_nothing_and_is_given_up(
+    make_settings: Callable[..., Settings],
+    session_factory: sessionmaker[Session],
+    deliver: Callable[[Settings], list[int]],
+    ca: ThrowawayCA,
+    tmp_path: Path,
+) -> None:
+    rogue = ThrowawayCA(tmp_path / "rogue", "rogue-ca").issue("ris")
+    with StoreSCP(aet="PACS") as pacs, MllpListener(tmp_path / "ris", tls=rogue) as ris:
+        settings = make_settings(
+            destinations=f"PACS@127.0.0.1:{pacs.port}",
+            hl7_destinations=f"127.0.0.1:{ris.port}/tls",
+            tls_ca_file=ca.cert,
+            delivery_max_attempts=2,
+            delivery_backoff_seconds=0.1,
+        )
+        [message_id] = deliver(settings)
+        runtime = WorkerRuntime.from_settings(settings)
+
+        reason = _retried_then_given_up(runtime, session_factory, message_id)
+        assert ris.messages() == []
+    assert reason == (
+        f"cannot send to 127.0.0.1:{ris.port}/tls: its TLS certificate is not trusted"
+        " (unable to get local issuer certificate)"
+    )

@@ -4,19 +4,21 @@ The node sends with the ``hl7`` package's asyncio client; the listener is
 another library's server, so the framing and the ACK are checked by an
 independent implementation.  It keeps every message it receives in a folder
 (one file each, in arrival order) and answers AA, or AE (a NAK) to the first
-``nak_first`` messages.
+``nak_first`` messages.  Given a certificate, it speaks MLLP over TLS.
 
-Run as ``python -m tests.support.mllp PORT FOLDER NAK_FIRST``.
+Run as ``python -m tests.support.mllp PORT FOLDER NAK_FIRST [CERT KEY]``.
 """
 
 from __future__ import annotations
 
 import itertools
+import ssl
 import sys
 import time
 from pathlib import Path
 from typing import Self
 
+from .certificates import Identity
 from .ports import LOOPBACK, free_port, port_is_open
 from .processes import BackgroundProcess, ScopedPeer
 from .waiting import wait_until
@@ -31,11 +33,14 @@ class MllpListener(ScopedPeer):
         Where received messages are written (``0001.hl7``, ...) and the log.
     nak_first:
         How many of the first messages get a NAK (MSA-1 ``AE``).
+    tls:
+        The listener's certificate and key: MLLP over TLS when given.
     """
 
-    def __init__(self, folder: Path, nak_first: int = 0) -> None:
+    def __init__(self, folder: Path, nak_first: int = 0, tls: Identity | None = None) -> None:
         self.folder = folder
         self.nak_first = nak_first
+        self.tls = tls
         self.port = 0
         self._process: BackgroundProcess | None = None
 
@@ -44,8 +49,9 @@ class MllpListener(ScopedPeer):
         self.folder.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         argv = [sys.executable, "-m", "tests.support.mllp", str(self.port), str(self.folder)]
+        identity = [str(self.tls.cert), str(self.tls.key)] if self.tls is not None else []
         self._process = BackgroundProcess(
-            [*argv, str(self.nak_first)],
+            [*argv, str(self.nak_first), *identity],
             self.folder / "listener.log",
             cwd=Path(__file__).resolve().parents[2],
         )
@@ -64,7 +70,7 @@ class MllpListener(ScopedPeer):
         return [path.read_bytes().decode() for path in sorted(self.folder.glob("*.hl7"))]
 
 
-def _serve(port: int, folder: Path, nak_first: int) -> None:
+def _serve(port: int, folder: Path, nak_first: int, identity: list[str]) -> None:
     from hl7apy.core import Message
     from hl7apy.mllp import AbstractHandler, MLLPServer
     from hl7apy.parser import parse_message
@@ -89,8 +95,12 @@ def _serve(port: int, folder: Path, nak_first: int) -> None:
             return ack.to_mllp()
 
     server = MLLPServer(LOOPBACK, port, {"ORU^R01^ORU_R01": (Handler,)})
+    if identity:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*identity)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     server.serve_forever()
 
 
 if __name__ == "__main__":
-    _serve(int(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]))
+    _serve(int(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4:])

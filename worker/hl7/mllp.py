@@ -9,6 +9,7 @@ RIS dropped it.  The ``hl7`` package's asyncio client frames the message
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from dataclasses import dataclass
 
@@ -71,7 +72,10 @@ async def _exchange(
         return str(await asyncio.wait_for(reader.readmessage(), timeout))
     finally:
         writer.close()
-        await writer.wait_closed()
+        # A receiver that closes right after its ACK resets our TLS close_notify:
+        # the ACK is read, so the message is delivered all the same.
+        with contextlib.suppress(OSError, TimeoutError):
+            await asyncio.wait_for(writer.wait_closed(), timeout)
 
 
 def send_message(
@@ -82,13 +86,19 @@ def send_message(
     Raises
     ------
     TransientError
-        If the receiver cannot be reached, closes the connection or does not
-        acknowledge within ``timeout`` seconds.
+        If the receiver cannot be reached, presents a TLS certificate that
+        ``tls`` does not trust, closes the connection or does not acknowledge
+        within ``timeout`` seconds.
     """
     try:
         raw = asyncio.run(_exchange(destination, message, timeout, tls))
     except TimeoutError as exc:
         raise TransientError(f"no acknowledgement from {destination} within {timeout:g} s") from exc
+    except ssl.SSLCertVerificationError as exc:
+        reason = getattr(exc, "verify_message", None) or exc.reason
+        raise TransientError(
+            f"cannot send to {destination}: its TLS certificate is not trusted ({reason})"
+        ) from exc
     except (OSError, asyncio.IncompleteReadError) as exc:
         raise TransientError(f"cannot send to {destination} ({type(exc).__name__})") from exc
     return parse_ack(raw)
