@@ -268,7 +268,6 @@ class Settings(BaseSettings):
     tls_key_file: Path | None = None
     tls_ca_file: Path | None = None
 
-    test_pipeline_delay_seconds: float = Field(default=0.0, ge=0)
     #: Real scanner DICOM the tests run on (skipped where absent); relative to the repository.
     real_data_dir: Path = Path("../shared/data/real")
     receiver_processes: int = Field(default=1, ge=1, le=64)

@@ -3,8 +3,8 @@
 The job must be re-run by a restarted worker (the recovery sweep re-queues a
 ``running`` job whose heartbeat went stale) and its results must reach the
 PACS exactly once: Orthanc holds one SEG and one SR, each delivery succeeded
-on its first attempt.  ``AINODE_TEST_PIPELINE_DELAY_SECONDS`` makes the first
-worker sit inside the job (after it is marked running and its heartbeat
+on its first attempt.  :func:`tests.support.faults.job_delay_env` makes the
+first worker sit inside the job (after it is marked running and its heartbeat
 beats) so that the kill lands deterministically mid-job.
 """
 
@@ -19,6 +19,7 @@ from tests.support.faults import (
     SEG_CLASS,
     SR_CLASS,
     alive,
+    job_delay_env,
     kill_hard,
     node_db,
     result_classes,
@@ -44,9 +45,11 @@ def test_worker_killed_mid_inference_job_reruns_and_results_arrive_once(
         node.cli("db", "upgrade")
         node.start("serve")
         node.wait_listening()
-        node.env["AINODE_TEST_PIPELINE_DELAY_SECONDS"] = "120"
+        delay = job_delay_env(120)
+        node.env.update(delay)
         doomed = node.start("worker")
-        node.env.pop("AINODE_TEST_PIPELINE_DELAY_SECONDS")
+        for name in delay:
+            node.env.pop(name)
 
         assert set(send_files(node.port, files)) == {0x0000}
         running = wait_until(

@@ -38,6 +38,20 @@ FAST_RECOVERY_ENV = {
 }
 
 
+#: Folder of the test-only ``sitecustomize`` that holds a worker inside its job.
+HOOKS = Path(__file__).parent / "hooks"
+
+
+def job_delay_env(seconds: float) -> dict[str, str]:
+    """Environment that makes ``ainode worker`` sleep ``seconds`` inside each job.
+
+    The delay is injected from outside the node, as the bench injects its
+    timers: ``tests/support/hooks`` goes first on ``PYTHONPATH``.
+    """
+    path = os.pathsep.join(filter(None, [str(HOOKS), os.environ.get("PYTHONPATH")]))
+    return {"PYTHONPATH": path, "TEST_HOOK_JOB_DELAY_SECONDS": str(seconds)}
+
+
 # ---------------------------------------------------------------------- data
 def write_study(
     folder: Path,

@@ -356,8 +356,6 @@ def execute_job(runtime: WorkerRuntime, job_id: int, app: Celery | None = None) 
             time_limit=settings.job_time_limit_seconds,
             on_timeout=lambda: _abandon_hung_job(runtime, job_id),
         ):
-            if settings.test_pipeline_delay_seconds:
-                time.sleep(settings.test_pipeline_delay_seconds)
             produced = _produce(runtime, claimed, timings, _upcoming(runtime, job_id))
     except OutsideDomain as exc:
         skip_job(runtime, job_id, str(exc))
