@@ -65,7 +65,7 @@ def phases_once(paths: list[Path]) -> dict[str, float]:
     from core.files import write_durably
     from pipelines.base import measure_segments
     from pipelines.io import load_series
-    from pipelines.outputs import build_measurement_report, build_segmentation
+    from pipelines.outputs import ReportHeader, build_measurement_report, build_segmentation
     from pipelines.registry import load_pipeline
 
     out: dict[str, float] = {}
@@ -91,10 +91,12 @@ def phases_once(paths: list[Path]) -> dict[str, float]:
             data,
             measurements,
             seg,
-            series_instance_uid=uids.sr_series,
-            sop_instance_uid=uids.sr_instance,
-            series_number=9902,
-            provenance=provenance,
+            ReportHeader(
+                series_instance_uid=uids.sr_series,
+                sop_instance_uid=uids.sr_instance,
+                series_number=9902,
+                provenance=provenance,
+            ),
             intensity_unit=pipeline.intensity_unit,
         )
     with tempfile.TemporaryDirectory() as folder, _clock(out, "write"):

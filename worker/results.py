@@ -34,7 +34,7 @@ from pipelines.base import (
     SegmentMeasurement,
     measure_segments,
 )
-from pipelines.outputs import build_measurement_report, build_segmentation
+from pipelines.outputs import ReportHeader, build_measurement_report, build_segmentation
 from pipelines.outputs.checks import (
     OutputCheckFailed,
     check_references,
@@ -179,19 +179,20 @@ def build_result_objects(
     sources = result_sources(data.datasets)
     data = replace(data, datasets=sources.datasets)
     provenance = provenance_of(pipeline, ae_title)
-    common = {
-        "series_number": SR_SERIES_NUMBER,
-        "provenance": provenance,
-        "procedure_reported": procedure_reported(data),
-        "outside_domain": outside_domain,
-    }
-    sr_uids = {"series_instance_uid": uids.sr_series, "sop_instance_uid": uids.sr_instance}
+    header = ReportHeader(
+        series_instance_uid=uids.sr_series,
+        sop_instance_uid=uids.sr_instance,
+        series_number=SR_SERIES_NUMBER,
+        provenance=provenance,
+        procedure_reported=procedure_reported(data),
+        outside_domain=outside_domain,
+    )
     if isinstance(result, ClassificationResult):
-        sr = build_classification_report(data, result, **sr_uids, **common)
+        sr = build_classification_report(data, result, header)
         checked(data, [ResultObject("sr", sr)])
         return BuiltResults([ResultObject("sr", sr)], sources.note)
     if isinstance(result, DetectionResult):
-        sr = build_detection_report(data, result, **sr_uids, **common)
+        sr = build_detection_report(data, result, header)
         checked(data, [ResultObject("sr", sr)])
         return BuiltResults([ResultObject("sr", sr)], sources.note)
     measurements = measure_segments(data, result)
@@ -221,10 +222,10 @@ def build_result_objects(
             data,
             measurements,
             seg,
+            replace(
+                header, series_instance_uid=typed.sr_series, sop_instance_uid=typed.sr_instance
+            ),
             intensity_unit=pipeline.intensity_unit,
-            series_instance_uid=typed.sr_series,
-            sop_instance_uid=typed.sr_instance,
-            **common,
         )
         objects += [ResultObject("seg", seg, seg_type), ResultObject("sr", sr, seg_type)]
     objects.sort(key=lambda item: SEG_TYPES.index(item.seg_type or "BINARY"))  # BINARY first

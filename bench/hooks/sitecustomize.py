@@ -21,6 +21,13 @@ if _PATH and "worker" in sys.argv:
 
     import pipelines.outputs as outputs
 
+    def _series_uid(args, kwargs):
+        """The new object's series UID: a keyword of the SEG builder, in the SR's header."""
+        headers = [item for item in args if isinstance(item, outputs.ReportHeader)]
+        return kwargs.get("series_instance_uid") or (
+            headers[0].series_instance_uid if headers else ""
+        )
+
     def _timed(name, fn):
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
@@ -29,7 +36,7 @@ if _PATH and "worker" in sys.argv:
             line = {
                 "what": name,
                 "seconds": time.perf_counter() - start,
-                "series": str(kwargs.get("series_instance_uid", "")),
+                "series": str(_series_uid(args, kwargs)),
                 "at": time.time(),
             }
             with open(_PATH, "a") as handle:

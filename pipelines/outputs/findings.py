@@ -39,8 +39,12 @@ from pipelines.base import (
     DetectionResult,
     PipelineInput,
 )
-from pipelines.outputs.provenance import ResultProvenance
-from pipelines.outputs.report import algorithm_id, domain_evaluations, measurement_report_document
+from pipelines.outputs.report import (
+    ReportHeader,
+    algorithm_id,
+    domain_evaluations,
+    measurement_report_document,
+)
 from pipelines.outputs.sr import MILLILITER
 from pipelines.stack import SourceFrames
 
@@ -96,14 +100,7 @@ def _decision(finding: Code, present: bool) -> hd.sr.QualitativeEvaluation:
 def build_classification_report(
     data: PipelineInput,
     result: ClassificationResult,
-    *,
-    series_instance_uid: str,
-    sop_instance_uid: str,
-    series_number: int,
-    provenance: ResultProvenance,
-    procedure_reported: Code,
-    outside_domain: bool = False,
-    series_description: str | None = None,
+    header: ReportHeader,
 ) -> hd.sr.Comprehensive3DSR:
     """TID 1500 report with one qualitative finding and probability per class.
 
@@ -113,16 +110,10 @@ def build_classification_report(
         The classified input (evidence; its single image is referenced).
     result:
         Probabilities and decisions.
-    series_instance_uid, sop_instance_uid, series_number:
-        Identity of the new SR.
-    provenance:
-        Equipment and algorithm (its parameters include the threshold).
-    procedure_reported:
-        Procedure reported (CID 100).
-    outside_domain:
-        Add the "outside validated input domain" evaluation to every group.
-    series_description:
-        Defaults to e.g. ``"AI SR cxr-classify 1.0.0"``.
+    header:
+        Identity of the new SR, provenance (its algorithm parameters include
+        the threshold), procedure reported, and whether to add the "outside
+        validated input domain" evaluation to every group.
 
     Raises
     ------
@@ -131,11 +122,11 @@ def build_classification_report(
     """
     if not result.findings:
         raise ValueError("a classification report needs at least one class")
-    algorithm = algorithm_id(provenance)
+    algorithm = algorithm_id(header.provenance)
     groups = [
         hd.sr.MeasurementsAndQualitativeEvaluations(
             tracking_identifier=_tracking(
-                sop_instance_uid,
+                header.sop_instance_uid,
                 finding.label
                 if finding.image is None
                 else f"{finding.label} {_image_name(finding.image, data)}",
@@ -151,21 +142,12 @@ def build_classification_report(
             ],
             qualitative_evaluations=[
                 _decision(finding.finding, finding.present),
-                *domain_evaluations(outside_domain),
+                *domain_evaluations(header.outside_domain),
             ],
         )
         for finding in result.findings
     ]
-    return measurement_report_document(
-        groups,
-        data.datasets,
-        series_instance_uid=series_instance_uid,
-        sop_instance_uid=sop_instance_uid,
-        series_number=series_number,
-        provenance=provenance,
-        procedure_reported=procedure_reported,
-        series_description=series_description,
-    )
+    return measurement_report_document(groups, data.datasets, header)
 
 
 def _classified_images(
@@ -242,9 +224,8 @@ def _finding_group(
     finding: DetectedFinding,
     number: int,
     data: PipelineInput,
-    sop_instance_uid: str,
+    header: ReportHeader,
     algorithm: hd.sr.AlgorithmIdentification,
-    outside_domain: bool,
 ) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
     """TID 1410 group of one finding: region on its source image, size, score."""
     image, box, frame = _located(data, finding)
@@ -257,27 +238,20 @@ def _finding_group(
         )
     measurements.append(hd.sr.Measurement(name=codes.SCT.Score, value=finding.score, unit=NO_UNITS))
     return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-        tracking_identifier=_tracking(sop_instance_uid, f"{finding.label} {number}"),
+        tracking_identifier=_tracking(header.sop_instance_uid, f"{finding.label} {number}"),
         referenced_region=_box_region(box, image, frame),
         finding_type=finding.finding,
         finding_category=finding.category,
         algorithm_id=algorithm,
         measurements=measurements,
-        qualitative_evaluations=domain_evaluations(outside_domain) or None,
+        qualitative_evaluations=domain_evaluations(header.outside_domain) or None,
     )
 
 
 def build_detection_report(
     data: PipelineInput,
     result: DetectionResult,
-    *,
-    series_instance_uid: str,
-    sop_instance_uid: str,
-    series_number: int,
-    provenance: ResultProvenance,
-    procedure_reported: Code,
-    outside_domain: bool = False,
-    series_description: str | None = None,
+    header: ReportHeader,
 ) -> hd.sr.Comprehensive3DSR:
     """TID 1500 report with one planar ROI group per detected finding.
 
@@ -288,16 +262,15 @@ def build_detection_report(
     result:
         The detections, best first; kinds without a detection are reported
         absent.
-    series_instance_uid, sop_instance_uid, series_number, provenance,
-    procedure_reported, outside_domain, series_description:
+    header:
         As for :func:`build_classification_report`.
     """
-    algorithm = algorithm_id(provenance)
+    algorithm = algorithm_id(header.provenance)
     groups: list[
         hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations
         | hd.sr.MeasurementsAndQualitativeEvaluations
     ] = [
-        _finding_group(finding, number, data, sop_instance_uid, algorithm, outside_domain)
+        _finding_group(finding, number, data, header, algorithm)
         for number, finding in enumerate(result.findings, 1)
     ]
     found = {finding.label for finding in result.findings}
@@ -306,23 +279,14 @@ def build_detection_report(
             continue
         groups.append(
             hd.sr.MeasurementsAndQualitativeEvaluations(
-                tracking_identifier=_tracking(sop_instance_uid, f"{label} absent"),
+                tracking_identifier=_tracking(header.sop_instance_uid, f"{label} absent"),
                 finding_type=finding_code,
                 finding_category=category,
                 algorithm_id=algorithm,
                 qualitative_evaluations=[
                     _decision(finding_code, False),
-                    *domain_evaluations(outside_domain),
+                    *domain_evaluations(header.outside_domain),
                 ],
             )
         )
-    return measurement_report_document(
-        groups,
-        data.datasets,
-        series_instance_uid=series_instance_uid,
-        sop_instance_uid=sop_instance_uid,
-        series_number=series_number,
-        provenance=provenance,
-        procedure_reported=procedure_reported,
-        series_description=series_description,
-    )
+    return measurement_report_document(groups, data.datasets, header)

@@ -2,14 +2,16 @@
 
 The observer (the node as a device), the algorithm identification (name,
 version, parameters such as the weights' SHA-256 and the device), the
-optional "outside validated input domain" evaluation and the Comprehensive
-3D SR document wrapper are built here once, so segmentation, classification
+optional "outside validated input domain" evaluation, the header every report
+takes (:class:`ReportHeader`) and the Comprehensive 3D SR document wrapper are
+built here once, so segmentation, classification
 and detection reports can never disagree about who made them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import highdicom as hd
 from pydicom import Dataset
@@ -22,6 +24,7 @@ from pipelines.outputs.provenance import ResultProvenance
 __all__ = [
     "INPUT_DOMAIN",
     "OUTSIDE_DOMAIN",
+    "ReportHeader",
     "algorithm_id",
     "device_observer",
     "domain_evaluations",
@@ -33,6 +36,37 @@ __all__ = [
 INPUT_DOMAIN = Code("INPUT-DOMAIN", "99PACSAI", "Validated input domain")
 #: Its value when the input lies outside the domain the pipeline was validated on.
 OUTSIDE_DOMAIN = Code("OUTSIDE", "99PACSAI", "Outside validated input domain")
+
+
+@dataclass(frozen=True)
+class ReportHeader:
+    """What every TID 1500 report of the node takes besides its result: identity and context.
+
+    The segmentation, classification and detection reports share these
+    arguments and hand them to :func:`measurement_report_document` unchanged.
+
+    Parameters
+    ----------
+    series_instance_uid, sop_instance_uid, series_number:
+        Identity of the new SR series and instance.
+    provenance:
+        Equipment and algorithm recorded in the report.
+    procedure_reported:
+        Procedure reported (CID 100), CT of unspecified body region by default.
+    outside_domain:
+        The input was outside the pipeline's validated domain: every group
+        carries that qualitative evaluation.
+    series_description:
+        Defaults to e.g. ``"AI SR ct-lungs 1.0.0"``.
+    """
+
+    series_instance_uid: str
+    sop_instance_uid: str
+    series_number: int
+    provenance: ResultProvenance
+    procedure_reported: Code = codes.LN.CTUnspecifiedBodyRegion
+    outside_domain: bool = False
+    series_description: str | None = None
 
 
 def observation_context(provenance: ResultProvenance) -> hd.sr.ObservationContext:
@@ -82,13 +116,7 @@ def measurement_report_document(
         | hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations
     ],
     evidence: Sequence[Dataset],
-    *,
-    series_instance_uid: str,
-    sop_instance_uid: str,
-    series_number: int,
-    provenance: ResultProvenance,
-    procedure_reported: Code,
-    series_description: str | None = None,
+    header: ReportHeader,
 ) -> hd.sr.Comprehensive3DSR:
     """Wrap measurement groups in a TID 1500 Measurement Report (Comprehensive 3D SR).
 
@@ -98,33 +126,28 @@ def measurement_report_document(
         The report's imaging measurement groups.
     evidence:
         Every object the groups reference (source images, the SEG).
-    series_instance_uid, sop_instance_uid, series_number:
-        Identity of the new SR series and instance.
-    provenance:
-        Equipment recorded in the document.
-    procedure_reported:
-        Procedure reported (CID 100).
-    series_description:
-        Defaults to e.g. ``"AI SR ct-lungs 1.0.0"``.
+    header:
+        Identity of the new SR, equipment and procedure reported.
 
     Returns
     -------
     highdicom.sr.Comprehensive3DSR
         COMPLETE, PRELIMINARY and UNVERIFIED (no human review).
     """
+    provenance = header.provenance
     report = hd.sr.MeasurementReport(
         observation_context=observation_context(provenance),
-        procedure_reported=procedure_reported,
+        procedure_reported=header.procedure_reported,
         imaging_measurements=list(groups),
     )
     return hd.sr.Comprehensive3DSR(
         evidence=list(evidence),
         content=report[0],
-        series_instance_uid=series_instance_uid,
-        series_number=series_number,
-        sop_instance_uid=sop_instance_uid,
+        series_instance_uid=header.series_instance_uid,
+        series_number=header.series_number,
+        sop_instance_uid=header.sop_instance_uid,
         instance_number=1,
         **provenance.equipment(),
-        series_description=series_description or provenance.default_series_description("SR"),
+        series_description=header.series_description or provenance.default_series_description("SR"),
         is_complete=True,
     )

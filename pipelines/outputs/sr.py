@@ -31,8 +31,12 @@ from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
 from pipelines.base import PipelineInput, SegmentMeasurement
-from pipelines.outputs.provenance import ResultProvenance
-from pipelines.outputs.report import algorithm_id, domain_evaluations, measurement_report_document
+from pipelines.outputs.report import (
+    ReportHeader,
+    algorithm_id,
+    domain_evaluations,
+    measurement_report_document,
+)
 from pipelines.outputs.seg import segment_tracking_uid
 
 __all__ = [
@@ -107,16 +111,10 @@ def build_measurement_report(
     data: PipelineInput,
     measurements: Sequence[SegmentMeasurement],
     segmentation: hd.seg.Segmentation,
+    header: ReportHeader,
     *,
-    series_instance_uid: str,
-    sop_instance_uid: str,
-    series_number: int,
-    provenance: ResultProvenance,
     intensity_unit: Code,
-    series_description: str | None = None,
-    procedure_reported: Code = codes.LN.CTUnspecifiedBodyRegion,
     intensity_quantity: Code | None = None,
-    outside_domain: bool = False,
 ) -> hd.sr.Comprehensive3DSR:
     """Build a TID 1500 Measurement Report of the segments of ``segmentation``.
 
@@ -139,22 +137,15 @@ def build_measurement_report(
         same tracking id.
     segmentation:
         The SEG the groups refer to (as built, or read back).
-    series_instance_uid, sop_instance_uid, series_number:
-        Identity of the new SR series and instance.
-    provenance:
-        Equipment and algorithm recorded in the report.
+    header:
+        Identity of the new SR, provenance, procedure reported and whether
+        the input was outside the validated domain (every group then
+        carries that qualitative evaluation).
     intensity_unit:
         UCUM unit of the mean intensity (HU for CT).
-    series_description:
-        Defaults to e.g. ``"AI SR ct-lungs 1.0.0"``.
-    procedure_reported:
-        Procedure reported (CID 100), CT of unspecified body region by default.
     intensity_quantity:
         Concept name of the mean intensity measurement; by default chosen
         from the unit (see module docstring).
-    outside_domain:
-        The input was outside the pipeline's validated domain: every group
-        carries that qualitative evaluation.
 
     Returns
     -------
@@ -169,7 +160,7 @@ def build_measurement_report(
     if not measurements:
         raise ValueError("a measurement report needs at least one measurement")
     described = {int(item.SegmentNumber): item for item in segmentation.SegmentSequence}
-    algorithm = algorithm_id(provenance)
+    algorithm = algorithm_id(header.provenance)
     groups = []
     for measurement in measurements:
         item = described.get(measurement.segment_number)
@@ -188,7 +179,7 @@ def build_measurement_report(
             values.append(_intensity_measurement(measurement, intensity_unit, intensity_quantity))
         opinion_values, evaluations = _second_opinion(measurement)
         values += opinion_values
-        evaluations += domain_evaluations(outside_domain)
+        evaluations += domain_evaluations(header.outside_domain)
         groups.append(
             hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
                 tracking_identifier=hd.sr.TrackingIdentifier(
@@ -202,13 +193,4 @@ def build_measurement_report(
                 qualitative_evaluations=evaluations or None,
             )
         )
-    return measurement_report_document(
-        groups,
-        [*data.datasets, segmentation],
-        series_instance_uid=series_instance_uid,
-        sop_instance_uid=sop_instance_uid,
-        series_number=series_number,
-        provenance=provenance,
-        procedure_reported=procedure_reported,
-        series_description=series_description,
-    )
+    return measurement_report_document(groups, [*data.datasets, segmentation], header)

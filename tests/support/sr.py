@@ -13,6 +13,7 @@ from pydicom.uid import generate_uid
 
 from pipelines.base import PipelineInput, SegmentationResult, SegmentMeasurement, measure_segments
 from pipelines.outputs.provenance import ResultProvenance
+from pipelines.outputs.report import ReportHeader
 from pipelines.outputs.seg import build_segmentation
 from pipelines.outputs.sr import build_measurement_report
 
@@ -58,8 +59,8 @@ def new_measurement_report(
     series_number: int = 902,
 ) -> hd.sr.Comprehensive3DSR:
     """The TID 1500 SR of ``measurements`` on ``seg`` (intensities in HU), with fresh UIDs."""
-    identity = _new_object(series_number, provenance)
-    return build_measurement_report(data, measurements, seg, intensity_unit=HU, **identity)
+    header = ReportHeader(**_new_object(series_number, provenance))
+    return build_measurement_report(data, measurements, seg, header, intensity_unit=HU)
 
 
 def write_pair(

@@ -25,7 +25,7 @@ from pipelines.outputs.findings import (
     source_image,
 )
 from pipelines.outputs.provenance import ResultProvenance
-from pipelines.outputs.report import INPUT_DOMAIN, OUTSIDE_DOMAIN
+from pipelines.outputs.report import INPUT_DOMAIN, OUTSIDE_DOMAIN, ReportHeader
 from tests.support.dciodvfy import dciodvfy_available, dciodvfy_errors
 from tests.support.radiograph import make_radiograph
 
@@ -36,14 +36,15 @@ NODULE = Code("27925004", "SCT", "Nodule")
 MASS = Code("4147007", "SCT", "Mass")
 
 
-def _identity(provenance: ResultProvenance) -> dict:
-    return {
-        "series_instance_uid": generate_uid(),
-        "sop_instance_uid": generate_uid(),
-        "series_number": 9902,
-        "provenance": provenance,
-        "procedure_reported": codes.cid100.XRUnspecifiedBodyRegion,
-    }
+def _identity(provenance: ResultProvenance, outside_domain: bool = False) -> ReportHeader:
+    return ReportHeader(
+        series_instance_uid=generate_uid(),
+        sop_instance_uid=generate_uid(),
+        series_number=9902,
+        provenance=provenance,
+        procedure_reported=codes.cid100.XRUnspecifiedBodyRegion,
+        outside_domain=outside_domain,
+    )
 
 
 def _report(path: Path) -> hd.sr.MeasurementReport:
@@ -70,9 +71,7 @@ def test_classification_report(
         ],
         threshold=0.5,
     )
-    sr = build_classification_report(
-        radiograph, result, outside_domain=True, **_identity(provenance)
-    )
+    sr = build_classification_report(radiograph, result, _identity(provenance, outside_domain=True))
     sr.save_as(tmp_path / "sr.dcm")
     _valid(tmp_path / "sr.dcm")
     groups = _report(tmp_path / "sr.dcm").get_image_measurement_groups()
@@ -97,7 +96,7 @@ def test_detection_report_on_a_ct_series(
     ]
     kinds = [("Nodule", NODULE, FINDING), ("Mass", MASS, FINDING)]
     result = DetectionResult(findings=findings, threshold=0.5, kinds=kinds)
-    sr = build_detection_report(ct_input, result, **_identity(provenance))
+    sr = build_detection_report(ct_input, result, _identity(provenance))
     sr.save_as(tmp_path / "sr.dcm")
     _valid(tmp_path / "sr.dcm")
     report = _report(tmp_path / "sr.dcm")
@@ -131,7 +130,7 @@ def test_detection_report_on_a_radiograph_without_findings(
     radiograph: PipelineInput, provenance: ResultProvenance, tmp_path: Path
 ) -> None:
     result = DetectionResult(findings=[], threshold=0.5, kinds=[("Nodule", NODULE, FINDING)])
-    sr = build_detection_report(radiograph, result, **_identity(provenance))
+    sr = build_detection_report(radiograph, result, _identity(provenance))
     sr.save_as(tmp_path / "sr.dcm")
     _valid(tmp_path / "sr.dcm")
     assert len(_report(tmp_path / "sr.dcm").get_image_measurement_groups()) == 1

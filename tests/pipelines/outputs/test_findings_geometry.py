@@ -13,6 +13,7 @@ from pipelines.base import DetectedFinding, DetectionResult, PipelineInput
 from pipelines.io import load_input, load_series
 from pipelines.outputs.findings import build_detection_report
 from pipelines.outputs.provenance import ResultProvenance
+from pipelines.outputs.report import ReportHeader
 from pipelines.phantom import generate_ct_phantom
 from tests.support.dciodvfy import dciodvfy_available, dciodvfy_errors
 from tests.support.stacks import enhanced_ct, sphere_series
@@ -42,11 +43,13 @@ def _region(
     build_detection_report(
         data,
         DetectionResult(findings=[finding], threshold=0.5),
-        series_instance_uid=generate_uid(),
-        sop_instance_uid=generate_uid(),
-        series_number=902,
-        provenance=provenance,
-        procedure_reported=codes.cid100.CTUnspecifiedBodyRegion,
+        ReportHeader(
+            series_instance_uid=generate_uid(),
+            sop_instance_uid=generate_uid(),
+            series_number=902,
+            provenance=provenance,
+            procedure_reported=codes.cid100.CTUnspecifiedBodyRegion,
+        ),
     ).save_as(path)
     if dciodvfy_available():
         assert dciodvfy_errors(path) == []

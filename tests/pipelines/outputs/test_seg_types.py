@@ -18,7 +18,7 @@ import pytest
 from pydicom.sr.codedict import codes
 
 from pipelines.base import PipelineInput, SegmentationResult, SegmentDefinition, measure_segments
-from pipelines.outputs import build_measurement_report
+from pipelines.outputs import ReportHeader, build_measurement_report
 from pipelines.outputs import seg as seg_module
 from pipelines.outputs.provenance import ResultProvenance
 from pipelines.outputs.seg import OverlappingSegmentsError, build_segmentation
@@ -115,10 +115,12 @@ def test_labelmap_seg_and_its_sr_are_valid_as_far_as_dciodvfy_knows(
         ct_input,
         measure_segments(ct_input, result),
         seg,
-        series_instance_uid="1.2.826.0.1.3680043.8.498.3",
-        sop_instance_uid="1.2.826.0.1.3680043.8.498.4",
-        series_number=902,
-        provenance=provenance,
+        ReportHeader(
+            series_instance_uid="1.2.826.0.1.3680043.8.498.3",
+            sop_instance_uid="1.2.826.0.1.3680043.8.498.4",
+            series_number=902,
+            provenance=provenance,
+        ),
         intensity_unit=codes.UCUM.HounsfieldUnit,
     )
     seg.save_as(tmp_path / "seg.dcm")
