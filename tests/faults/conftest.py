@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.faults import FAST_RECOVERY_ENV, kill_hard
+from tests.support.faults import FAST_RECOVERY_ENV, NodeDB, StartNode, kill_hard, node_db
 from tests.support.node import NodeProcesses
 from tests.support.private_redis import PrivateRedis
+from tests.support.processes import BackgroundProcess
 from tests.support.services import fresh_postgres_database
 
 
@@ -65,3 +66,37 @@ def make_node(tmp_path: Path) -> Iterator[Callable[..., NodeProcesses]]:
             if "worker" in process.argv and process.proc is not None:
                 kill_hard(process)
         node.stop()
+
+
+@pytest.fixture
+def start_node() -> StartNode:
+    """``start_node(node, workers=1)``: migrate, start serve and workers, wait until it listens.
+
+    Returns the serve process and the worker processes, in start order.
+    """
+
+    def start(
+        node: NodeProcesses, workers: int = 1
+    ) -> tuple[BackgroundProcess, list[BackgroundProcess]]:
+        node.cli("db", "upgrade")
+        serve = node.start("serve")
+        started = [node.start("worker") for _ in range(workers)]
+        node.wait_listening()
+        return serve, started
+
+    return start
+
+
+@pytest.fixture
+def open_db() -> Iterator[Callable[[NodeProcesses], NodeDB]]:
+    """``open_db(node)``: read access to the node's database, disposed after the test."""
+    opened: list[NodeDB] = []
+
+    def factory(node: NodeProcesses) -> NodeDB:
+        db = node_db(node)
+        opened.append(db)
+        return db
+
+    yield factory
+    for db in opened:
+        db.dispose()

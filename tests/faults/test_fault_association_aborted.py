@@ -17,9 +17,10 @@ import pytest
 from pynetdicom import AE
 
 from tests.support.faults import (
+    NodeDB,
+    StartNode,
     alive,
     echo_ok,
-    node_db,
     sop_uid,
     spool_leftovers,
     write_study,
@@ -32,18 +33,18 @@ pytestmark = pytest.mark.e2e
 
 
 def test_aborted_and_reset_associations_keep_complete_instances_only(
-    make_node: Callable[..., NodeProcesses], tmp_path: Path
+    make_node: Callable[..., NodeProcesses],
+    start_node: StartNode,
+    open_db: Callable[[NodeProcesses], NodeDB],
+    tmp_path: Path,
 ) -> None:
     study, files = write_study(tmp_path / "ct", seed=71)
     items = [Part10.read(path) for path in files]
     # A short network timeout: an abandoned receive file may be kept that long (x2).
     node = make_node({"AINODE_STABILITY_SECONDS": "3", "AINODE_NETWORK_TIMEOUT_SECONDS": "3"})
     spool = node.workdir / "var"
-    node.cli("db", "upgrade")
-    serve = node.start("serve")
-    worker = node.start("worker")
-    node.wait_listening()
-    db = node_db(node)
+    serve, (worker,) = start_node(node)
+    db = open_db(node)
 
     # A-ABORT halfway through instance 16.
     first = RawAssociation(node.port, abstract_syntaxes=(items[0].sop_class,)).connect()
@@ -87,4 +88,3 @@ def test_aborted_and_reset_associations_keep_complete_instances_only(
     assert len(jobs) == 1 and jobs[0]["state"] == "succeeded", jobs
     assert alive(serve) and alive(worker)
     assert spool_leftovers(spool) == []
-    db.dispose()

@@ -16,7 +16,8 @@ import pytest
 from tests.support.faults import (
     SEG_CLASS,
     SR_CLASS,
-    node_db,
+    NodeDB,
+    StartNode,
     result_classes,
     send_files,
     write_study,
@@ -32,7 +33,10 @@ MAX_ATTEMPTS = 3
 
 
 def test_destination_down_deliveries_fail_then_retry_and_replay_deliver_once(
-    make_node: Callable[..., NodeProcesses], tmp_path: Path
+    make_node: Callable[..., NodeProcesses],
+    start_node: StartNode,
+    open_db: Callable[[NodeProcesses], NodeDB],
+    tmp_path: Path,
 ) -> None:
     study, files = write_study(tmp_path / "ct", seed=51)
     orthanc = OrthancServer(http_port=free_port(), dicom_port=free_port())
@@ -43,11 +47,8 @@ def test_destination_down_deliveries_fail_then_retry_and_replay_deliver_once(
                 "AINODE_DELIVERY_MAX_ATTEMPTS": str(MAX_ATTEMPTS),
             }
         )
-        db = node_db(node)
-        node.cli("db", "upgrade")
-        node.start("serve")
-        node.start("worker")
-        node.wait_listening()
+        db = open_db(node)
+        start_node(node)
         assert set(send_files(node.port, files)) == {0x0000}
 
         failed = wait_until(
@@ -96,6 +97,5 @@ def test_destination_down_deliveries_fail_then_retry_and_replay_deliver_once(
         )
         assert len(db.jobs()) == 1
         assert result_classes(orthanc, study.study_instance_uid) == [SEG_CLASS, SR_CLASS]
-        db.dispose()
     finally:
         orthanc.stop()

@@ -17,8 +17,9 @@ import pytest
 from tests.support.faults import (
     SEG_CLASS,
     SR_CLASS,
+    NodeDB,
+    StartNode,
     kill_hard,
-    node_db,
     result_classes,
     send_files,
     sop_uid,
@@ -37,7 +38,10 @@ STORED_BEFORE_KILL = 15
 
 
 def test_serve_killed_mid_association_keeps_received_and_processes_once(
-    make_node: Callable[..., NodeProcesses], tmp_path: Path
+    make_node: Callable[..., NodeProcesses],
+    start_node: StartNode,
+    open_db: Callable[[NodeProcesses], NodeDB],
+    tmp_path: Path,
 ) -> None:
     study, files = write_study(tmp_path / "ct", seed=21)
     with OrthancServer() as orthanc:
@@ -49,12 +53,9 @@ def test_serve_killed_mid_association_keeps_received_and_processes_once(
                 "AINODE_STABILITY_SECONDS": "6",
             }
         )
-        db = node_db(node)
+        db = open_db(node)
         spool = node.workdir / "var"
-        node.cli("db", "upgrade")
-        serve = node.start("serve")
-        node.start("worker")
-        node.wait_listening()
+        serve, _ = start_node(node)
 
         sender = RawAssociation(node.port, abstract_syntaxes=(Part10.read(files[0]).sop_class,))
         sender.connect()
@@ -107,4 +108,3 @@ def test_serve_killed_mid_association_keeps_received_and_processes_once(
         )
         assert classes == [SEG_CLASS, SR_CLASS]
         assert spool_leftovers(spool) == []
-        db.dispose()

@@ -17,7 +17,7 @@ import pytest
 from pydicom import dcmread
 
 from tests.support.dcmtk import StoreSCP
-from tests.support.faults import alive, node_db, send_files, write_study
+from tests.support.faults import NodeDB, StartNode, alive, send_files, write_study
 from tests.support.node import NodeProcesses
 from tests.support.waiting import wait_until
 
@@ -42,7 +42,10 @@ def _without_pixels(files: list[Path], folder: Path) -> list[Path]:
 
 
 def test_broken_series_fail_with_reason_while_good_study_succeeds(
-    make_node: Callable[..., NodeProcesses], tmp_path: Path
+    make_node: Callable[..., NodeProcesses],
+    start_node: StartNode,
+    open_db: Callable[[NodeProcesses], NodeDB],
+    tmp_path: Path,
 ) -> None:
     good, good_files = write_study(tmp_path / "good", seed=81)
     gap, gap_files = write_study(tmp_path / "gap", seed=82)
@@ -61,10 +64,7 @@ def test_broken_series_fail_with_reason_while_good_study_succeeds(
                 "AINODE_ROUTING_RULES": RULES,
             }
         )
-        node.cli("db", "upgrade")
-        serve = node.start("serve")
-        worker = node.start("worker")
-        node.wait_listening()
+        serve, (worker,) = start_node(node)
         with ThreadPoolExecutor(len(sends)) as pool:
             statuses = pool.map(lambda paths: send_files(node.port, paths), sends.values())
             outcomes = dict(zip(sends, statuses, strict=True))
@@ -73,7 +73,7 @@ def test_broken_series_fail_with_reason_while_good_study_succeeds(
         for statuses in outcomes.values():
             assert set(statuses) == {0x0000}, statuses
 
-        db = node_db(node)
+        db = open_db(node)
         jobs = wait_until(
             lambda: (
                 len(jobs := db.jobs()) == 3
@@ -108,4 +108,3 @@ def test_broken_series_fail_with_reason_while_good_study_succeeds(
         assert {d["study_uid"] for d in db.deliveries()} == {good.study_instance_uid}
         assert len(results.received_files()) == 2
         assert alive(serve) and alive(worker)
-        db.dispose()

@@ -18,10 +18,11 @@ import pytest
 from tests.support.faults import (
     SEG_CLASS,
     SR_CLASS,
+    NodeDB,
+    StartNode,
     alive,
     job_delay_env,
     kill_hard,
-    node_db,
     result_classes,
     send_files,
     write_study,
@@ -34,17 +35,19 @@ pytestmark = pytest.mark.e2e
 
 
 def test_worker_killed_mid_inference_job_reruns_and_results_arrive_once(
-    backend: dict[str, str], make_node: Callable[..., NodeProcesses], tmp_path: Path
+    backend: dict[str, str],
+    make_node: Callable[..., NodeProcesses],
+    start_node: StartNode,
+    open_db: Callable[[NodeProcesses], NodeDB],
+    tmp_path: Path,
 ) -> None:
     study, files = write_study(tmp_path / "ct", seed=11)
     with OrthancServer() as orthanc:
         node = make_node(
             {**backend, "AINODE_DESTINATIONS": f"ORTHANC@127.0.0.1:{orthanc.dicom_port}"}
         )
-        db = node_db(node)
-        node.cli("db", "upgrade")
-        node.start("serve")
-        node.wait_listening()
+        db = open_db(node)
+        start_node(node, workers=0)
         delay = job_delay_env(120)
         node.env.update(delay)
         doomed = node.start("worker")
@@ -94,4 +97,3 @@ def test_worker_killed_mid_inference_job_reruns_and_results_arrive_once(
         )
         assert classes == [SEG_CLASS, SR_CLASS]
         assert alive(replacement)
-        db.dispose()

@@ -12,7 +12,7 @@ import contextlib
 import os
 import signal
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,9 @@ FAST_RECOVERY_ENV = {
     "AINODE_DELIVERY_BACKOFF_MAX_SECONDS": "1",
 }
 
+
+#: ``start_node(node, workers=1)`` of the fault suite: migrate, start, wait; (serve, workers).
+StartNode = Callable[..., tuple[BackgroundProcess, list[BackgroundProcess]]]
 
 #: Folder of the test-only ``sitecustomize`` that holds a worker inside its job.
 HOOKS = Path(__file__).parent / "hooks"
