@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.support.faults import node_db, send_files, write_study
+from tests.support.faults import StartNode, node_db, send_files, write_study
 from tests.support.node import NodeProcesses
 from tests.support.private_redis import PrivateRedis
 from tests.support.waiting import wait_until
@@ -65,6 +65,7 @@ def _all_succeed(node: NodeProcesses, count: int) -> list[dict]:
 
 def test_redis_restarted_empty_jobs_are_requeued_from_the_database(
     make_node: Callable[..., NodeProcesses],
+    start_node: StartNode,
     private_redis: PrivateRedis,
     postgres_url: str,
     tmp_path: Path,
@@ -72,9 +73,7 @@ def test_redis_restarted_empty_jobs_are_requeued_from_the_database(
     node = make_node(
         {"AINODE_BROKER_URL": private_redis.url(0), "AINODE_DATABASE_URL": postgres_url}
     )
-    node.cli("db", "upgrade")
-    node.start("serve")
-    node.wait_listening()
+    start_node(node, workers=0)
     _send_studies(node, tmp_path / "ct", (31, 32))
     _all_queued(node, 2)
     client = redis.Redis(host="127.0.0.1", port=private_redis.port)
@@ -98,13 +97,11 @@ def test_redis_restarted_empty_jobs_are_requeued_from_the_database(
 
 
 def test_embedded_broker_lost_messages_jobs_are_requeued(
-    make_node: Callable[..., NodeProcesses], tmp_path: Path
+    make_node: Callable[..., NodeProcesses], start_node: StartNode, tmp_path: Path
 ) -> None:
     node = make_node()
     queue_dir = node.workdir / "var" / "broker" / "queue"
-    node.cli("db", "upgrade")
-    node.start("serve")
-    node.wait_listening()
+    start_node(node, workers=0)
     _send_studies(node, tmp_path / "ct", (33, 34))
     _all_queued(node, 2)
 

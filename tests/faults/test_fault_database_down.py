@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from tests.support.faults import (
+    NodeDB,
+    StartNode,
     alive,
-    node_db,
     send_files,
     sop_uid,
     spool_leftovers,
@@ -45,7 +46,11 @@ def private_postgres() -> Iterator[PrivatePostgres]:
 
 
 def test_database_outage_answers_failure_and_work_resumes(
-    make_node: Callable[..., NodeProcesses], private_postgres: PrivatePostgres, tmp_path: Path
+    make_node: Callable[..., NodeProcesses],
+    start_node: StartNode,
+    open_db: Callable[[NodeProcesses], NodeDB],
+    private_postgres: PrivatePostgres,
+    tmp_path: Path,
 ) -> None:
     study, files = write_study(tmp_path / "ct", seed=41)
     first, during, rest = files[:10], files[10:20], files[20:]
@@ -57,10 +62,7 @@ def test_database_outage_answers_failure_and_work_resumes(
         }
     )
     spool = node.workdir / "var"
-    node.cli("db", "upgrade")
-    serve = node.start("serve")
-    node.start("worker")
-    node.wait_listening()
+    serve, _ = start_node(node)
 
     assert send_files(node.port, first) == [0x0000] * len(first)
 
@@ -76,7 +78,7 @@ def test_database_outage_answers_failure_and_work_resumes(
     statuses = send_files(node.port, [*during, *rest])
     assert statuses == [0x0000] * (len(during) + len(rest)), [hex(s or 0) for s in statuses]
 
-    db = node_db(node)
+    db = open_db(node)
     wait_until(
         lambda: (jobs := db.jobs()) and jobs[-1]["state"] in ("succeeded", "failed"),
         timeout=90,
@@ -87,4 +89,3 @@ def test_database_outage_answers_failure_and_work_resumes(
     assert len(jobs) == 1 and jobs[0]["state"] == "succeeded", jobs
     assert len(spooled_instances(spool)) == len(files)
     assert alive(serve)
-    db.dispose()

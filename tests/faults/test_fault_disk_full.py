@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 
 from tests.support.faults import (
+    NodeDB,
+    StartNode,
     alive,
     echo_ok,
-    node_db,
     send_files,
     sop_uid,
     spool_leftovers,
@@ -50,7 +51,10 @@ def _fill(folder: Path) -> Path:
 
 
 def test_disk_full_answers_out_of_resources_leaves_nothing_and_recovers(
-    make_node: Callable[..., NodeProcesses], tmp_path: Path
+    make_node: Callable[..., NodeProcesses],
+    start_node: StartNode,
+    open_db: Callable[[NodeProcesses], NodeDB],
+    tmp_path: Path,
 ) -> None:
     study, files = write_study(tmp_path / "ct", seed=61)
     before, during = files[:3], files[3:6]
@@ -66,10 +70,8 @@ def test_disk_full_answers_out_of_resources_leaves_nothing_and_recovers(
         ["mount", "-t", "tmpfs", "-o", "size=8m,mode=0700", "tmpfs", str(spool)], check=True
     )
     try:
-        node.cli("db", "upgrade")
-        serve = node.start("serve")
-        node.wait_listening()
-        db = node_db(node)
+        serve, _ = start_node(node, workers=0)
+        db = open_db(node)
         assert send_files(node.port, before) == [0x0000] * len(before)
 
         filler = _fill(spool)
@@ -94,7 +96,6 @@ def test_disk_full_answers_out_of_resources_leaves_nothing_and_recovers(
             sop_uid(p) for p in [*before, *during]
         }
         assert spool_leftovers(spool) == []
-        db.dispose()
     finally:
         node.stop()
         subprocess.run(["umount", str(spool)], check=False)

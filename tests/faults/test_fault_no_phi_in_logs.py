@@ -20,7 +20,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from pipelines.phantom import generate_ct_phantom, write_phantom
 from tests.support.dcmtk import StoreSCP
-from tests.support.faults import node_db, send_files
+from tests.support.faults import NodeDB, StartNode, send_files
 from tests.support.node import NodeProcesses
 from tests.support.ports import free_port
 from tests.support.waiting import wait_until
@@ -71,7 +71,11 @@ def _text_sr(folder: Path) -> Path:
 
 @pytest.mark.parametrize("log_level", ["INFO", "DEBUG"])
 def test_no_phi_in_logs_or_error_texts(
-    log_level: str, make_node: Callable[..., NodeProcesses], tmp_path: Path
+    log_level: str,
+    make_node: Callable[..., NodeProcesses],
+    start_node: StartNode,
+    open_db: Callable[[NodeProcesses], NodeDB],
+    tmp_path: Path,
 ) -> None:
     good_uid, good = _patient_study(tmp_path / "good", seed=101)
     broken_uid, broken = _patient_study(tmp_path / "broken", seed=102)
@@ -92,16 +96,13 @@ def test_no_phi_in_logs_or_error_texts(
                 "AINODE_LOG_LEVEL": log_level,
             }
         )
-        node.cli("db", "upgrade")
-        node.start("serve")
-        node.start("worker")
-        node.wait_listening()
+        start_node(node)
         assert set(send_files(node.port, good)) == {0x0000}
         assert set(send_files(node.port, broken)) == {0x0000}
         assert send_files(node.port, [rejected_path]) == [0xC001]
         assert send_files(node.port, [document]) == [0x0000]
 
-        db = node_db(node)
+        db = open_db(node)
         wait_until(
             lambda: (
                 len(jobs := db.jobs()) == 2
@@ -130,4 +131,3 @@ def test_no_phi_in_logs_or_error_texts(
             assert leaking == [], f"{secret!r} in the logs: {leaking[:3]}"
             assert [t for t in texts if secret in t] == [], f"{secret!r} in the database texts"
             assert secret not in status_output, f"{secret!r} in ainode status"
-        db.dispose()

@@ -21,7 +21,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from tests.support.dcmtk import StoreSCP, echoscu
-from tests.support.faults import alive, echo_ok, node_db, send_files, write_study
+from tests.support.faults import NodeDB, StartNode, alive, echo_ok, send_files, write_study
 from tests.support.node import NodeProcesses
 from tests.support.raw_dicom import Part10, RawAssociation, fuzz_connection, fuzz_payloads
 from tests.support.waiting import wait_until
@@ -113,15 +113,15 @@ def _send_raw(port: int, sop_class: str, payloads: list[tuple[str, bytes]]) -> l
 
 
 def test_poison_input_is_refused_or_fails_cleanly_and_node_keeps_serving(
-    make_node: Callable[..., NodeProcesses], tmp_path: Path
+    make_node: Callable[..., NodeProcesses],
+    start_node: StartNode,
+    open_db: Callable[[NodeProcesses], NodeDB],
+    tmp_path: Path,
 ) -> None:
     with StoreSCP(aet="RESULTS") as results:
         node = make_node({"AINODE_DESTINATIONS": f"RESULTS@127.0.0.1:{results.port}"})
-        node.cli("db", "upgrade")
-        serve = node.start("serve")
-        worker = node.start("worker")
-        node.wait_listening()
-        db = node_db(node)
+        serve, (worker,) = start_node(node)
+        db = open_db(node)
 
         # Poison CT series: every instance of a 10-slice series is damaged the same way.
         poisoned: dict[str, list[int | None]] = {}
@@ -201,4 +201,3 @@ def test_poison_input_is_refused_or_fails_cleanly_and_node_keeps_serving(
                 assert db.jobs_of(uid) == [], f"a non-image object was routed: {db.jobs_of(uid)}"
                 assert db.study(uid)["state"] == "unrouted"
         assert alive(serve) and alive(worker)
-        db.dispose()
