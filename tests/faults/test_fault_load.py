@@ -18,6 +18,7 @@ import pytest
 
 from tests.support.dcmtk import StoreSCP
 from tests.support.faults import (
+    StartNode,
     alive,
     node_db,
     open_fds,
@@ -64,6 +65,7 @@ def _round(node: NodeProcesses, studies: list[tuple[str, list[Path]]], done_befo
 
 def test_eight_concurrent_200_slice_studies(
     make_node: Callable[..., NodeProcesses],
+    start_node: StartNode,
     private_redis: PrivateRedis,
     postgres_url: str,
     tmp_path: Path,
@@ -89,10 +91,7 @@ def test_eight_concurrent_200_slice_studies(
                 "AINODE_JOB_REQUEUE_SECONDS": "120",
             }
         )
-        node.cli("db", "upgrade")
-        serve = node.start("serve")
-        workers = [node.start("worker"), node.start("worker")]
-        node.wait_listening()
+        serve, workers = start_node(node, workers=2)
         assert serve.pid is not None
         idle_threads = thread_count(serve.pid)
 
