@@ -42,10 +42,10 @@ def test_a_child_that_exits_is_started_again(tmp_path: Path) -> None:
 def test_stop_kills_a_child_that_ignores_sigterm(tmp_path: Path) -> None:
     ready = tmp_path / "ready"
     script = (
-        "import signal, time\n"
+        "import signal\n"
         "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
         f"open({str(ready)!r}, 'w').close()\n"
-        "time.sleep(60)\n"
+        "signal.pause()\n"
     )
     child = Child("stubborn", [sys.executable, "-c", script])
     group = ProcessGroup([child], stop_timeout=0.5)
