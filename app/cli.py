@@ -11,14 +11,14 @@ import json
 import os
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
 if TYPE_CHECKING:
-    from contextlib import AbstractContextManager
-
     from sqlalchemy.orm import Session
 
 from core.config import CONFIG_FILE_ENV, Settings, load_settings
@@ -185,12 +185,21 @@ def users() -> None:
     """Console users (viewer: read only; operator: actions; admin: users)."""
 
 
-def _user_session(ctx: click.Context) -> AbstractContextManager[Session]:
+@contextmanager
+def _user_session(ctx: click.Context) -> Iterator[Session]:
+    """A session for a ``users`` command; a refused change (UserError) is the command's error."""
     from core.db.session import make_engine, make_session_factory, session_scope
+    from web.users import UserError
 
     settings = _settings(ctx)
     _require_schema(settings)
-    return session_scope(make_session_factory(make_engine(settings.effective_database_url)))
+    try:
+        with session_scope(
+            make_session_factory(make_engine(settings.effective_database_url))
+        ) as session:
+            yield session
+    except UserError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 def _password(from_stdin: bool) -> str:
@@ -206,14 +215,11 @@ def _password(from_stdin: bool) -> str:
 @click.pass_context
 def users_add(ctx: click.Context, username: str, role: str, password_stdin: bool) -> None:
     """Add a console user."""
-    from web.users import UserError, add_user, parse_role
+    from web.users import add_user, parse_role
 
-    try:
+    with _user_session(ctx) as session:
         parsed = parse_role(role)
-        with _user_session(ctx) as session:
-            add_user(session, username, _password(password_stdin), parsed)
-    except UserError as exc:
-        raise click.ClickException(str(exc)) from exc
+        add_user(session, username, _password(password_stdin), parsed)
     click.echo(f"user {username} added ({parsed.value})")
 
 
@@ -223,13 +229,10 @@ def users_add(ctx: click.Context, username: str, role: str, password_stdin: bool
 @click.pass_context
 def users_passwd(ctx: click.Context, username: str, password_stdin: bool) -> None:
     """Change a console user's password."""
-    from web.users import UserError, set_password
+    from web.users import set_password
 
-    try:
-        with _user_session(ctx) as session:
-            set_password(session, username, _password(password_stdin))
-    except UserError as exc:
-        raise click.ClickException(str(exc)) from exc
+    with _user_session(ctx) as session:
+        set_password(session, username, _password(password_stdin))
     click.echo(f"password of {username} changed")
 
 
@@ -239,13 +242,10 @@ def users_passwd(ctx: click.Context, username: str, password_stdin: bool) -> Non
 @click.pass_context
 def users_role(ctx: click.Context, username: str, role: str) -> None:
     """Change a console user's role."""
-    from web.users import UserError, parse_role, set_role
+    from web.users import parse_role, set_role
 
-    try:
-        with _user_session(ctx) as session:
-            set_role(session, username, parse_role(role))
-    except UserError as exc:
-        raise click.ClickException(str(exc)) from exc
+    with _user_session(ctx) as session:
+        set_role(session, username, parse_role(role))
     click.echo(f"{username} is now {role}")
 
 
@@ -254,13 +254,10 @@ def users_role(ctx: click.Context, username: str, role: str) -> None:
 @click.pass_context
 def users_remove(ctx: click.Context, username: str) -> None:
     """Remove a console user."""
-    from web.users import UserError, remove_user
+    from web.users import remove_user
 
-    try:
-        with _user_session(ctx) as session:
-            remove_user(session, username)
-    except UserError as exc:
-        raise click.ClickException(str(exc)) from exc
+    with _user_session(ctx) as session:
+        remove_user(session, username)
     click.echo(f"user {username} removed")
 
 
