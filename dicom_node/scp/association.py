@@ -207,17 +207,16 @@ class StorageAssociation:
         request = bytes([pdu_type, 0]) + length.to_bytes(4, "big") + self._reader.read(length)
         decision = self._policy.negotiate(request, self.peer_host, self._active_count())
         self._calling_ae = decision.calling_ae
-        if isinstance(decision, Accepted):
-            self._on_negotiated()  # counted as an association before the peer can act on it
+        if not isinstance(decision, Accepted):
+            # Logged before the answer goes out, so the record exists once the peer has it.
+            log.warning("rejected association from %s: %s", self._peer(), decision.reason)
+            self.sock.sendall(decision.response)
+            return False
+        self._on_negotiated()  # counted as an association before the peer can act on it
         self.sock.sendall(decision.response)
-        if isinstance(decision, Accepted):
-            self._accepted = decision
-            log.info(
-                "accepted association from %s (%d contexts)", self._peer(), len(decision.contexts)
-            )
-            return True
-        log.warning("rejected association from %s: %s", self._peer(), decision.reason)
-        return False
+        self._accepted = decision
+        log.info("accepted association from %s (%d contexts)", self._peer(), len(decision.contexts))
+        return True
 
     # ------------------------------------------------------------------ data transfer
     def _serve(self) -> None:
