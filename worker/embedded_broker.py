@@ -18,12 +18,25 @@ import uuid
 from time import monotonic
 from typing import Any
 
+from celery.worker import state as worker_state
 from kombu.transport import filesystem
 from kombu.utils.encoding import str_to_bytes
 from kombu.utils.json import dumps
 
 #: Suffix of a message file being written (kombu only reads ``*.<queue>.msg``).
 PARTIAL_SUFFIX = ".partial"
+
+#: The longest a wait for messages goes on before it looks at the worker's stop flag again.
+DRAIN_SLICE_SECONDS = 0.1
+
+
+def _worker_stopping() -> bool:
+    """Whether the worker has been told to stop (its SIGTERM and SIGQUIT handlers set flags)."""
+    # Identity checks: a warm stop sets should_stop to the exit code 0.
+    return any(
+        flag is not None and flag is not False
+        for flag in (worker_state.should_stop, worker_state.should_terminate)
+    )
 
 
 class Channel(filesystem.Channel):
@@ -45,6 +58,26 @@ class Channel(filesystem.Channel):
 
 
 class Transport(filesystem.Transport):
-    """The file-system transport with :class:`Channel`."""
+    """The file-system transport with :class:`Channel`, whose waits end soon after a stop.
+
+    Celery's blocking loop (the only one a polling transport gets) waits 2 s for
+    messages, and once more after SIGTERM before it stops; kombu's wait only
+    ends on a message or at its timeout.  Waiting in slices of
+    :data:`DRAIN_SLICE_SECONDS` that give up once the worker is stopping lets
+    an idle ``ainode run`` exit within a second or so of SIGTERM.
+    """
 
     Channel = Channel
+
+    def drain_events(self, connection: Any, timeout: float | None = None) -> Any:
+        """Deliver the next message, or raise :class:`TimeoutError` at ``timeout`` or a stop."""
+        deadline = None if timeout is None else monotonic() + timeout
+        while True:
+            remaining = DRAIN_SLICE_SECONDS if deadline is None else deadline - monotonic()
+            try:
+                return super().drain_events(
+                    connection, timeout=max(0.0, min(DRAIN_SLICE_SECONDS, remaining))
+                )
+            except TimeoutError:
+                if _worker_stopping() or (deadline is not None and monotonic() >= deadline):
+                    raise

@@ -1,16 +1,21 @@
-"""The embedded broker: a message is seen whole or not at all, then delivered once."""
+"""The embedded broker: a message is seen whole or not at all, then delivered once;
+a wait for messages ends when the worker is told to stop."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
 from collections.abc import Callable
 from queue import Empty
 
 import pytest
+from celery.worker import state as worker_state
+from kombu import Consumer, Producer, Queue
 
 from core.config import Settings
 from worker import embedded_broker
-from worker.celery_app import create_app
+from worker.celery_app import NodeCelery, create_app
 
 
 def test_a_message_being_written_is_invisible_to_consumers(
@@ -58,3 +63,39 @@ def test_a_failed_write_leaves_no_file(
     monkeypatch.undo()
 
     assert list((app.node_settings.embedded_broker_dir / "queue").iterdir()) == []
+
+
+def _drain(app: NodeCelery, timeout: float) -> tuple[list[object], float]:
+    """Wait up to ``timeout`` for a message on ``cpu``: the bodies delivered and the time waited."""
+    delivered: list[object] = []
+    with (
+        app.connection_for_read() as connection,
+        Consumer(connection, [Queue("cpu")], callbacks=[lambda body, _: delivered.append(body)]),
+        contextlib.suppress(TimeoutError),
+    ):
+        started = time.monotonic()
+        connection.drain_events(timeout=timeout)
+    return delivered, time.monotonic() - started
+
+
+def test_a_waiting_worker_stops_waiting_once_told_to_stop(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A warm stop sets the flag to exit code 0, which is falsy but still a stop.
+    monkeypatch.setattr(worker_state, "should_stop", 0)
+    delivered, waited = _drain(create_app(make_settings()), timeout=30.0)
+    assert delivered == []
+    assert waited < 15.0  # the 30 s wait was cut short, not run out
+
+
+def test_a_wait_without_a_stop_runs_to_its_timeout_and_delivers_a_message(
+    make_settings: Callable[..., Settings],
+) -> None:
+    app = create_app(make_settings())
+    delivered, waited = _drain(app, timeout=0.5)
+    assert delivered == []
+    assert waited >= 0.5
+    with app.connection_for_write() as connection:
+        Producer(connection).publish({"job": 9}, routing_key="cpu", declare=[Queue("cpu")])
+    delivered, _ = _drain(app, timeout=5.0)
+    assert delivered == [{"job": 9}]
