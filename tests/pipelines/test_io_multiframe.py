@@ -13,6 +13,7 @@ from pydicom.uid import generate_uid
 
 from core.errors import PipelineError
 from pipelines.io import add_companions, load_input, load_projection, load_series
+from pipelines.outputs.sources import result_sources
 from pipelines.phantom import generate_ct_phantom
 from tests.support.radiograph import make_radiograph
 from tests.support.real_data import real_images
@@ -38,7 +39,7 @@ def test_real_mr_as_enhanced_multiframe(tmp_path: Path) -> None:
     """The Siemens sagittal T1's 35 slices converted to one Legacy Converted Enhanced MR."""
     slices = [pydicom.dcmread(path) for path in real_images("mr-t1-2d-sag-supine")]
     enhanced = hd.legacy.LegacyConvertedEnhancedMRImage(
-        slices,
+        result_sources(slices).datasets,  # its headers repaired as the writers get them
         series_instance_uid=generate_uid(entropy_srcs=["enhanced-mr-series"]),
         series_number=99,
         sop_instance_uid=generate_uid(entropy_srcs=["enhanced-mr-instance"]),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from pipelines.base import PipelineInput, SegmentationResult, SegmentMeasurement
 from pipelines.outputs.provenance import ResultProvenance
 from pipelines.outputs.report import ReportHeader
 from pipelines.outputs.seg import build_segmentation
+from pipelines.outputs.sources import result_sources
 from pipelines.outputs.sr import build_measurement_report
 
 __all__ = [
@@ -46,7 +48,8 @@ def new_segmentation(
     *,
     series_number: int = 901,
 ) -> hd.seg.Segmentation:
-    """The SEG of ``result`` built as the worker does, with fresh UIDs."""
+    """The SEG of ``result`` built as the worker does (sources repaired first), with fresh UIDs."""
+    data = replace(data, datasets=result_sources(data.datasets).datasets)
     return build_segmentation(data, result, **_new_object(series_number, provenance))
 
 
@@ -59,6 +62,7 @@ def new_measurement_report(
     series_number: int = 902,
 ) -> hd.sr.Comprehensive3DSR:
     """The TID 1500 SR of ``measurements`` on ``seg`` (intensities in HU), with fresh UIDs."""
+    data = replace(data, datasets=result_sources(data.datasets).datasets)
     header = ReportHeader(**_new_object(series_number, provenance))
     return build_measurement_report(data, measurements, seg, header, intensity_unit=HU)
 
