@@ -29,6 +29,7 @@ from tests.support.node import NodeProcesses
 from tests.support.orthanc import OrthancServer
 from tests.support.radiograph import two_view_series
 from tests.support.real_data import real_images
+from tests.support.sr import assert_frames_on_source_slices
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -103,15 +104,10 @@ def test_tilted_head_ct_and_two_views_through_orthanc(tmp_path: Path) -> None:
         assert dciodvfy_errors(path) == []
 
     seg = hd.seg.segread(seg_path)
-    positions = {ds.SOPInstanceUID: ds.ImagePositionPatient for ds in ct}
-    for item in seg.PerFrameFunctionalGroupsSequence:
-        uid = item.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
-        np.testing.assert_allclose(
-            item.PlanePositionSequence[0].ImagePositionPatient, positions[uid]
-        )
+    sources = assert_frames_on_source_slices(seg, ct)
     spacing = [float(v) for v in ct[0].PixelSpacing]
     pitch = 2.5 * np.cos(np.deg2rad(float(ct[0].GantryDetectorTilt)))
-    pixels = seg.get_pixels_by_source_instance(list(positions), segment_numbers=[1, 2])
+    pixels = seg.get_pixels_by_source_instance(sources, segment_numbers=[1, 2])
     report = hd.sr.MeasurementReport.from_sequence(hd.sr.srread(sr_path).content)
     volumes = [
         float(group.get_measurements(name=codes.SCT.Volume)[0].value)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import highdicom as hd
+import numpy as np
 from pydicom import Dataset
 from pydicom.sr.coding import Code
 from pydicom.uid import generate_uid
@@ -21,6 +22,7 @@ from pipelines.outputs.sr import build_measurement_report
 
 __all__ = [
     "HU",
+    "assert_frames_on_source_slices",
     "measured_values",
     "new_measurement_report",
     "new_segmentation",
@@ -86,6 +88,23 @@ def write_pair(
     seg.save_as(directory / "seg.dcm")
     sr.save_as(directory / "sr.dcm")
     return directory / "seg.dcm", directory / "sr.dcm", measurements
+
+
+def assert_frames_on_source_slices(
+    seg: hd.seg.Segmentation, sources: Sequence[Dataset]
+) -> list[str]:
+    """Assert that each SEG frame lies where the source slice it derives from lies.
+
+    Returns the sources' SOP Instance UIDs, in their order (to read the SEG's
+    pixels slice by slice with ``get_pixels_by_source_instance``).
+    """
+    positions = {ds.SOPInstanceUID: ds.ImagePositionPatient for ds in sources}
+    for item in seg.PerFrameFunctionalGroupsSequence:
+        uid = item.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+        np.testing.assert_allclose(
+            item.PlanePositionSequence[0].ImagePositionPatient, positions[uid]
+        )
+    return list(positions)
 
 
 def referenced_segmentations(path: str | Path) -> set[tuple[str, str]]:

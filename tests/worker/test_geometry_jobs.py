@@ -23,6 +23,7 @@ from scheduler.dispatch import Dispatcher
 from tests.support.dciodvfy import dciodvfy_available, dciodvfy_errors
 from tests.support.model_fixtures import write_tissue_bands_model
 from tests.support.real_data import real_images
+from tests.support.sr import assert_frames_on_source_slices
 from tests.support.stacks import enhanced_ct, jitter_orientation
 from worker.runtime import WorkerRuntime
 from worker.tasks.inference import JobOutcome, execute_job
@@ -102,20 +103,11 @@ def test_real_gantry_tilted_head_ct_job(
     slices = [pydicom.dcmread(path) for path in real_images("ct-head-phantom-gantry-tilt")]
     seg_path, sr_path = _segment(make_settings, tmp_path, spool_study, session_factory, slices)
     seg = hd.seg.segread(seg_path)
-    positions = {ds.SOPInstanceUID: ds.ImagePositionPatient for ds in slices}
-    for item in seg.PerFrameFunctionalGroupsSequence:
-        uid = item.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
-        np.testing.assert_allclose(
-            item.PlanePositionSequence[0].ImagePositionPatient, positions[uid]
-        )
+    sources = assert_frames_on_source_slices(seg, slices)
     spacing = [float(v) for v in slices[0].PixelSpacing]
     voxel_ml = spacing[0] * spacing[1] * 2.5 * np.cos(np.deg2rad(18.5)) / 1000
     segment_voxels = [
-        int(
-            np.count_nonzero(
-                seg.get_pixels_by_source_instance(list(positions), segment_numbers=[n])
-            )
-        )
+        int(np.count_nonzero(seg.get_pixels_by_source_instance(sources, segment_numbers=[n])))
         for n in (1, 2)
     ]
     np.testing.assert_allclose(_volumes(sr_path), np.array(segment_voxels) * voxel_ml, rtol=1e-4)
