@@ -106,6 +106,10 @@ class StorageAssociation:
     on_negotiated:
         Called once the association is accepted (until then the connection
         counts as an un-negotiated one, not as an association).
+    admission:
+        Held, by every association of the SCP, while the limit is checked and
+        the association counted: two requests at once cannot both take the
+        last free place.
     stopping:
         Set when the node stops: the message in progress is finished and
         answered, then the association is aborted.
@@ -127,6 +131,7 @@ class StorageAssociation:
         active_count: Callable[[], int],
         commitment: CommitmentInbox | None = None,
         on_negotiated: Callable[[], None] = lambda: None,
+        admission: threading.Lock | None = None,
         stopping: threading.Event | None = None,
     ) -> None:
         self.sock = sock
@@ -139,6 +144,7 @@ class StorageAssociation:
         self._network_timeout = network_timeout
         self._active_count = active_count
         self._on_negotiated = on_negotiated
+        self._admission = admission or threading.Lock()
         self._stopping = stopping or threading.Event()
         self._reader = pdu.PduReader(sock)
         self._calling_ae = ""
@@ -205,14 +211,16 @@ class StorageAssociation:
         if not MIN_REQUEST_BYTES <= length <= MAX_REQUEST_BYTES:
             raise pdu.ProtocolViolation(f"A-ASSOCIATE-RQ of {length} bytes")
         request = bytes([pdu_type, 0]) + length.to_bytes(4, "big") + self._reader.read(length)
-        decision = self._policy.negotiate(request, self.peer_host, self._active_count())
+        with self._admission:
+            decision = self._policy.negotiate(request, self.peer_host, self._active_count())
+            if isinstance(decision, Accepted):
+                self._on_negotiated()  # counted as an association before the peer can act on it
         self._calling_ae = decision.calling_ae
         if not isinstance(decision, Accepted):
             # Logged before the answer goes out, so the record exists once the peer has it.
             log.warning("rejected association from %s: %s", self._peer(), decision.reason)
             self.sock.sendall(decision.response)
             return False
-        self._on_negotiated()  # counted as an association before the peer can act on it
         self.sock.sendall(decision.response)
         self._accepted = decision
         log.info("accepted association from %s (%d contexts)", self._peer(), len(decision.contexts))

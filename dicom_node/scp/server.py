@@ -94,6 +94,7 @@ class StorageSCP:
         self._serving: dict[socket.socket, StorageAssociation] = {}
         self._stopping = threading.Event()
         self._lock = threading.Lock()
+        self._admission = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._clean_spool = clean_spool
 
@@ -240,6 +241,7 @@ class StorageSCP:
                 network_timeout=self.settings.network_timeout_seconds,
                 active_count=active,
                 on_negotiated=lambda: self._negotiated(connection, on_negotiated),
+                admission=self._admission,
                 commitment=self.commitment,
                 stopping=self._stopping,
             )

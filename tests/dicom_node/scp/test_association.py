@@ -391,3 +391,32 @@ def test_a_context_without_transfer_syntax_is_aborted_cleanly(
         assert _read_pdu(sock) == (pdu.PduType.A_ABORT, bytes([0, 0, 0x02, 0x06]))
     (line,) = _no_traceback(caplog)
     assert "presentation context 1 proposes no transfer syntax" in line
+
+
+def test_two_requests_at_once_cannot_both_take_the_last_place(
+    start_node: NodeFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node = start_node(max_associations=1)
+    policy = node.scp._policy
+    decide = policy.negotiate
+
+    def slow_decision(*args: object) -> object:
+        time.sleep(0.3)  # both requests are being decided at once
+        return decide(*args)
+
+    monkeypatch.setattr(policy, "negotiate", slow_decision)
+    sockets = [_connect(node), _connect(node)]
+    answers: list[int] = []
+
+    def request(sock: socket.socket) -> None:
+        sock.sendall(_association_request(node))
+        answers.append(_read_pdu(sock)[0])
+
+    threads = [threading.Thread(target=request, args=(sock,)) for sock in sockets]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    for sock in sockets:
+        sock.close()
+    assert sorted(answers) == [pdu.PduType.A_ASSOCIATE_AC, pdu.PduType.A_ASSOCIATE_RJ]
