@@ -26,6 +26,10 @@ class NodeProcesses:
         port, 1 s stability).
     """
 
+    #: The module ``python -m`` runs as ``ainode``, and the folder it runs in (None: this one).
+    entry_module = "app.cli"
+    source_root: Path | None = None
+
     def __init__(self, workdir: Path, env: dict[str, str] | None = None) -> None:
         self.workdir = workdir
         self.port = free_port()
@@ -52,7 +56,8 @@ class NodeProcesses:
     ) -> subprocess.CompletedProcess[str]:
         """Run one ``ainode`` command to completion (``stdin``: text fed to it)."""
         proc = subprocess.run(
-            [sys.executable, "-m", "app.cli", *args],
+            [sys.executable, "-m", self.entry_module, *args],
+            cwd=self.source_root,
             capture_output=True,
             text=True,
             env=self._environ(),
@@ -68,9 +73,10 @@ class NodeProcesses:
         """Start a long-running ``ainode`` command; its output goes to a log file."""
         name = "-".join(args)
         process = BackgroundProcess(
-            [sys.executable, "-m", "app.cli", *args],
+            [sys.executable, "-m", self.entry_module, *args],
             log_path=self.workdir / f"ainode-{name}-{len(self.processes)}.log",
             env=self._environ(),
+            cwd=self.source_root,
         )
         process.start()
         self.processes.append(process)
