@@ -40,6 +40,9 @@ LISTEN_BACKLOG = 128
 #: one thread's CPU work stall the others' replies.  Measured on 2 cores with
 #: 4 associations: ~560 instances/s at 5 ms, ~700 at 1 ms.
 GIL_SWITCH_INTERVAL_SECONDS = 0.001
+#: The least time a request gets after a TLS handshake that used up the ACSE timeout
+#: (a socket timeout of 0 would make the socket non-blocking, not expire it).
+MIN_ACSE_LEFT_SECONDS = 0.01
 
 
 class StorageSCP:
@@ -227,17 +230,21 @@ class StorageSCP:
         on_negotiated: Callable[[], None],
     ) -> None:
         sock = connection
+        connected = time.monotonic()
         try:
             if self._tls is not None:
+                # The handshake as a whole is bounded by the socket timeout (CPython's deadline).
                 connection.settimeout(self.settings.acse_timeout_seconds)
                 sock = self._tls.wrap_socket(connection, server_side=True)
+            # ARTIM runs from the connection: the handshake's time is taken from the request's.
+            acse_left = self.settings.acse_timeout_seconds - (time.monotonic() - connected)
             association = StorageAssociation(
                 sock,
                 host,
                 self._policy,
                 self.store,
                 self.receive_dir,
-                acse_timeout=self.settings.acse_timeout_seconds,
+                acse_timeout=max(MIN_ACSE_LEFT_SECONDS, acse_left),
                 network_timeout=self.settings.network_timeout_seconds,
                 active_count=active,
                 on_negotiated=lambda: self._negotiated(connection, on_negotiated),

@@ -130,3 +130,29 @@ def test_a_handshake_trickled_in_is_cut_at_the_acse_timeout(
             assert sent < len(hello) - 1, "the handshake was never cut off"
     finally:
         scp.stop()
+
+
+def test_the_handshake_time_counts_against_the_acse_timeout(
+    make_settings, session_factory, pki
+) -> None:
+    """ARTIM runs from the connection: a late handshake leaves the request only what is left."""
+    server: Identity = pki["server"]  # type: ignore[assignment]
+    client = _client_settings(make_settings, pki, pki["client"])
+    settings = make_settings(
+        tls_cert_file=server.cert,
+        tls_key_file=server.key,
+        tls_ca_file=pki["ca"].cert,
+        acse_timeout_seconds=4,
+    )
+    scp = StorageSCP(ScpSettings.from_settings(settings), GroupCommitRecorder(session_factory))
+    scp.start()
+    try:
+        raw = socket.create_connection(("127.0.0.1", scp.port), timeout=10)
+        time.sleep(3.0)  # 3 of the 4 s pass before the client says hello
+        with client_context(client).wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+            handshaken = time.monotonic()
+            assert sock.recv(1) == b""  # no A-ASSOCIATE-RQ: the node closes the connection
+            waited = time.monotonic() - handshaken
+    finally:
+        scp.stop()
+    assert waited < 3.0  # the remaining second, not a fresh 4 s
