@@ -41,7 +41,8 @@ LABELS: dict[int, str] = {1: "body", 2: "left lung", 3: "right lung", 4: "spine"
 _HU = np.array([-1000.0, 40.0, -850.0, -850.0, 400.0, 60.0], dtype=np.float32)
 _NOISE_HU = 15.0
 _RESCALE_INTERCEPT = -1024
-_Z_CENTRE = -150.0  # patient z (mm) of the centre of the scanned range
+#: Patient position (mm) of the centre of the scanned range.
+_CENTRE = np.array([0.0, 0.0, -150.0])
 _UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 
 
@@ -108,8 +109,138 @@ class _Anatomy:
         return labels, vessels
 
 
-def _uid(entropy: list[str], name: str) -> UID:
+def _uid(entropy: Sequence[str], name: str) -> UID:
+    """The UID ``name`` of the phantom whose parameters are ``entropy`` (same inputs, same UID)."""
     return generate_uid(entropy_srcs=[*entropy, name])
+
+
+def _encodable_syntax(transfer_syntax_uid: str) -> UID:
+    """``transfer_syntax_uid`` as a UID, checked to be one the slices can be written in.
+
+    Raises
+    ------
+    ValueError
+        For a syntax that is neither uncompressed little endian nor one that
+        pydicom has an available encoder for.
+    """
+    syntax = UID(transfer_syntax_uid)
+    if syntax in _UNCOMPRESSED:
+        return syntax
+    try:
+        available = syntax.is_compressed and get_encoder(syntax).is_available
+    except NotImplementedError:
+        available = False
+    if not available:
+        raise ValueError(f"cannot encode pixel data with transfer syntax {syntax!r}")
+    return syntax
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """The voxel grid in patient space (LPS, mm), centred on the scanned range.
+
+    ``steps`` holds one step along each array axis ``(slice, row, column)``
+    (highdicom's right-handed order) and ``origin`` the centre of voxel 0.
+    """
+
+    shape: tuple[int, int, int]
+    row_dir: np.ndarray
+    col_dir: np.ndarray
+    steps: np.ndarray
+    origin: np.ndarray
+
+    @classmethod
+    def centred(
+        cls,
+        shape: tuple[int, int, int],
+        pixel_spacing: float,
+        slice_thickness: float,
+        image_orientation: Sequence[float],
+    ) -> _Grid:
+        """The grid of ``shape`` with the given spacings and orientation around :data:`_CENTRE`.
+
+        Raises
+        ------
+        ValueError
+            If ``image_orientation`` is not two orthonormal direction cosines.
+        """
+        row_dir = np.asarray(image_orientation[:3], np.float64)
+        col_dir = np.asarray(image_orientation[3:], np.float64)
+        if not (
+            np.isclose(row_dir @ row_dir, 1, atol=1e-4)
+            and np.isclose(col_dir @ col_dir, 1, atol=1e-4)
+            and abs(row_dir @ col_dir) < 1e-4
+        ):
+            raise ValueError("image_orientation must be two orthonormal direction cosines")
+        normal = np.cross(col_dir, row_dir)  # highdicom's slice axis: (slice, down, right)
+        steps = np.stack(
+            [normal * slice_thickness, col_dir * pixel_spacing, row_dir * pixel_spacing]
+        )
+        origin = _CENTRE - (np.array(shape, np.float64) - 1) / 2 @ steps
+        return cls(shape=shape, row_dir=row_dir, col_dir=col_dir, steps=steps, origin=origin)
+
+    def position(self, k: int) -> np.ndarray:
+        """Patient position (mm) of the first voxel of slice ``k``."""
+        return self.origin + k * self.steps[0]
+
+
+def _render(
+    grid: _Grid, anatomy: _Anatomy, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """The label map and the stored pixel values (12-bit ``uint16``) of every slice.
+
+    Each voxel takes its label's mean HU (vessels in the lungs enhance), the
+    volume is slightly blurred like a reconstruction kernel, then noise from
+    ``rng`` is added and the HU are stored with :data:`_RESCALE_INTERCEPT`.
+    """
+    slices, rows, columns = grid.shape
+    steps = grid.steps
+    r, c = np.meshgrid(np.arange(rows), np.arange(columns), indexing="ij")
+    plane = (r[..., None] * steps[1] + c[..., None] * steps[2] + grid.origin - _CENTRE).astype(
+        np.float32
+    )
+    labels = np.empty(grid.shape, np.uint8)
+    hu = np.empty(grid.shape, np.float32)
+    for k in range(slices):
+        labels[k], vessels = anatomy.paint(plane + (k * steps[0]).astype(np.float32))
+        hu[k] = _HU[labels[k]]
+        hu[k][vessels] = 40.0
+    hu = ndimage.gaussian_filter(hu, sigma=0.6)
+    hu += _NOISE_HU * rng.standard_normal(size=grid.shape, dtype=np.float32)
+    stored = np.clip(np.rint(hu) - _RESCALE_INTERCEPT, 0, 4095).astype(np.uint16)
+    return labels, stored
+
+
+@dataclass(frozen=True)
+class _PhantomUids:
+    """The phantom's UIDs, derived from its parameters so the same call gives the same UIDs."""
+
+    entropy: tuple[str, ...]
+    study: str
+    series: str
+    frame_of_reference: str
+
+    @classmethod
+    def derive(
+        cls,
+        parameters: Sequence[object],
+        image_orientation: Sequence[float],
+        study_instance_uid: str | None,
+    ) -> _PhantomUids:
+        """UIDs from ``parameters`` and the orientation; the study UID is the given one if any."""
+        entropy = [str(v) for v in parameters] + [f"{v:.6f}" for v in image_orientation]
+        study = study_instance_uid or _uid(entropy, "study")
+        entropy.append(study)
+        return cls(
+            entropy=tuple(entropy),
+            study=study,
+            series=_uid(entropy, "series"),
+            frame_of_reference=_uid(entropy, "frame-of-reference"),
+        )
+
+    def instance(self, k: int) -> UID:
+        """SOP Instance UID of slice ``k``."""
+        return _uid(self.entropy, f"instance-{k}")
 
 
 def _base_dataset(
@@ -120,8 +251,12 @@ def _base_dataset(
     series_uid: str,
     frame_uid: str,
     accession: str,
+    image_orientation: Sequence[float],
+    pixel_spacing: float,
+    slice_thickness: float,
+    matrix: tuple[int, int],
 ) -> pydicom.Dataset:
-    """Attributes shared by every slice (patient, study, series, equipment, pixel)."""
+    """Attributes shared by every slice (patient, study, series, equipment, plane, pixel)."""
     ds = pydicom.Dataset()
     ds.SpecificCharacterSet = "ISO_IR 100"
     ds.SOPClassUID = CTImageStorage
@@ -160,6 +295,38 @@ def _base_dataset(
     ds.RescaleType = "HU"
     ds.WindowCenter = -600
     ds.WindowWidth = 1500
+    ds.ImageOrientationPatient = [float(f"{v:.6f}") for v in image_orientation]
+    ds.PixelSpacing = [pixel_spacing, pixel_spacing]
+    ds.SliceThickness = slice_thickness
+    ds.Rows, ds.Columns = matrix
+    return ds
+
+
+def _slice_dataset(
+    base: pydicom.Dataset,
+    grid: _Grid,
+    k: int,
+    pixels: np.ndarray,
+    sop_instance_uid: str,
+    syntax: UID,
+) -> pydicom.Dataset:
+    """Slice ``k``: a copy of ``base`` with its position, pixels and file meta, in ``syntax``."""
+    ds = copy.deepcopy(base)
+    ds.SOPInstanceUID = sop_instance_uid
+    ds.InstanceNumber = k + 1
+    position = grid.position(k)
+    ds.ImagePositionPatient = [round(float(v), 4) for v in position]
+    ds.SliceLocation = round(float(position @ np.cross(grid.row_dir, grid.col_dir)), 4)
+    ds.PixelData = pixels.tobytes()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    if syntax in _UNCOMPRESSED:
+        ds.file_meta.TransferSyntaxUID = syntax
+    else:
+        ds.compress(syntax)
     return ds
 
 
@@ -211,88 +378,34 @@ def generate_ct_phantom(
     ValueError
         For an unsupported transfer syntax or a non-orthonormal orientation.
     """
-    syntax = UID(transfer_syntax_uid)
-    if syntax not in _UNCOMPRESSED:
-        try:
-            available = syntax.is_compressed and get_encoder(syntax).is_available
-        except NotImplementedError:
-            available = False
-        if not available:
-            raise ValueError(f"cannot encode pixel data with transfer syntax {syntax!r}")
-    row_dir = np.asarray(image_orientation[:3], np.float64)
-    col_dir = np.asarray(image_orientation[3:], np.float64)
-    if not (
-        np.isclose(row_dir @ row_dir, 1, atol=1e-4)
-        and np.isclose(col_dir @ col_dir, 1, atol=1e-4)
-        and abs(row_dir @ col_dir) < 1e-4
-    ):
-        raise ValueError("image_orientation must be two orthonormal direction cosines")
-    normal = np.cross(col_dir, row_dir)  # highdicom's slice axis: (slice, down, right)
-    shape = (slices, rows, columns)
-    steps = np.stack([normal * slice_thickness, col_dir * pixel_spacing, row_dir * pixel_spacing])
-    centre = np.array([0.0, 0.0, _Z_CENTRE])
-    origin = centre - (np.array(shape, np.float64) - 1) / 2 @ steps
-
+    syntax = _encodable_syntax(transfer_syntax_uid)
+    grid = _Grid.centred((slices, rows, columns), pixel_spacing, slice_thickness, image_orientation)
     rng = np.random.default_rng(seed)
-    anatomy = _Anatomy.draw(rng)
-    r, c = np.meshgrid(np.arange(rows), np.arange(columns), indexing="ij")
-    plane = (r[..., None] * steps[1] + c[..., None] * steps[2] + origin - centre).astype(np.float32)
-    labels = np.empty(shape, np.uint8)
-    hu = np.empty(shape, np.float32)
-    for k in range(slices):
-        labels[k], vessels = anatomy.paint(plane + (k * steps[0]).astype(np.float32))
-        hu[k] = _HU[labels[k]]
-        hu[k][vessels] = 40.0
-    hu = ndimage.gaussian_filter(hu, sigma=0.6)
-    hu += _NOISE_HU * rng.standard_normal(size=shape, dtype=np.float32)
-    stored = np.clip(np.rint(hu) - _RESCALE_INTERCEPT, 0, 4095).astype(np.uint16)
-
-    entropy = [
-        str(v) for v in (seed, patient_id, slices, rows, columns, pixel_spacing, slice_thickness)
-    ] + [f"{v:.6f}" for v in image_orientation]
-    study_uid = study_instance_uid or _uid(entropy, "study")
-    entropy.append(study_uid)
-    series_uid = _uid(entropy, "series")
-    accession = "PH" + hashlib.sha1(study_uid.encode()).hexdigest()[:10].upper()
+    labels, stored = _render(grid, _Anatomy.draw(rng), rng)
+    parameters = (seed, patient_id, slices, rows, columns, pixel_spacing, slice_thickness)
+    uids = _PhantomUids.derive(parameters, image_orientation, study_instance_uid)
     base = _base_dataset(
         patient_name=patient_name,
         patient_id=patient_id,
-        study_uid=study_uid,
-        series_uid=series_uid,
-        frame_uid=_uid(entropy, "frame-of-reference"),
-        accession=accession,
+        study_uid=uids.study,
+        series_uid=uids.series,
+        frame_uid=uids.frame_of_reference,
+        accession="PH" + hashlib.sha1(uids.study.encode()).hexdigest()[:10].upper(),
+        image_orientation=image_orientation,
+        pixel_spacing=pixel_spacing,
+        slice_thickness=slice_thickness,
+        matrix=(rows, columns),
     )
-    base.ImageOrientationPatient = [float(f"{v:.6f}") for v in image_orientation]
-    base.PixelSpacing = [pixel_spacing, pixel_spacing]
-    base.SliceThickness = slice_thickness
-    base.Rows, base.Columns = rows, columns
-
-    datasets = []
-    for k in range(slices):
-        ds = copy.deepcopy(base)
-        ds.SOPInstanceUID = _uid(entropy, f"instance-{k}")
-        ds.InstanceNumber = k + 1
-        position = origin + k * steps[0]
-        ds.ImagePositionPatient = [round(float(v), 4) for v in position]
-        ds.SliceLocation = round(float(position @ np.cross(row_dir, col_dir)), 4)
-        ds.PixelData = stored[k].tobytes()
-        ds.file_meta = FileMetaDataset()
-        ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        ds.file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        if syntax in _UNCOMPRESSED:
-            ds.file_meta.TransferSyntaxUID = syntax
-        else:
-            ds.compress(syntax)
-        datasets.append(ds)
+    datasets = [
+        _slice_dataset(base, grid, k, stored[k], uids.instance(k), syntax) for k in range(slices)
+    ]
     if shuffle:
         random.Random(seed).shuffle(datasets)
     return PhantomStudy(
         datasets=datasets,
         labels=labels,
-        study_instance_uid=study_uid,
-        series_instance_uid=series_uid,
+        study_instance_uid=uids.study,
+        series_instance_uid=uids.series,
     )
 
 
