@@ -97,6 +97,100 @@ def _slabs(distances: np.ndarray) -> np.ndarray:
     return (before + after) / 2.0
 
 
+@dataclass(frozen=True)
+class _ModelGrid:
+    """The orthogonal regular grid around a stack whose frames are sorted along ``normal``.
+
+    In-plane it keeps the frames' directions and pixel spacing, extended so
+    every shifted frame lies inside; along the normal it steps by ``pitch``,
+    the smallest gap between the frames' ``distances`` (their positions along
+    the normal, mm).  ``frame_index`` is :attr:`SourceFrames.grid_index`.
+    """
+
+    row_direction: np.ndarray
+    column_direction: np.ndarray
+    normal: np.ndarray
+    row_spacing: float
+    column_spacing: float
+    distances: np.ndarray
+    pitch: float
+    shape: tuple[int, int, int]
+    origin: np.ndarray
+    frame_index: np.ndarray
+
+    @classmethod
+    def around(
+        cls,
+        orientation: Sequence[float],
+        normal: np.ndarray,
+        pixel_spacing: tuple[float, float],
+        positions: np.ndarray,
+        frame_shape: tuple[int, int],
+    ) -> _ModelGrid:
+        """The grid around frames of ``frame_shape`` pixels at ``positions`` (sorted)."""
+        row_direction = np.asarray(orientation[:3])  # along a row: the column index grows
+        column_direction = np.asarray(orientation[3:])  # down a column: the row index grows
+        row_spacing, column_spacing = pixel_spacing
+        distances = positions @ normal
+        pitch = float(np.diff(distances).min())
+        depth = int(np.floor((distances[-1] - distances[0]) / pitch + 1e-6)) + 1
+        offsets = positions - positions[0]
+        row_shift = offsets @ column_direction / row_spacing
+        column_shift = offsets @ row_direction / column_spacing
+        top, left = np.floor(row_shift.min()), np.floor(column_shift.min())
+        rows, columns = frame_shape
+        shape = (
+            depth,
+            rows + int(np.ceil(row_shift.max() - top)),
+            columns + int(np.ceil(column_shift.max() - left)),
+        )
+        origin = (
+            positions[0]
+            + top * row_spacing * column_direction
+            + left * column_spacing * row_direction
+        )
+        frame_index = np.stack(
+            [(distances - distances[0]) / pitch, row_shift - top, column_shift - left], axis=1
+        )
+        return cls(
+            row_direction=row_direction,
+            column_direction=column_direction,
+            normal=normal,
+            row_spacing=row_spacing,
+            column_spacing=column_spacing,
+            distances=distances,
+            pitch=pitch,
+            shape=shape,
+            origin=origin,
+            frame_index=frame_index,
+        )
+
+
+def _interpolate(array: np.ndarray, positions: np.ndarray, grid: _ModelGrid) -> np.ndarray:
+    """The values on ``grid``: each slice trilinear from the frames at its distance.
+
+    ``array`` holds the frames ``(frame, row, column)`` at ``positions``,
+    sorted along the normal; outside the stack a voxel takes the minimum value.
+    """
+    frames = array.shape[0]
+    grid_distances = grid.distances[0] + grid.pitch * np.arange(grid.shape[0])
+    fraction = np.interp(grid_distances, grid.distances, np.arange(frames, dtype=float))
+    out = np.empty(grid.shape, np.float32)
+    r, c = np.mgrid[: grid.shape[1], : grid.shape[2]].astype(np.float64)
+    background = float(array.min())
+    for j, index in enumerate(fraction):
+        # where the (interpolated) source plane at this distance has its first pixel
+        position = [np.interp(index, np.arange(frames), axis) for axis in positions.T]
+        shift = grid.origin + grid.pitch * j * grid.normal - np.asarray(position)
+        coordinates = [
+            np.full_like(r, index),
+            r + shift @ grid.column_direction / grid.row_spacing,
+            c + shift @ grid.row_direction / grid.column_spacing,
+        ]
+        out[j] = ndimage.map_coordinates(array, coordinates, order=1, cval=background)
+    return out
+
+
 def resample_stack(
     datasets: Sequence[Dataset], array: np.ndarray
 ) -> tuple[hd.Volume, SourceFrames]:
@@ -118,61 +212,28 @@ def resample_stack(
     """
     first = datasets[0]
     orientation = [float(v) for v in first.ImageOrientationPatient]
-    row_direction = np.asarray(orientation[:3])  # along a row: the column index grows
-    column_direction = np.asarray(orientation[3:])  # down a column: the row index grows
     normal = get_normal_vector(orientation, index_convention=VOLUME_INDEX_CONVENTION)
     row_spacing, column_spacing = (float(v) for v in first.PixelSpacing)
     positions = np.array([ds.ImagePositionPatient for ds in datasets], float)
     order = np.argsort(positions @ normal)
     positions, array = positions[order], np.asarray(array, np.float32)[order]
-    distances = positions @ normal
-    pitch = float(np.diff(distances).min())
-    depth = int(np.floor((distances[-1] - distances[0]) / pitch + 1e-6)) + 1
-
-    offsets = positions - positions[0]
-    row_shift = offsets @ column_direction / row_spacing
-    column_shift = offsets @ row_direction / column_spacing
-    top, left = np.floor(row_shift.min()), np.floor(column_shift.min())
-    frames, rows, columns = array.shape
-    grid_rows = rows + int(np.ceil(row_shift.max() - top))
-    grid_columns = columns + int(np.ceil(column_shift.max() - left))
-    origin = (
-        positions[0] + top * row_spacing * column_direction + left * column_spacing * row_direction
+    grid = _ModelGrid.around(
+        orientation, normal, (row_spacing, column_spacing), positions, array.shape[1:]
     )
-
-    grid_distances = distances[0] + pitch * np.arange(depth)
-    fraction = np.interp(grid_distances, distances, np.arange(frames, dtype=float))
-    grid = np.empty((depth, grid_rows, grid_columns), np.float32)
-    r, c = np.mgrid[:grid_rows, :grid_columns].astype(np.float64)
-    background = float(array.min())
-    for j, index in enumerate(fraction):
-        # where the (interpolated) source plane at this distance has its first pixel
-        position = [np.interp(index, np.arange(frames), axis) for axis in positions.T]
-        shift = origin + pitch * j * normal - np.asarray(position)
-        coordinates = [
-            np.full_like(r, index),
-            r + shift @ column_direction / row_spacing,
-            c + shift @ row_direction / column_spacing,
-        ]
-        grid[j] = ndimage.map_coordinates(array, coordinates, order=1, cval=background)
-
     volume = hd.Volume.from_attributes(
-        array=grid,
-        image_position=[float(v) for v in origin],
+        array=_interpolate(array, positions, grid),
+        image_position=[float(v) for v in grid.origin],
         image_orientation=orientation,
         pixel_spacing=[row_spacing, column_spacing],
-        spacing_between_slices=pitch,
+        spacing_between_slices=grid.pitch,
         frame_of_reference_uid=first.FrameOfReferenceUID,
         coordinate_system=hd.CoordinateSystemNames.PATIENT,
     )
-    grid_index = np.stack(
-        [(distances - distances[0]) / pitch, row_shift - top, column_shift - left], axis=1
-    )
-    frames_info = SourceFrames(
+    frames = SourceFrames(
         datasets=[datasets[i] for i in order],
         array=array,
-        grid_index=grid_index,
-        slab_mm=_slabs(distances),
+        grid_index=grid.frame_index,
+        slab_mm=_slabs(grid.distances),
         pixel_area_mm2=row_spacing * column_spacing,
     )
-    return volume, frames_info
+    return volume, frames
