@@ -262,17 +262,48 @@ def predict_dense(
     """
     settings: InputConfig = config.input
     spatial = tuple(channels.shape[1:])
-    recipe = settings.normalise
-    if recipe is None:
-        x = torch.from_numpy(normalise(channels, settings.window)).to(device)
-        ranges: list[tuple] = []
-    else:
-        x = torch.nan_to_num(torch.from_numpy(np.asarray(channels, np.float32)).to(device))
-        fractions = (recipe.percentiles[0] / 100, recipe.percentiles[1] / 100)
-        ranges = [percentile_range(channel, fractions, recipe.sample_size) for channel in x]
+    x, ranges = _network_input(channels, settings, device)
     box = _crop_box(first, x, ranges, config) if settings.crop is not None else ()
     x = x[(slice(None), *box)]
     cropped = tuple(x.shape[1:])
+    size, mode = _model_matrix(cropped, spacing, settings)
+    if size is not None:
+        x = _resized(x, size, mode)
+    if settings.normalise is not None:
+        x = _scaled(x, settings, ranges)
+    logits = _forward(network, x[None], settings)
+    _check_channels(logits, config.output_channels, config.name)
+    probabilities = _activate(logits, config.activation)[0]
+    if tuple(probabilities.shape[1:]) != cropped:
+        probabilities = _resized(probabilities, cropped, mode)
+    return _uncropped(probabilities, spatial, box, config.activation)
+
+
+def _network_input(
+    channels: np.ndarray, settings: InputConfig, device: torch.device
+) -> tuple[torch.Tensor, list[tuple]]:
+    """``channels`` as a tensor on ``device``, and with ``normalise`` each channel's quantile range.
+
+    Without ``normalise`` the intensities are windowed to [0, 1] at once;
+    with it they stay in real-world units (NaN as 0) and are scaled after the
+    resize, by ranges taken from the whole volume.
+    """
+    recipe = settings.normalise
+    if recipe is None:
+        return torch.from_numpy(normalise(channels, settings.window)).to(device), []
+    x = torch.nan_to_num(torch.from_numpy(np.asarray(channels, np.float32)).to(device))
+    fractions = (recipe.percentiles[0] / 100, recipe.percentiles[1] / 100)
+    return x, [percentile_range(channel, fractions, recipe.sample_size) for channel in x]
+
+
+def _model_matrix(
+    cropped: tuple[int, ...], spacing: tuple[float, ...], settings: InputConfig
+) -> tuple[tuple[int, ...] | None, str]:
+    """The matrix the network runs on (None: the crop's own) and the interpolation to and from it.
+
+    A fixed ``resize`` gives the matrix; a model ``spacing`` gives the matrix
+    of the crop resampled from ``spacing`` to it.
+    """
     mode = (
         settings.resize.interpolation if settings.resize else _interpolation(settings.spatial_dims)
     )
@@ -282,20 +313,25 @@ def predict_dense(
             max(1, round(n * s / t))
             for n, s, t in zip(cropped, spacing, settings.spacing, strict=True)
         )
-    if size is not None:
-        x = _resized(x, size, mode)
-    if recipe is not None:
-        x = _scaled(x, settings, ranges)
-    logits = _forward(network, x[None], settings)
-    _check_channels(logits, config.output_channels, config.name)
-    probabilities = _activate(logits, config.activation)[0]
-    if tuple(probabilities.shape[1:]) != cropped:
-        probabilities = _resized(probabilities, cropped, mode)
+    return size, mode
+
+
+def _uncropped(
+    probabilities: torch.Tensor,
+    spatial: tuple[int, ...],
+    box: tuple[slice, ...],
+    activation: str,
+) -> np.ndarray:
+    """``probabilities`` of the crop ``box`` placed in the full grid of shape ``spatial``.
+
+    Outside the crop every voxel is background: zero, or for a softmax
+    output all probability on channel 0.
+    """
     if not box:
         return probabilities.cpu().numpy()
     full = torch.zeros((probabilities.shape[0], *spatial), dtype=probabilities.dtype)
-    if config.activation == "softmax":
-        full[0] = 1.0  # outside the crop: background
+    if activation == "softmax":
+        full[0] = 1.0
     full[(slice(None), *box)] = probabilities.cpu()
     return full.numpy()
 
