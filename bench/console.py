@@ -20,7 +20,8 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -63,91 +64,139 @@ class NoQueue:
         """Ignore the task."""
 
 
-def _rows(index: int, now: Any) -> dict[str, list[dict[str, Any]]]:
-    """The rows of one job ``index`` (ids are ``index + 1``; two results and deliveries)."""
-    ident = index + 1
-    failed = index % 50 == 0
-    received = now - timedelta(seconds=60 * (100_000 - index))
-    uid = f"1.2.826.0.1.3680043.10.543.{ident}"
+@dataclass(frozen=True)
+class _BenchJob:
+    """The facts the rows of one bench job ``index`` are made of (ids are ``index + 1``)."""
+
+    index: int
+    now: datetime
+
+    @property
+    def ident(self) -> int:
+        """The id of the job and of its study and series."""
+        return self.index + 1
+
+    @property
+    def failed(self) -> bool:
+        """One job in 50 failed (its deliveries too)."""
+        return self.index % 50 == 0
+
+    @property
+    def received(self) -> datetime:
+        """When its series arrived: one job a minute, up to a minute ago for job 99,999."""
+        return self.now - timedelta(seconds=60 * (100_000 - self.index))
+
+    @property
+    def uid(self) -> str:
+        """Its Study Instance UID, the root of the other UIDs."""
+        return f"1.2.826.0.1.3680043.10.543.{self.ident}"
+
+    def at(self, seconds: int) -> datetime:
+        """``seconds`` after its series arrived."""
+        return self.received + timedelta(seconds=seconds)
+
+
+def _study_row(job: _BenchJob) -> dict[str, Any]:
+    """The job's study: routed 10 s after it arrived; 20,000 patients in all."""
     return {
-        "studies": [
-            {
-                "id": ident,
-                "study_instance_uid": uid,
-                "state": StudyState.ROUTED,
-                "first_received_at": received,
-                "last_received_at": received,
-                "routed_at": received + timedelta(seconds=10),
-                "accession_number": f"A{ident:07d}",
-                "patient_id": f"P{ident % 20_000:06d}",
-            }
-        ],
-        "series": [
-            {
-                "id": ident,
-                "study_id": ident,
-                "series_instance_uid": f"{uid}.1",
-                "modality": "CT",
-                "sop_class_uid": "1.2.840.10008.5.1.4.1.1.2",
-                "calling_ae": f"MOD{index % 7}",
-                "instance_count": 120,
-                "last_received_at": received,
-            }
-        ],
-        "jobs": [
-            {
-                "id": ident,
-                "study_id": ident,
-                "series_id": ident,
-                "rule_name": "ct-default",
-                "pipeline": ("ct-lungs", "mr-brain", "cxr-classify")[index % 3],
-                "pipeline_version": "1.0.0",
-                "queue": "cpu",
-                "input_key": f"k{ident}",
-                "state": JobState.FAILED if failed else JobState.SUCCEEDED,
-                "attempts": 1,
-                "error": "pipeline error" if failed else None,
-                "created_at": received + timedelta(seconds=10),
-                "enqueued_at": received + timedelta(seconds=10),
-                "started_at": received + timedelta(seconds=11),
-                "finished_at": received + timedelta(seconds=20),
-                "queue_wait_seconds": 1.0,
-                "load_seconds": 2.0,
-                "inference_seconds": 5.0,
-                "write_seconds": 1.0,
-            }
-        ],
+        "id": job.ident,
+        "study_instance_uid": job.uid,
+        "state": StudyState.ROUTED,
+        "first_received_at": job.received,
+        "last_received_at": job.received,
+        "routed_at": job.at(10),
+        "accession_number": f"A{job.ident:07d}",
+        "patient_id": f"P{job.ident % 20_000:06d}",
+    }
+
+
+def _series_row(job: _BenchJob) -> dict[str, Any]:
+    """The job's CT series of 120 instances, from one of seven modalities."""
+    return {
+        "id": job.ident,
+        "study_id": job.ident,
+        "series_instance_uid": f"{job.uid}.1",
+        "modality": "CT",
+        "sop_class_uid": "1.2.840.10008.5.1.4.1.1.2",
+        "calling_ae": f"MOD{job.index % 7}",
+        "instance_count": 120,
+        "last_received_at": job.received,
+    }
+
+
+def _job_row(job: _BenchJob) -> dict[str, Any]:
+    """The job itself, of one of three pipelines in turn, finished 20 s after its series."""
+    return {
+        "id": job.ident,
+        "study_id": job.ident,
+        "series_id": job.ident,
+        "rule_name": "ct-default",
+        "pipeline": ("ct-lungs", "mr-brain", "cxr-classify")[job.index % 3],
+        "pipeline_version": "1.0.0",
+        "queue": "cpu",
+        "input_key": f"k{job.ident}",
+        "state": JobState.FAILED if job.failed else JobState.SUCCEEDED,
+        "attempts": 1,
+        "error": "pipeline error" if job.failed else None,
+        "created_at": job.at(10),
+        "enqueued_at": job.at(10),
+        "started_at": job.at(11),
+        "finished_at": job.at(20),
+        "queue_wait_seconds": 1.0,
+        "load_seconds": 2.0,
+        "inference_seconds": 5.0,
+        "write_seconds": 1.0,
+    }
+
+
+def _result_rows(job: _BenchJob) -> list[dict[str, Any]]:
+    """The job's two results, a SEG and an SR (ids ``2 * ident`` and ``2 * ident + 1``)."""
+    return [
+        {
+            "id": 2 * job.ident + offset,
+            "job_id": job.ident,
+            "kind": kind,
+            "seg_type": "BINARY",
+            "sop_class_uid": "1.2.840.10008.5.1.4.1.1.66.4",
+            "sop_instance_uid": f"{job.uid}.{offset + 2}",
+            "series_instance_uid": f"{job.uid}.{offset + 4}",
+            "path": f"/spool/results/{job.ident}/{kind}.dcm",
+            "size_bytes": 1000,
+            "created_at": job.at(20),
+        }
+        for offset, kind in enumerate(("seg", "sr"))
+    ]
+
+
+def _delivery_rows(job: _BenchJob) -> list[dict[str, Any]]:
+    """One delivery of each result to :data:`DESTINATION`, failed when the job failed."""
+    return [
+        {
+            "result_id": 2 * job.ident + offset,
+            "destination": DESTINATION,
+            "state": DeliveryState.FAILED if job.failed else DeliveryState.SUCCEEDED,
+            "attempts": 1,
+            "created_at": job.at(20),
+            "delivered_at": None if job.failed else job.at(25),
+            "send_seconds": 0.5,
+        }
+        for offset in range(2)
+    ]
+
+
+def _rows(index: int, now: datetime) -> dict[str, list[dict[str, Any]]]:
+    """The rows of bench job ``index`` by table (ids ``index + 1``; two results and deliveries)."""
+    job = _BenchJob(index, now)
+    return {
+        "studies": [_study_row(job)],
+        "series": [_series_row(job)],
+        "jobs": [_job_row(job)],
         "job_events": [
-            {"job_id": ident, "at": received + timedelta(seconds=10), "state": "queued"},
-            {"job_id": ident, "at": received + timedelta(seconds=20), "state": "succeeded"},
+            {"job_id": job.ident, "at": job.at(10), "state": "queued"},
+            {"job_id": job.ident, "at": job.at(20), "state": "succeeded"},
         ],
-        "results": [
-            {
-                "id": 2 * ident + offset,
-                "job_id": ident,
-                "kind": kind,
-                "seg_type": "BINARY",
-                "sop_class_uid": "1.2.840.10008.5.1.4.1.1.66.4",
-                "sop_instance_uid": f"{uid}.{offset + 2}",
-                "series_instance_uid": f"{uid}.{offset + 4}",
-                "path": f"/spool/results/{ident}/{kind}.dcm",
-                "size_bytes": 1000,
-                "created_at": received + timedelta(seconds=20),
-            }
-            for offset, kind in enumerate(("seg", "sr"))
-        ],
-        "deliveries": [
-            {
-                "result_id": 2 * ident + offset,
-                "destination": DESTINATION,
-                "state": DeliveryState.FAILED if failed else DeliveryState.SUCCEEDED,
-                "attempts": 1,
-                "created_at": received + timedelta(seconds=20),
-                "delivered_at": None if failed else received + timedelta(seconds=25),
-                "send_seconds": 0.5,
-            }
-            for offset in range(2)
-        ],
+        "results": _result_rows(job),
+        "deliveries": _delivery_rows(job),
     }
 
 
