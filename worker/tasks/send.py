@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from core.config import Destination
 from core.control import destination_flag, is_paused
@@ -92,7 +93,32 @@ def execute_delivery(
     if destination is None:
         fail_delivery(runtime, delivery_id, f"destination {name} is no longer configured")
         return DeliveryOutcome.FAILED
+    status, error, elapsed = _attempt(runtime, delivery_id, destination, path)
+    with session_scope(runtime.session_factory) as session:
+        delivery = session.get_one(Delivery, delivery_id)
+        delivery.attempts += 1
+        delivery.last_status = status
+        delivery.send_seconds = (delivery.send_seconds or 0.0) + elapsed
+        if error is None:
+            _record_sent(runtime, session, delivery, destination, app)
+            return DeliveryOutcome.SUCCEEDED
+        delay = _record_failed_attempt(runtime, delivery, error)
+        if delay is None:
+            return DeliveryOutcome.FAILED
+    log.info("delivery %d to %s: %s; retry in %.1fs", delivery_id, name, error, delay)
+    if app is not None:
+        enqueue_delivery(app, delivery_id, delay)
+    return DeliveryOutcome.RETRYING
 
+
+def _attempt(
+    runtime: WorkerRuntime, delivery_id: int, destination: Destination, path: Path
+) -> tuple[int | None, str | None, float]:
+    """Send ``path`` to ``destination`` once: the peer's status, the error if any, the seconds.
+
+    Where the destination takes storage commitment, the N-ACTION that asks
+    for it follows the stored file; its refusal fails the attempt.
+    """
     start = time.perf_counter()
     try:
         outcome = store_files(
@@ -107,45 +133,58 @@ def execute_delivery(
             error = ask_commitment(runtime, delivery_id, destination)
     except TransientError as exc:
         status, error = None, str(exc)
-    elapsed = time.perf_counter() - start
+    return status, error, time.perf_counter() - start
 
+
+def _record_sent(
+    runtime: WorkerRuntime,
+    session: Session,
+    delivery: Delivery,
+    destination: Destination,
+    app: Celery | None,
+) -> None:
+    """Record a delivery the peer took, add it to the job's send time, queue the job's HL7.
+
+    With storage commitment the peer's report decides the delivery's state
+    and queues the HL7 messages (:mod:`worker.commitment`).
+    """
+    delivery.delivered_at = utcnow()
+    if not destination.commit:
+        delivery.state = DeliveryState.SUCCEEDED
+        delivery.last_error = None
+        delivery.next_attempt_at = None
+    result = delivery.result
+    job = session.get_one(Job, result.job_id)
+    job.send_seconds = session.scalar(
+        select(func.sum(Delivery.send_seconds)).join(Result).where(Result.job_id == job.id)
+    )
+    log.info("delivery %d of %s to %s succeeded", delivery.id, result.kind, delivery.destination)
+    if not destination.commit:
+        messages = queue_result_messages(session, job.id, runtime.settings)
+        session.commit()  # the messages exist before their tasks are queued
+        enqueue_result_messages(runtime, app, messages)
+
+
+def _record_failed_attempt(runtime: WorkerRuntime, delivery: Delivery, error: str) -> float | None:
+    """Record a failed attempt: seconds until the retry, or None when the attempts are spent.
+
+    The retry waits an exponential backoff with jitter
+    (:func:`worker.history.backoff_seconds`); a delivery out of attempts is failed for good.
+    """
     settings = runtime.settings
-    with session_scope(runtime.session_factory) as session:
-        delivery = session.get_one(Delivery, delivery_id)
-        delivery.attempts += 1
-        delivery.last_status = status
-        delivery.send_seconds = (delivery.send_seconds or 0.0) + elapsed
-        if error is None:
-            delivery.delivered_at = utcnow()
-            if not destination.commit:  # with commitment, the peer's report decides the state
-                delivery.state = DeliveryState.SUCCEEDED
-                delivery.last_error = None
-                delivery.next_attempt_at = None
-            result = delivery.result
-            job = session.get_one(Job, result.job_id)
-            job.send_seconds = session.scalar(
-                select(func.sum(Delivery.send_seconds)).join(Result).where(Result.job_id == job.id)
-            )
-            log.info("delivery %d of %s to %s succeeded", delivery_id, result.kind, name)
-            if not destination.commit:  # else the commitment report queues them
-                messages = queue_result_messages(session, job.id, settings)
-                session.commit()  # the messages exist before their tasks are queued
-                enqueue_result_messages(runtime, app, messages)
-            return DeliveryOutcome.SUCCEEDED
-        delivery.last_error = error
-        if delivery.attempts >= settings.delivery_max_attempts:
-            delivery.state = DeliveryState.FAILED
-            delivery.next_attempt_at = None
-            log.warning("delivery %d to %s failed for good: %s", delivery_id, name, error)
-            return DeliveryOutcome.FAILED
-        delay = backoff_seconds(
-            delivery.attempts,
-            settings.delivery_backoff_seconds,
-            settings.delivery_backoff_max_seconds,
+    delivery.last_error = error
+    if delivery.attempts >= settings.delivery_max_attempts:
+        delivery.state = DeliveryState.FAILED
+        delivery.next_attempt_at = None
+        log.warning(
+            "delivery %d to %s failed for good: %s", delivery.id, delivery.destination, error
         )
-        delivery.state = DeliveryState.RETRYING
-        delivery.next_attempt_at = utcnow() + timedelta(seconds=delay)
-    log.info("delivery %d to %s: %s; retry in %.1fs", delivery_id, name, error, delay)
-    if app is not None:
-        enqueue_delivery(app, delivery_id, delay)
-    return DeliveryOutcome.RETRYING
+        return None
+    delay = backoff_seconds(
+        delivery.attempts,
+        settings.delivery_backoff_seconds,
+        settings.delivery_backoff_max_seconds,
+    )
+    delivery.state = DeliveryState.RETRYING
+    delivery.next_attempt_at = utcnow() + timedelta(seconds=delay)
+    return delay
