@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 
 from hl7apy.consts import VALIDATION_LEVEL
-from hl7apy.core import Message
+from hl7apy.core import Group, Message, Segment
 from pydicom import Dataset
 
 #: HL7 table 0078 flags that make the order's priority stat.
@@ -137,7 +137,26 @@ def build_oru(
         sends nothing half-valid).
     """
     message = Message("ORU_R01", version="2.5.1", validation_level=VALIDATION_LEVEL.STRICT)
-    msh = message.msh
+    _fill_msh(message.msh, parties, control_id, now)
+    result = message.add_group("ORU_R01_PATIENT_RESULT")
+    _add_pid(result, context)
+    order = result.add_group("ORU_R01_ORDER_OBSERVATION")
+    rows = observations(report)
+    flagged = [abnormal_flag(row, flags) for row in rows]
+    _add_tq1(order, critical=bool(CRITICAL_FLAGS & set(flagged)))
+    _fill_obr(order.obr, context)
+    lines = [
+        Observation(0, "ST", "110180^Study Instance UID^DCM", context.study_instance_uid),
+        *rows,
+    ]
+    for index, (row, flag) in enumerate(zip(lines, ["", *flagged], strict=True), start=1):
+        _fill_obx(order.add_group("ORU_R01_OBSERVATION").obx, index, row, flag, context)
+    message.validate()
+    return message.to_er7()
+
+
+def _fill_msh(msh: Segment, parties: Parties, control_id: str, now: datetime) -> None:
+    """MSH: sender and receiver, time, message type, control ID, production, UTF-8."""
     msh.msh_3 = _escape(parties.sending_application)
     msh.msh_4 = _escape(parties.sending_facility)
     msh.msh_5 = _escape(parties.receiving_application)
@@ -147,19 +166,25 @@ def build_oru(
     msh.msh_10 = control_id
     msh.msh_11 = "P"
     msh.msh_18 = "UNICODE UTF-8"
-    result = message.add_group("ORU_R01_PATIENT_RESULT")
+
+
+def _add_pid(result: Group, context: OrderContext) -> None:
+    """PID: the patient ID (PI), and a name of type U as the node keeps none."""
     patient = result.add_group("ORU_R01_PATIENT")
     patient.pid.pid_1 = "1"
     patient.pid.pid_3 = f"{_escape(context.patient_id or '')}^^^^PI"
     patient.pid.pid_5 = "^^^^^^U"
-    order = result.add_group("ORU_R01_ORDER_OBSERVATION")
-    rows = observations(report)
-    flagged = [abnormal_flag(row, flags) for row in rows]
-    critical = bool(CRITICAL_FLAGS & set(flagged))
+
+
+def _add_tq1(order: Group, *, critical: bool) -> None:
+    """TQ1: priority stat when a finding is flagged critical, else routine."""
     timing = order.add_group("ORU_R01_TIMING_QTY")
     timing.tq1.tq1_1 = "1"
     timing.tq1.tq1_9 = "S^Stat^HL70078" if critical else "R^Routine^HL70078"
-    obr = order.obr
+
+
+def _fill_obr(obr: Segment, context: OrderContext) -> None:
+    """OBR: the accession (OBR-3, OBR-18), requested procedure, study date, results time, final."""
     obr.obr_1 = "1"
     accession = _escape(context.accession_number or "")
     obr.obr_3 = accession
@@ -171,22 +196,18 @@ def build_oru(
     obr.obr_22 = context.finished_at.strftime("%Y%m%d%H%M%S")
     obr.obr_24 = "RAD"
     obr.obr_25 = "F"
-    lines = [
-        Observation(0, "ST", "110180^Study Instance UID^DCM", context.study_instance_uid),
-        *rows,
-    ]
-    for index, (row, flag) in enumerate(zip(lines, ["", *flagged], strict=True), start=1):
-        obx = order.add_group("ORU_R01_OBSERVATION").obx
-        obx.obx_1 = str(index)
-        obx.obx_2 = row.value_type
-        obx.obx_3 = row.code
-        obx.obx_4 = str(row.group) if row.group else ""
-        obx.obx_5 = row.value
-        if row.units:
-            obx.obx_6 = row.units
-        if flag:
-            obx.obx_8 = flag
-        obx.obx_11 = "F"
-        obx.obx_14 = context.finished_at.strftime("%Y%m%d%H%M%S")
-    message.validate()
-    return message.to_er7()
+
+
+def _fill_obx(obx: Segment, index: int, row: Observation, flag: str, context: OrderContext) -> None:
+    """OBX ``index``: one observation, final, with its group sub-ID, units and abnormal flag."""
+    obx.obx_1 = str(index)
+    obx.obx_2 = row.value_type
+    obx.obx_3 = row.code
+    obx.obx_4 = str(row.group) if row.group else ""
+    obx.obx_5 = row.value
+    if row.units:
+        obx.obx_6 = row.units
+    if flag:
+        obx.obx_8 = flag
+    obx.obx_11 = "F"
+    obx.obx_14 = context.finished_at.strftime("%Y%m%d%H%M%S")
