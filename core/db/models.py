@@ -419,3 +419,24 @@ class ProcessHeartbeat(Base):
     name: Mapped[str] = mapped_column(String(128), primary_key=True)
     role: Mapped[str] = mapped_column(String(16))
     beat_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class InstanceRefusal(Base):
+    """Instances the Storage SCP refused in one minute, with one status and cause, from one AE.
+
+    A count per (minute, status, cause, calling AE) rather than a row per
+    instance: a sender whose every instance is refused adds one row a minute
+    however many it sends.  ``cause`` is a fixed word (``invalid-instance``,
+    ``disk-full``, ...); ``calling_ae`` is empty when the sender gave none.
+    No UIDs, no patient data.
+    """
+
+    __tablename__ = "instance_refusals"
+    __table_args__ = (UniqueConstraint("minute", "status", "cause", "calling_ae"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    minute: Mapped[datetime] = mapped_column(UTCDateTime)
+    status: Mapped[int] = mapped_column(Integer)
+    cause: Mapped[str] = mapped_column(String(32))
+    calling_ae: Mapped[str] = mapped_column(AE)
+    count: Mapped[int] = mapped_column(Integer)

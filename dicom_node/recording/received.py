@@ -8,7 +8,8 @@ memory of the database layer (the main process records their rows).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Protocol
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,20 @@ class ReceivedInstance:
     identifiers: StudyIdentifiers | None = None
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """An instance the Storage SCP refused: the status answered, its cause, the sender, when.
+
+    ``cause`` is one of a few fixed words (see :mod:`dicom_node.store.c_store`);
+    no UIDs, no patient data, so refusals can be counted and shown freely.
+    """
+
+    status: int
+    cause: str
+    calling_ae: str | None
+    at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
 class RecordingFailed(Exception):
     """An instance's row could not be recorded: the database failed, or the process writing it."""
 
@@ -76,5 +91,13 @@ class Recorder(Protocol):
 
         Raises :class:`RecordingFailed` when the database (or the process that
         writes to it) cannot record it.
+        """
+        ...
+
+    def refused(self, refusal: Refusal) -> None:
+        """Count ``refusal`` without waiting for the database; never raises.
+
+        Best effort: whatever becomes of the count, the SCP answers the status
+        it refused the instance with.
         """
         ...

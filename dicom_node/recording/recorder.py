@@ -14,20 +14,25 @@ from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import bindparam, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.dml import ReturningInsert
 
 from core.db.models import Instance, Series, Study, StudyState, utcnow
-from dicom_node.recording.received import ReceivedInstance, RecordingFailed, StudyIdentifiers
+from dicom_node.recording.dialects import upsert_insert
+from dicom_node.recording.received import (
+    ReceivedInstance,
+    RecordingFailed,
+    Refusal,
+    StudyIdentifiers,
+)
+from dicom_node.recording.refusals import RefusalTally
 
 log = logging.getLogger(__name__)
 
 
 _instances, _series, _studies = Instance.__table__, Series.__table__, Study.__table__
-_DIALECT_INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
 
 def _upsert_instance(dialect: str) -> ReturningInsert[tuple[int]]:
@@ -37,9 +42,7 @@ def _upsert_instance(dialect: str) -> ReturningInsert[tuple[int]]:
     cost two); ``times_received`` is 1 exactly when the row is new.  Built once
     per recorder: executing a prepared statement skips building and keying it.
     """
-    if dialect not in _DIALECT_INSERTS:
-        raise ValueError(f"unsupported database {dialect!r}: use SQLite or PostgreSQL")
-    statement = _DIALECT_INSERTS[dialect](_instances).values(
+    statement = upsert_insert(_instances, dialect).values(
         series_id=bindparam("series"),
         sop_instance_uid=bindparam("sop"),
         sop_class_uid=bindparam("sop_class"),
@@ -115,7 +118,8 @@ class InstanceRecorder:
     instance, or count a repeat of it), then touching its series and study
     once per transaction, and one commit, without loading ORM objects.
     ``store_identifiers`` (``AINODE_STORE_IDENTIFIERS``) keeps each new
-    study's order context on its row.
+    study's order context on its row.  Refused instances are counted apart,
+    off the path of the answers (:mod:`dicom_node.recording.refusals`).
     """
 
     def __init__(
@@ -125,6 +129,7 @@ class InstanceRecorder:
         self._store_identifiers = store_identifiers
         self._upsert = _upsert_instance(self._engine.dialect.name)
         self._ids: dict[tuple[str, str], tuple[int, int]] = {}
+        self._refusals = RefusalTally(self._engine)
 
     def record(self, received: ReceivedInstance) -> int:
         """Record ``received`` and mark its study as receiving; returns the study id.
@@ -141,6 +146,10 @@ class InstanceRecorder:
         if isinstance(outcome, Exception):
             raise outcome
         return outcome
+
+    def refused(self, refusal: Refusal) -> None:
+        """Count ``refusal``; written to ``instance_refusals`` shortly after, best effort."""
+        self._refusals.add(refusal)
 
     def record_batch(self, rows: Sequence[ReceivedInstance]) -> list[int | Exception]:
         """Record ``rows`` in one transaction; each row's study id, or why it failed.

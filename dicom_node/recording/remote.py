@@ -11,9 +11,10 @@ Writing from each process instead made them queue on SQLite's single write lock
 thread, a queue and a future per row in the main process cost as much CPU as
 recording the row.
 
-Messages on the pipe: child → main ``(request id, ReceivedInstance)`` (and
-the notices of :mod:`dicom_node.receivers.pool`); main → child ``(request id,
-study id, None)`` or ``(request id, None, reason)``.
+Messages on the pipe: child → main ``(request id, ReceivedInstance)``, a
+:class:`~dicom_node.recording.received.Refusal` (counted by the main process's
+recorder, never answered) and the notices of :mod:`dicom_node.receivers.pool`;
+main → child ``(request id, study id, None)`` or ``(request id, None, reason)``.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import Any, Protocol
 from dicom_node.recording.received import (
     ReceivedInstance,
     RecordingFailed,
+    Refusal,
     recording_failure_reason,
 )
 
@@ -104,6 +106,13 @@ class RemoteRecorder:
         assert study_id is not None
         return study_id
 
+    def refused(self, refusal: Refusal) -> None:
+        """Have the main process count ``refusal``; no reply is awaited, nothing is raised."""
+        try:
+            self.send(refusal)
+        except Exception:
+            log.warning("cannot pass a refused instance's count to the node's main process")
+
     def _reply(self, request_id: int) -> tuple[int | None, str | None]:
         """Wait for the reply to ``request_id``, reading replies while no other thread does."""
         with self._state:
@@ -167,6 +176,10 @@ class BatchRecorder(Protocol):
         """Each row's study id, or the exception that kept it from being recorded."""
         ...
 
+    def refused(self, refusal: Refusal) -> None:
+        """Count a child's refused instance (never raises, never waits for the database)."""
+        ...
+
 
 class RecordingServer:
     """The main process's side: records what the children send, in batches.
@@ -204,13 +217,16 @@ class RecordingServer:
                 if rows:
                     self._record(rows)
 
-    @staticmethod
     def _take(
+        self,
         channel: ChildChannel,
         rows: list[tuple[Connection, int, ReceivedInstance]],
         selector: selectors.BaseSelector,
     ) -> None:
-        """Read one message of ``channel``: a row joins ``rows``; a closed pipe is dropped."""
+        """Read one message of ``channel``: a row joins ``rows``, a refusal is counted.
+
+        A closed pipe is dropped.
+        """
         try:
             message = channel.connection.recv()
         except (EOFError, OSError):
@@ -219,6 +235,8 @@ class RecordingServer:
             return
         if isinstance(message, tuple):
             rows.append((channel.connection, *message))
+        elif isinstance(message, Refusal):
+            self._recorder.refused(message)
         else:
             channel.on_message(message)
 

@@ -4,7 +4,8 @@
 has arrived in its receive file.  Every failure is turned into a specific
 DIMSE status (see :class:`core.dicom_status.StoreStatus`) and a log line with UIDs
 only, never a false success: success is answered only after the file is
-fsynced under its final name and its row is committed.
+fsynced under its final name and its row is committed.  Each refusal is also
+counted (status, a fixed cause, calling AE) through the recorder, best effort.
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ from core.errors import InputRejected
 from dicom_node.recording.received import (
     ReceivedInstance,
     Recorder,
+    Refusal,
     StudyIdentifiers,
     recording_failure_reason,
 )
 from dicom_node.store.header import ScannedHeader, scan_header
 from dicom_node.store.receive import HEAD_BYTES, ReceiveFile
-from dicom_node.store.spool import InstanceSpool
+from dicom_node.store.spool import InstanceSpool, SpooledFile
 from dicom_node.store.structure import MalformedDataset, parse_dataset
 
 log = logging.getLogger(__name__)
@@ -219,23 +221,60 @@ def _samples_per_pixel(values: dict[str, str | int]) -> int:
     return int(values.get("SamplesPerPixel", 1))
 
 
+#: Why an instance was refused, in a word each (counted in ``instance_refusals``).
+INVALID_INSTANCE = "invalid-instance"
+UID_MISMATCH = "uid-mismatch"
+DISK_FULL = "disk-full"
+RECEIVE_ERROR = "receive-error"
+SPOOL_ERROR = "spool-error"
+NOT_RECORDED = "not-recorded"
+
+
 @dataclass(frozen=True)
 class StoreResponse:
-    """The C-STORE status to answer and, for a failure, a reason for the sender (no PHI)."""
+    """The C-STORE status to answer and, for a failure, a reason for the sender (no PHI).
+
+    ``cause`` is the fixed word a refusal is counted under.
+    """
 
     status: int
     reason: str = ""
+    cause: str = ""
+
+
+def _received_instance(
+    header: InstanceHeader, calling_ae: str | None, stored: SpooledFile
+) -> ReceivedInstance:
+    """The row of an instance spooled under ``stored``, as the recorder takes it."""
+    uids = header.uids
+    return ReceivedInstance(
+        study_uid=uids["StudyInstanceUID"],
+        series_uid=uids["SeriesInstanceUID"],
+        sop_instance_uid=uids["SOPInstanceUID"],
+        sop_class_uid=uids["SOPClassUID"],
+        transfer_syntax_uid=header.transfer_syntax_uid,
+        modality=header.modality,
+        body_part=header.body_part,
+        series_description=header.series_description,
+        calling_ae=calling_ae,
+        path=str(stored.relative_path),
+        size_bytes=stored.size_bytes,
+        identifiers=header.identifiers,
+    )
 
 
 class InstanceStore:
     """Turns received C-STORE datasets into spooled, recorded instances.
+
+    Every refused instance is counted through the recorder (status, cause,
+    calling AE), best effort: the count never changes what is answered.
 
     Parameters
     ----------
     spool:
         Where instances are stored durably.
     recorder:
-        Where they are recorded (study, series and instance rows).
+        Where they are recorded (study, series and instance rows) and refusals counted.
     on_recorded:
         Called with the study id after each instance is recorded (the
         stability monitor uses it to wake up).
@@ -256,9 +295,20 @@ class InstanceStore:
     ) -> StoreResponse:
         """Check, spool and record one received dataset; the receive file is consumed."""
         try:
-            return self._handle_store(received, request_uid, calling_ae or None, transfer_syntax)
+            response = self._handle_store(
+                received, request_uid, calling_ae or None, transfer_syntax
+            )
         finally:
             received.discard()
+        if response.status != StoreStatus.SUCCESS:
+            self._count_refusal(response, calling_ae or None)
+        return response
+
+    def _count_refusal(self, response: StoreResponse, calling_ae: str | None) -> None:
+        try:
+            self.recorder.refused(Refusal(response.status, response.cause, calling_ae))
+        except Exception:
+            log.exception("cannot count a refused instance")
 
     def _handle_store(
         self,
@@ -268,7 +318,7 @@ class InstanceStore:
         transfer_syntax: str,
     ) -> StoreResponse:
         if received.error is not None:
-            return self._out_of_resources(request_uid, "cannot receive", received.error)
+            return _out_of_resources(request_uid, "cannot receive", received.error, RECEIVE_ERROR)
         received.flush()
         try:
             header = checked_header(
@@ -280,52 +330,50 @@ class InstanceStore:
             )
         except InputRejected as exc:
             log.warning("rejected instance %s from %s: %s", request_uid, calling_ae, exc)
-            return StoreResponse(exc.status, str(exc))
-        uids = header.uids
-        if uids["SOPInstanceUID"] != request_uid:
+            return StoreResponse(exc.status, str(exc), INVALID_INSTANCE)
+        if header.uids["SOPInstanceUID"] != request_uid:
             log.warning(
-                "rejected instance %s: dataset says %s", request_uid, uids["SOPInstanceUID"]
+                "rejected instance %s: dataset says %s", request_uid, header.uids["SOPInstanceUID"]
             )
             return StoreResponse(
                 StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS,
                 "SOP Instance UID differs from the command's",
+                UID_MISMATCH,
             )
+        return self._spool_and_record(received, header, calling_ae)
+
+    def _spool_and_record(
+        self, received: ReceiveFile, header: InstanceHeader, calling_ae: str | None
+    ) -> StoreResponse:
+        """Store a checked instance under its UIDs and record it; success once committed."""
+        uids = header.uids
+        sop_uid = uids["SOPInstanceUID"]
         relative = self.spool.relative_path(
-            uids["StudyInstanceUID"], uids["SeriesInstanceUID"], uids["SOPInstanceUID"]
+            uids["StudyInstanceUID"], uids["SeriesInstanceUID"], sop_uid
         )
         replaced = self.spool.holds(relative)
         try:
             stored = self.spool.commit(received, relative)
         except OSError as exc:
-            return self._out_of_resources(request_uid, "cannot spool", exc)
-        item = ReceivedInstance(
-            study_uid=uids["StudyInstanceUID"],
-            series_uid=uids["SeriesInstanceUID"],
-            sop_instance_uid=uids["SOPInstanceUID"],
-            sop_class_uid=uids["SOPClassUID"],
-            transfer_syntax_uid=header.transfer_syntax_uid,
-            modality=header.modality,
-            body_part=header.body_part,
-            series_description=header.series_description,
-            calling_ae=calling_ae,
-            path=str(stored.relative_path),
-            size_bytes=stored.size_bytes,
-            identifiers=header.identifiers,
-        )
+            return _out_of_resources(sop_uid, "cannot spool", exc, SPOOL_ERROR)
         try:
-            study_id = self.recorder.record(item)
+            study_id = self.recorder.record(_received_instance(header, calling_ae, stored))
         except Exception as exc:
             # Answered as a failure of this instance alone, whatever kept it from being
             # recorded: the sender keeps its copy, and the association goes on.
-            reason = recording_failure_reason(exc, request_uid, RECORDING_FAILED)
+            reason = recording_failure_reason(exc, sop_uid, RECORDING_FAILED)
             if not replaced:
                 self.spool.absolute(relative).unlink(missing_ok=True)
-            return StoreResponse(StoreStatus.OUT_OF_RESOURCES, reason)
+            return StoreResponse(StoreStatus.OUT_OF_RESOURCES, reason, NOT_RECORDED)
         self._on_recorded(study_id)
         return StoreResponse(StoreStatus.SUCCESS)
 
-    @staticmethod
-    def _out_of_resources(request_uid: str, what: str, exc: OSError) -> StoreResponse:
-        reason = "disk full" if exc.errno == errno.ENOSPC else type(exc).__name__
-        log.error("%s instance %s: %s", what, request_uid, reason)
-        return StoreResponse(StoreStatus.OUT_OF_RESOURCES, f"{what}: {reason}")
+
+def _out_of_resources(request_uid: str, what: str, exc: OSError, cause: str) -> StoreResponse:
+    """A failure of the node's disk: logged (UID only) and answered Out of Resources."""
+    disk_full = exc.errno == errno.ENOSPC
+    reason = "disk full" if disk_full else type(exc).__name__
+    log.error("%s instance %s: %s", what, request_uid, reason)
+    return StoreResponse(
+        StoreStatus.OUT_OF_RESOURCES, f"{what}: {reason}", DISK_FULL if disk_full else cause
+    )

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pydicom import Dataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+from pynetdicom import AE
+from pynetdicom.association import Association
+from pynetdicom.sop_class import Verification
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -49,6 +55,35 @@ class Node:
 
 
 NodeFactory = Callable[..., Node]
+
+#: The calling AE title of :func:`associate` unless told otherwise.
+SCU_AE = "TESTSCU"
+
+
+@contextmanager
+def associate(
+    node: Node, calling_ae: str = SCU_AE, called_ae: str | None = None
+) -> Iterator[Association]:
+    """An association from a pynetdicom SCU; released (or aborted) afterwards."""
+    ae = AE(ae_title=calling_ae)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10
+    ae.add_requested_context(Verification)
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", node.port, ae_title=called_ae or node.settings.ae_title)
+    try:
+        yield assoc
+    finally:
+        if assoc.is_established:
+            assoc.release()
+        ae.shutdown()
+
+
+def store(assoc: Association, dataset: Dataset | Path) -> int:
+    """The status of a C-STORE of ``dataset`` on ``assoc``."""
+    assert assoc.is_established
+    response = assoc.send_c_store(dataset)
+    assert "Status" in response, "no C-STORE response"
+    return int(response.Status)
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 from sqlalchemy import func, select
@@ -33,6 +34,7 @@ from dicom_node.scp.server import StorageSCP
 from dicom_node.scp.settings import ScpSettings
 from pipelines.phantom import generate_ct_phantom, write_phantom
 from tests.support.dcmtk import echoscu, storescu
+from tests.support.refusals import refusal_counts
 from tests.support.waiting import wait_until
 
 
@@ -140,6 +142,28 @@ def test_receiver_processes_store_every_instance_once(
                 "127.0.0.1", node.scp.port, files[:2], called_ae=node.settings.ae_title
             )
             assert again.returncode == 0 and not again.failed
+
+
+def test_instances_refused_in_receiver_processes_are_counted_by_the_main_process(
+    make_settings: Callable[..., Settings],
+) -> None:
+    study = generate_ct_phantom(slices=4, rows=16, columns=16, seed=12)
+    bad = study.datasets[:3]
+    for dataset in bad:
+        del dataset.SeriesInstanceUID
+    with receiving_node(make_settings, receiver_processes=2) as node:
+        answered = []
+        for dataset in [*bad, study.datasets[3]]:  # each served by a receiver process
+            ae = AE(ae_title="BADSENDER")
+            ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+            association = ae.associate("127.0.0.1", node.scp.port, ae_title=node.settings.ae_title)
+            answered.append(int(association.send_c_store(dataset).Status))
+            association.release()
+        assert answered == [0xC001, 0xC001, 0xC001, 0x0000]
+
+        sessions = make_session_factory(node.engine)
+        expected = {(0xC001, "invalid-instance", "BADSENDER"): 3}
+        wait_until(lambda: refusal_counts(sessions) == expected, 10, 0.05)
 
 
 def test_open_associations_are_spread_evenly_over_the_receiver_processes(

@@ -2,38 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import date
-from pathlib import Path
 
 import pytest
 from sqlalchemy import delete, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.db.migrate import upgrade
 from core.db.models import Instance, Series, Study, StudyState
-from core.db.session import make_engine, make_session_factory
 from dicom_node.recording.received import RecordingFailed, StudyIdentifiers
 from dicom_node.recording.recorder import InstanceRecorder
 from tests.support.rows import received_instance
-from tests.support.services import fresh_postgres_database
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def sessions(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sessionmaker[Session]]:
-    drop = None
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'node.sqlite'}"
-    else:
-        url, drop = fresh_postgres_database("ainode_recorder")
-    upgrade(url)
-    engine = make_engine(url)
-    yield make_session_factory(engine)
-    engine.dispose()
-    if drop is not None:
-        drop()
 
 
 def test_a_new_instance_creates_its_study_and_series(sessions: sessionmaker[Session]) -> None:

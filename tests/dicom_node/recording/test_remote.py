@@ -13,7 +13,7 @@ from multiprocessing.connection import Connection
 
 import pytest
 
-from dicom_node.recording.received import ReceivedInstance, RecordingFailed
+from dicom_node.recording.received import ReceivedInstance, RecordingFailed, Refusal
 from dicom_node.recording.remote import (
     RECORDING_ERROR,
     ChildChannel,
@@ -33,6 +33,7 @@ class FakeRecorder:
 
     def __init__(self) -> None:
         self.batches: list[list[ReceivedInstance]] = []
+        self.refusals: list[Refusal] = []
         self.holding = threading.Event()
         self.release = threading.Event()
 
@@ -42,6 +43,9 @@ class FakeRecorder:
             assert self.release.wait(10)
         self.batches.append(list(rows))
         return [self._outcome(row) for row in rows]
+
+    def refused(self, refusal: Refusal) -> None:
+        self.refusals.append(refusal)
 
     @staticmethod
     def _outcome(row: ReceivedInstance) -> int | Exception:
@@ -94,6 +98,26 @@ def test_rows_are_recorded_by_the_main_process_and_answered_with_their_study_id(
         assert recorder.rows == [ROW]
         assert recorded == [7]
         assert others == ["ready"]
+
+
+def test_a_childs_refusals_are_counted_by_the_main_process_without_a_reply() -> None:
+    recorder = FakeRecorder()
+    refusal = Refusal(0xC001, "invalid-instance", "SCU")
+    with channel(recorder) as (remote, _recorded, others):
+        remote.refused(refusal)
+        remote.refused(refusal)
+        assert remote.record(ROW) == 7  # no reply to a refusal stands in the row's way
+        assert recorder.refusals == [refusal, refusal]
+        assert others == []
+
+
+def test_a_refusal_is_dropped_without_an_error_when_the_main_process_is_gone() -> None:
+    child_end, parent_end = multiprocessing.Pipe(duplex=True)
+    parent_end.close()
+    RemoteRecorder(child_end, on_closed=lambda: None).refused(
+        Refusal(0xC000, "invalid-instance", None)
+    )
+    child_end.close()
 
 
 def test_rows_arriving_during_a_commit_are_recorded_together() -> None:

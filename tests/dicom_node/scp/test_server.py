@@ -9,16 +9,12 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from pydicom import Dataset, dcmread
+from pydicom import dcmread
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
-from pynetdicom import AE, _config
-from pynetdicom.association import Association
-from pynetdicom.sop_class import Verification
+from pynetdicom import _config
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
@@ -26,12 +22,11 @@ from core.db.models import Instance, Series, Study, StudyState
 from dicom_node.recording.recorder import InstanceRecorder
 from dicom_node.store.spool import InstanceSpool
 from pipelines.phantom import PhantomStudy, generate_ct_phantom, write_phantom
-from tests.dicom_node.conftest import Node, NodeFactory
+from tests.dicom_node.conftest import SCU_AE, Node, NodeFactory, associate, store
 from tests.support.dcmtk import echoscu, storescu
 from tests.support.raw_dicom import Part10, RawAssociation, p_data
 from tests.support.waiting import wait_until
 
-SCU_AE = "TESTSCU"
 PATIENT_NAME = "SECRET^NAME"
 PATIENT_ID = "SECRETID42"
 
@@ -51,31 +46,6 @@ def _phantom(seed: int) -> PhantomStudy:
 def phantom(seed: int = 1) -> PhantomStudy:
     """A small phantom whose datasets the caller may modify."""
     return copy.deepcopy(_phantom(seed))
-
-
-@contextmanager
-def associate(
-    node: Node, calling_ae: str = SCU_AE, called_ae: str | None = None
-) -> Iterator[Association]:
-    """An association from a pynetdicom SCU; released (or aborted) afterwards."""
-    ae = AE(ae_title=calling_ae)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10
-    ae.add_requested_context(Verification)
-    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
-    assoc = ae.associate("127.0.0.1", node.port, ae_title=called_ae or node.settings.ae_title)
-    try:
-        yield assoc
-    finally:
-        if assoc.is_established:
-            assoc.release()
-        ae.shutdown()
-
-
-def store(assoc: Association, dataset: Dataset | Path) -> int:
-    assert assoc.is_established
-    response = assoc.send_c_store(dataset)
-    assert "Status" in response, "no C-STORE response"
-    return int(response.Status)
 
 
 # --------------------------------------------------------------------- C-ECHO
