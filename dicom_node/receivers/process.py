@@ -21,6 +21,13 @@ import socket
 import sys
 import threading
 from multiprocessing.connection import Connection
+from typing import TYPE_CHECKING
+
+from dicom_node.receivers.handoff import HandoffClosed, take_over
+
+if TYPE_CHECKING:
+    from dicom_node.recording.remote import RemoteRecorder
+    from dicom_node.scp.server import StorageSCP
 
 #: What a receiver sends once it serves connections ...
 READY = "ready"
@@ -42,17 +49,64 @@ def _without_pixel_codecs() -> None:
         sys.modules.setdefault(name, None)  # type: ignore[arg-type]
 
 
+class _Receiver:
+    """A receiver's SCP serving what is handed over, and what it tells the main process.
+
+    The main process counts each child's open connections (for the balance)
+    and negotiated associations (for the association limit) from these notices.
+    """
+
+    def __init__(self, scp: StorageSCP, recorder: RemoteRecorder, stop: threading.Event) -> None:
+        self.scp = scp
+        self.recorder = recorder
+        self.stop = stop
+
+    def report(self, message: str) -> None:
+        """Tell the main process ``message``, unless it is gone (the pipe's end says so)."""
+        with contextlib.suppress(OSError):
+            self.recorder.send(message)
+
+    def take_connections(self, handoff: socket.socket) -> None:
+        """Serve every connection handed over on ``handoff``; stop once the channel closes."""
+        with contextlib.suppress(HandoffClosed):
+            while True:
+                accepted, active = take_over(handoff)
+                try:
+                    host = str(accepted.getpeername()[0])
+                except OSError:  # the peer left before the hand-over
+                    accepted.close()
+                    self.report(ASSOCIATION_ENDED)
+                    continue
+                self.serve(accepted, host, active)
+        self.stop.set()
+
+    def serve(self, accepted: socket.socket, host: str, active: int) -> None:
+        """Serve one connection in a thread of the SCP, with its notices."""
+        negotiated = threading.Event()
+
+        def on_negotiated() -> None:
+            negotiated.set()
+            self.report(ASSOCIATION_NEGOTIATED)
+
+        def on_end() -> None:
+            if negotiated.is_set():
+                self.report(ASSOCIATION_RELEASED)
+            self.report(ASSOCIATION_ENDED)
+
+        self.scp.serve(
+            accepted, host, active_elsewhere=active, on_end=on_end, on_negotiated=on_negotiated
+        )
+
+
 def serve(handoff_fd: int, rows_fd: int) -> None:
     """Serve connections handed over on ``handoff_fd`` until SIGTERM or the main process is gone."""
     _without_pixel_codecs()
     # Imported only now: pydicom looks for the codecs as it is imported.
-    from dicom_node.receivers.handoff import HandoffClosed, take_over
     from dicom_node.recording.remote import RemoteRecorder
     from dicom_node.scp.server import StorageSCP
     from dicom_node.scp.settings import ScpSettings
 
     connection = Connection(rows_fd)
-    handoff = socket.socket(fileno=handoff_fd)
     settings = ScpSettings.from_json(connection.recv())
     logging.basicConfig(
         level=settings.log_level.upper(),
@@ -65,45 +119,11 @@ def serve(handoff_fd: int, rows_fd: int) -> None:
     recorder = RemoteRecorder(connection, on_closed=stop.set)
     scp = StorageSCP(settings, recorder, clean_spool=False)
     scp.start(listen=False)
-
-    def report(message: str) -> None:
-        with contextlib.suppress(OSError):
-            recorder.send(message)
-
-    def ended(negotiated: threading.Event) -> None:
-        if negotiated.is_set():
-            report(ASSOCIATION_RELEASED)
-        report(ASSOCIATION_ENDED)
-
-    def served(accepted: socket.socket, host: str, active: int) -> None:
-        negotiated = threading.Event()
-
-        def on_negotiated() -> None:
-            negotiated.set()
-            report(ASSOCIATION_NEGOTIATED)
-
-        scp.serve(
-            accepted,
-            host,
-            active_elsewhere=active,
-            on_end=lambda: ended(negotiated),
-            on_negotiated=on_negotiated,
-        )
-
-    def take_connections() -> None:
-        with contextlib.suppress(HandoffClosed):
-            while True:
-                accepted, active = take_over(handoff)
-                try:
-                    host = str(accepted.getpeername()[0])
-                except OSError:  # the peer left before the hand-over
-                    accepted.close()
-                    report(ASSOCIATION_ENDED)
-                    continue
-                served(accepted, host, active)
-        stop.set()
-
-    threading.Thread(target=take_connections, name="scp-handoff", daemon=True).start()
+    receiver = _Receiver(scp, recorder, stop)
+    handoff = socket.socket(fileno=handoff_fd)
+    threading.Thread(
+        target=receiver.take_connections, args=(handoff,), name="scp-handoff", daemon=True
+    ).start()
     recorder.send(READY)
     stop.wait()
     scp.stop()
