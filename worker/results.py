@@ -187,19 +187,49 @@ def build_result_objects(
         procedure_reported=procedure_reported(data),
         outside_domain=outside_domain,
     )
-    if isinstance(result, ClassificationResult):
-        sr = build_classification_report(data, result, header)
-        checked(data, [ResultObject("sr", sr)])
-        return BuiltResults([ResultObject("sr", sr)], sources.note)
-    if isinstance(result, DetectionResult):
-        sr = build_detection_report(data, result, header)
-        checked(data, [ResultObject("sr", sr)])
-        return BuiltResults([ResultObject("sr", sr)], sources.note)
+    if isinstance(result, ClassificationResult | DetectionResult):
+        objects = [ResultObject("sr", _findings_report(data, result, header))]
+        checked(data, objects)
+        return BuiltResults(objects, sources.note)
     measurements = measure_segments(data, result)
+    objects, missing = _segmentation_pairs(
+        pipeline, data, result, measurements, uids, header, seg_types
+    )
+    viewers = ViewerInputs(data, result, measurements, pipeline, provenance)
+    objects += viewer_objects(viewers, objects, uids, destinations)
+    checked(data, objects, measurements, pipeline.plausible_volume_ml)
+    note = "; ".join(part for part in (sources.note, missing) if part) or None
+    return BuiltResults(objects, note)
+
+
+def _findings_report(
+    data: PipelineInput, result: ClassificationResult | DetectionResult, header: ReportHeader
+) -> Dataset:
+    """The TID 1500 SR of a classification or a detection result."""
+    if isinstance(result, ClassificationResult):
+        return build_classification_report(data, result, header)
+    return build_detection_report(data, result, header)
+
+
+def _segmentation_pairs(
+    pipeline: Pipeline,
+    data: PipelineInput,
+    result: SegmentationResult,
+    measurements: Sequence[SegmentMeasurement],
+    uids: ResultUIDs,
+    header: ReportHeader,
+    seg_types: Collection[SegType],
+) -> tuple[list[ResultObject], str | None]:
+    """A SEG and the SR that references it per SEG type, BINARY first; why a LABELMAP is missing.
+
+    LABELMAP is tried first: when its segments overlap it cannot be built,
+    and the BINARY pair stands in (built even if not asked for).  The SR of
+    each pair takes the UIDs of its SEG type (:meth:`ResultUIDs.for_seg_type`).
+    """
     wanted = set(seg_types) or {"BINARY"}
     objects: list[ResultObject] = []
-    note = sources.note
-    for seg_type in ("LABELMAP", "BINARY"):  # LABELMAP first: if it cannot be, BINARY stands in
+    missing = None
+    for seg_type in ("LABELMAP", "BINARY"):
         if seg_type not in wanted:
             continue
         typed = uids.for_seg_type(seg_type)
@@ -210,12 +240,11 @@ def build_result_objects(
                 series_instance_uid=typed.seg_series,
                 sop_instance_uid=typed.seg_instance,
                 series_number=SEG_SERIES_NUMBER,
-                provenance=provenance,
+                provenance=header.provenance,
                 segmentation_type=seg_type.lower(),
             )
         except OverlappingSegmentsError:
-            overlap = "segments overlap: no LABELMAP SEG, LABELMAP destinations get the BINARY SEG"
-            note = "; ".join(part for part in (note, overlap) if part)
+            missing = "segments overlap: no LABELMAP SEG, LABELMAP destinations get the BINARY SEG"
             wanted.add("BINARY")
             continue
         sr = build_measurement_report(
@@ -229,10 +258,7 @@ def build_result_objects(
         )
         objects += [ResultObject("seg", seg, seg_type), ResultObject("sr", sr, seg_type)]
     objects.sort(key=lambda item: SEG_TYPES.index(item.seg_type or "BINARY"))  # BINARY first
-    viewers = ViewerInputs(data, result, measurements, pipeline, provenance)
-    objects += viewer_objects(viewers, objects, uids, destinations)
-    checked(data, objects, measurements, pipeline.plausible_volume_ml)
-    return BuiltResults(objects, note)
+    return objects, missing
 
 
 def checked(
