@@ -38,7 +38,8 @@ from worker.queues import enqueue_delivery
 if TYPE_CHECKING:
     from celery import Celery
 
-    from worker.results import ResultObject
+    from pipelines.base import Pipeline, PipelineInput, PipelineResult
+    from worker.results import BuiltResults, ResultObject
     from worker.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
@@ -205,17 +206,40 @@ def _produce(
     PipelineError
         The input cannot be analysed.
     """
-    from pipelines.io import add_companions
-    from pipelines.projections import run_pipeline
     from pipelines.registry import load_pipeline
-    from worker.gpu import device_slot
-    from worker.results import build_result_objects
 
     settings = runtime.settings
     try:
         pipeline = load_pipeline(claimed.pipeline, settings.models_path, settings.inference_device)
     except ConfigurationError as exc:
         raise PipelineError(f"pipeline {claimed.pipeline} is not usable: {exc}") from exc
+    data = _load_input(runtime, claimed, timings, upcoming)
+    note = _domain_note(pipeline, data)
+    result = _infer(runtime, pipeline, data, timings)
+    built = _build_results(runtime, claimed, pipeline, data, result, note is not None, timings)
+    if built.note:
+        log.info("job %d: %s", claimed.id, built.note)
+    return Produced(
+        objects=built.objects,
+        device=pipeline.device,
+        weights_sha256=pipeline.weights_sha256,
+        note="; ".join(part for part in (note, built.note) if part) or None,
+    )
+
+
+def _load_input(
+    runtime: WorkerRuntime,
+    claimed: ClaimedJob,
+    timings: JobTimings,
+    upcoming: ClaimedJob | None,
+) -> PipelineInput:
+    """The job's input (prefetched if it was) with its companion series; ``upcoming`` prefetched.
+
+    The input of ``upcoming`` then loads in the background while this job
+    infers (:mod:`worker.prefetch`).
+    """
+    from pipelines.io import add_companions
+
     start = time.perf_counter()
     data, prefetched = runtime.prefetcher.take(
         claimed.id, claimed.input_key, claimed.instance_paths
@@ -227,7 +251,20 @@ def _produce(
         log.info("job %d: input was prefetched during the previous job", claimed.id)
     if upcoming is not None:
         runtime.prefetcher.prefetch(upcoming.id, upcoming.input_key, upcoming.instance_paths)
+    return data
 
+
+def _domain_note(pipeline: Pipeline, data: PipelineInput) -> str | None:
+    """Why ``data`` is outside the pipeline's validated domain, when the policy lets it run.
+
+    None when the input is inside the domain; the SR then says nothing of it.
+
+    Raises
+    ------
+    OutsideDomain
+        Outside the domain under policy ``skip``, spacing unknown for a
+        pipeline that measures in mm, or image content the pipeline needs missing.
+    """
     if data.unknown_spacing and pipeline.measures_mm:
         raise OutsideDomain(f"{data.unknown_spacing}; {pipeline.spec.name} measures in mm")
     violations = pipeline.domain.violations(data.datasets, spacing_needed=pipeline.measures_mm)
@@ -240,7 +277,23 @@ def _produce(
     missing = pipeline.missing_content(data)
     if missing:
         raise OutsideDomain("image content missing: " + "; ".join(missing))
+    return note
 
+
+def _infer(
+    runtime: WorkerRuntime, pipeline: Pipeline, data: PipelineInput, timings: JobTimings
+) -> PipelineResult:
+    """The pipeline's result on ``data``, run while holding one of its device's job slots.
+
+    Raises
+    ------
+    OutsideDomain
+        The pipeline found the image does not show what it analyses.
+    """
+    from pipelines.projections import run_pipeline
+    from worker.gpu import device_slot
+
+    settings = runtime.settings
     start = time.perf_counter()
     try:
         with device_slot(settings.locks_dir, pipeline.device, settings.gpu_jobs_per_device):
@@ -248,7 +301,25 @@ def _produce(
     except ContentOutsideDomain as exc:
         raise OutsideDomain(f"outside validated input domain: {exc}") from exc
     timings.inference = time.perf_counter() - start
+    return result
 
+
+def _build_results(
+    runtime: WorkerRuntime,
+    claimed: ClaimedJob,
+    pipeline: Pipeline,
+    data: PipelineInput,
+    result: PipelineResult,
+    outside_domain: bool,
+    timings: JobTimings,
+) -> BuiltResults:
+    """The job's result objects, with UIDs derived from its input so a re-run rebuilds them.
+
+    The time taken is the start of ``timings.write``; writing the files adds to it.
+    """
+    from worker.results import build_result_objects
+
+    settings = runtime.settings
     start = time.perf_counter()
     uids = ResultUIDs.for_job(
         study_uid=claimed.study_uid,
@@ -263,19 +334,12 @@ def _produce(
         result,
         uids,
         ae_title=settings.ae_title,
-        outside_domain=bool(violations),
+        outside_domain=outside_domain,
         seg_types=settings.seg_types,
         destinations=settings.destinations,
     )
-    timings.write = time.perf_counter() - start  # building the objects; writing them adds to it
-    if built.note:
-        log.info("job %d: %s", claimed.id, built.note)
-    return Produced(
-        objects=built.objects,
-        device=pipeline.device,
-        weights_sha256=pipeline.weights_sha256,
-        note="; ".join(part for part in (note, built.note) if part) or None,
-    )
+    timings.write = time.perf_counter() - start
+    return built
 
 
 def _record_results(
