@@ -4,8 +4,8 @@ The node's processes (SCP, workers, console) are separate; rather than the
 client's multiprocess mode, one collector reads every number from SQL when
 Prometheus scrapes, so the figures are those of the source of truth and
 survive restarts.  Counters are ``_total`` sums over rows (they only fall if
-rows are deleted); labels carry pipelines, stages, states and destinations,
-never UIDs or patient data.
+rows are deleted); labels carry pipelines, stages, states, destinations and
+C-STORE statuses, never UIDs, AE titles or patient data.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from core.control import DESTINATION_PREFIX, ROUTING, paused_flags
 from core.db.models import (
     Delivery,
     Instance,
+    InstanceRefusal,
     Job,
     JobState,
     Result,
@@ -164,6 +165,18 @@ class DatabaseCollector(Collector):
             "Instances stored by the SCP (repeats of an instance included).",
             value=float(received or 0),
         )
+        refused = CounterMetricFamily(
+            "ainode_instances_refused",
+            "Instances the SCP refused, by the C-STORE status answered and its cause.",
+            labels=["status", "cause"],
+        )
+        for status, cause, count in session.execute(
+            select(InstanceRefusal.status, InstanceRefusal.cause, func.sum(InstanceRefusal.count))
+            .group_by(InstanceRefusal.status, InstanceRefusal.cause)
+            .order_by(InstanceRefusal.status, InstanceRefusal.cause)
+        ):
+            refused.add_metric([f"0x{status:04X}", cause], float(count or 0))
+        yield refused
         attempts = CounterMetricFamily(
             "ainode_delivery_attempts",
             "Delivery attempts by destination and outcome.",

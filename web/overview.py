@@ -25,6 +25,7 @@ from core.db.models import (
     Acknowledgement,
     Delivery,
     DeliveryState,
+    InstanceRefusal,
     Job,
     JobState,
     ProcessHeartbeat,
@@ -204,7 +205,7 @@ def queue_depths(session: Session, settings: Settings, now: datetime) -> dict[st
 
 
 def volumes(session: Session, now: datetime) -> dict[str, dict[str, int]]:
-    """Studies received and results made in the last hour and day."""
+    """Studies received, instances refused and results made in the last hour and day."""
     out: dict[str, dict[str, int]] = {}
     for label, span in (("hour", timedelta(hours=1)), ("day", timedelta(days=1))):
         since = now - span
@@ -212,11 +213,54 @@ def volumes(session: Session, now: datetime) -> dict[str, dict[str, int]]:
             "studies": int(
                 session.scalar(select(func.count()).where(Study.first_received_at >= since)) or 0
             ),
+            "refused": int(
+                session.scalar(
+                    select(func.sum(InstanceRefusal.count)).where(InstanceRefusal.minute >= since)
+                )
+                or 0
+            ),
             "results": int(
                 session.scalar(select(func.count()).where(Result.created_at >= since)) or 0
             ),
         }
     return out
+
+
+@dataclass
+class RefusalSummary:
+    """Instances refused over the last day with one status and cause from one calling AE."""
+
+    status: str
+    cause: str
+    calling_ae: str
+    count: int
+    last_minute: datetime
+
+
+#: Most rows of the overview's refusal table.
+REFUSAL_ROWS = 10
+
+
+def recent_refusals(session: Session, now: datetime) -> list[RefusalSummary]:
+    """The refusals of the last day by status, cause and calling AE, latest first."""
+    last = func.max(InstanceRefusal.minute)
+    rows = session.execute(
+        select(
+            InstanceRefusal.status,
+            InstanceRefusal.cause,
+            InstanceRefusal.calling_ae,
+            func.sum(InstanceRefusal.count),
+            last,
+        )
+        .where(InstanceRefusal.minute >= now - timedelta(days=1))
+        .group_by(InstanceRefusal.status, InstanceRefusal.cause, InstanceRefusal.calling_ae)
+        .order_by(last.desc(), InstanceRefusal.status)
+        .limit(REFUSAL_ROWS)
+    )
+    return [
+        RefusalSummary(f"0x{status:04X}", cause, calling_ae, int(count), minute)
+        for status, cause, calling_ae, count, minute in rows
+    ]
 
 
 def _percentile(values: list[float], share: float) -> float:
@@ -268,6 +312,7 @@ class Overview:
     oldest: Job | None
     routing_paused: bool
     paused_destinations: list[str] = field(default_factory=list)
+    refusals: list[RefusalSummary] = field(default_factory=list)
 
 
 def overview(session: Session, settings: Settings, trend: DiskTrend) -> Overview:
@@ -289,6 +334,7 @@ def overview(session: Session, settings: Settings, trend: DiskTrend) -> Overview
         volumes=volumes(session, now),
         time_to_result=time_to_result(session, now),
         oldest=oldest_waiting_job(session),
+        refusals=recent_refusals(session, now),
         routing_paused=ROUTING in flags,
         paused_destinations=[
             name.removeprefix(DESTINATION_PREFIX)

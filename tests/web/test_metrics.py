@@ -6,11 +6,33 @@ import subprocess
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+from pynetdicom import AE
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.testclient import TestClient
 
+from core.config import Settings
 from core.db.models import DeliveryState, JobState
-from tests.web.conftest import DESTINATION, seed_job
+from dicom_node.recording.group_commit import GroupCommitRecorder
+from dicom_node.scp.server import StorageSCP
+from dicom_node.scp.settings import ScpSettings
+from pipelines.phantom import generate_ct_phantom
+from tests.support.refusals import refusal_counts
+from tests.support.waiting import wait_until
+from tests.web.conftest import DESTINATION, LoggedIn, seed_job
+
+
+def promtool_check(text: str) -> str:
+    """What ``promtool check metrics`` objects to in ``text`` (empty: nothing)."""
+    checked = subprocess.run(
+        ["/usr/bin/promtool", "check", "metrics"],
+        input=text,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return "" if checked.returncode == 0 else checked.stdout + checked.stderr
 
 
 def test_metrics_are_read_from_the_database_and_pass_promtool(
@@ -23,21 +45,9 @@ def test_metrics_are_read_from_the_database_and_pass_promtool(
     assert response.status_code == 200
     text = response.text
 
-    checked = subprocess.run(
-        ["/usr/bin/promtool", "check", "metrics"],
-        input=text,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert promtool_check(text) == ""
 
-    samples = {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
+    samples = samples_of(text)
     assert samples[("ainode_jobs", (("pipeline", "ct-lungs"), ("state", "failed")))] == 1
     assert samples[("ainode_queue_depth", (("stage", "failed"),))] == 3
     failed = (("destination", DESTINATION), ("outcome", "failed"))
@@ -51,3 +61,44 @@ def test_metrics_are_read_from_the_database_and_pass_promtool(
     assert samples[("ainode_stage_duration_seconds_count", stage)] == 2
     assert "1.2.826" not in text and "A123" not in text and "PID-77" not in text
     assert all(name.startswith("ainode_") for name, _ in samples)
+
+
+def samples_of(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of an exposition text by name and sorted labels."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_instances_refused_by_a_real_scp_are_counted_in_metrics_and_on_the_overview(
+    web_settings: Settings, db: sessionmaker[Session], logged_in: LoggedIn
+) -> None:
+    scp = StorageSCP(ScpSettings.from_settings(web_settings), GroupCommitRecorder(db))
+    scp.start()
+    try:
+        bad, good = generate_ct_phantom(slices=2, rows=16, columns=16, seed=5).datasets
+        del bad.SeriesInstanceUID
+        ae = AE(ae_title="REFUSED_SCU")
+        ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+        association = ae.associate("127.0.0.1", scp.port, ae_title=web_settings.ae_title)
+        answered = [int(association.send_c_store(ds).Status) for ds in (bad, bad, good)]
+        association.release()
+    finally:
+        scp.stop()
+    assert answered == [0xC001, 0xC001, 0x0000]
+
+    wait_until(lambda: sum(refusal_counts(db).values()) == 2, 10, 0.05)
+    client, _ = logged_in("viewer")
+    text = client.get("/metrics").text
+    assert promtool_check(text) == ""
+    samples = samples_of(text)
+    refused_labels = (("cause", "invalid-instance"), ("status", "0xC001"))
+    assert samples[("ainode_instances_refused_total", refused_labels)] == 2
+    assert samples[("ainode_instances_received_total", ())] == 1
+    assert "REFUSED_SCU" not in text  # AE titles stay out of the labels
+
+    overview = client.get("/", headers={"hx-request": "true"}).text
+    assert 'data-refused="hour">2<' in overview
+    assert "<td>0xC001</td><td>invalid-instance</td><td>REFUSED_SCU</td><td>2</td>" in overview

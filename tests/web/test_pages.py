@@ -61,6 +61,7 @@ def test_every_page_renders(logged_in: LoggedIn, db: sessionmaker[Session]) -> N
     overview = client.get("/").text
     assert 'data-check="database"' in overview and 'data-stage="queued"' in overview
     assert "ct-lungs" in overview  # its time to result over the last day
+    assert "none refused in the last day" in overview
     fragment = client.get("/", headers={"HX-Request": "true"}).text
     assert "<html" not in fragment and 'data-stage="failed"' in fragment
     job = client.get(f"/jobs/{seeded.job}").text
