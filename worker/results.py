@@ -189,7 +189,7 @@ def build_result_objects(
     )
     if isinstance(result, ClassificationResult | DetectionResult):
         objects = [ResultObject("sr", _findings_report(data, result, header))]
-        checked(data, objects)
+        check_result_objects(data, objects)
         return BuiltResults(objects, sources.note)
     measurements = measure_segments(data, result)
     objects, missing = _segmentation_pairs(
@@ -197,7 +197,7 @@ def build_result_objects(
     )
     viewers = ViewerInputs(data, result, measurements, pipeline, provenance)
     objects += viewer_objects(viewers, objects, uids, destinations)
-    checked(data, objects, measurements, pipeline.plausible_volume_ml)
+    check_result_objects(data, objects, measurements, pipeline.plausible_volume_ml)
     note = "; ".join(part for part in (sources.note, missing) if part) or None
     return BuiltResults(objects, note)
 
@@ -261,7 +261,7 @@ def _segmentation_pairs(
     return objects, missing
 
 
-def checked(
+def check_result_objects(
     data: PipelineInput,
     objects: Sequence[ResultObject],
     measurements: Sequence[SegmentMeasurement] = (),
