@@ -33,7 +33,7 @@ def process_name(role: str) -> str:
 FORGET_AFTER = timedelta(days=1)
 
 
-def stamp(session_factory: sessionmaker[Session], name: str, role: str) -> None:
+def stamp_heartbeat(session_factory: sessionmaker[Session], name: str, role: str) -> None:
     """Write (or refresh) the heartbeat row ``name`` with the current time; drop long-dead rows."""
     with session_scope(session_factory) as session:
         session.execute(
@@ -60,7 +60,7 @@ class ProcessBeat:
     def _run(self) -> None:
         while True:
             try:
-                stamp(self._session_factory, self._name, self._role)
+                stamp_heartbeat(self._session_factory, self._name, self._role)
             except SQLAlchemyError as exc:
                 log.warning("%s heartbeat not recorded: %s", self._role, type(exc).__name__)
             if self._stop.wait(self._interval):

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.db.models import ProcessHeartbeat, utcnow
 from core.db.session import session_scope
-from worker.liveness import FORGET_AFTER, ProcessBeat, process_name, stamp
+from worker.liveness import FORGET_AFTER, ProcessBeat, process_name, stamp_heartbeat
 
 
 def test_a_beat_refreshes_its_row_and_forgets_dead_processes(
@@ -26,9 +26,9 @@ def test_a_beat_refreshes_its_row_and_forgets_dead_processes(
                 name="worker@other:2", role="worker", beat_at=utcnow() - timedelta(hours=1)
             )
         )
-    stamp(session_factory, "worker@here:3", "worker")
+    stamp_heartbeat(session_factory, "worker@here:3", "worker")
     first = _beats(session_factory)["worker@here:3"]
-    stamp(session_factory, "worker@here:3", "worker")
+    stamp_heartbeat(session_factory, "worker@here:3", "worker")
     beats = _beats(session_factory)
     assert set(beats) == {"worker@other:2", "worker@here:3"}
     assert beats["worker@here:3"] >= first
