@@ -281,6 +281,8 @@ class Settings(BaseSettings):
     web_login_window_seconds: float = Field(default=300.0, gt=0)
     web_page_size: int = Field(default=50, ge=1, le=500)
     time_to_result_target_seconds: float = Field(default=300.0, gt=0)
+    #: Seconds a rendered /metrics is served again to the scrapes that follow (0: never).
+    metrics_cache_seconds: float = Field(default=10.0, ge=0)
 
     _check_ae = field_validator("ae_title")(_validate_ae_title)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.applications import Starlette
@@ -37,7 +37,7 @@ from core.db.models import Role, User
 from core.db.session import make_engine, make_session_factory, session_scope
 from web import audit, queries, tools
 from web.actions import ActionError, Actions
-from web.metrics import registry_for
+from web.metrics import CachedMetrics, registry_for
 from web.overview import DiskTrend, overview
 from web.security import (
     CSRF_FIELD,
@@ -267,7 +267,10 @@ def create_app(settings: Settings, actions: Actions | None = None) -> Starlette:
     )
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.globals["CSRF_FIELD"] = CSRF_FIELD
-    registry = registry_for(settings, console.session_factory, console.trend)
+    metrics = CachedMetrics(
+        registry_for(settings, console.session_factory, console.trend),
+        settings.metrics_cache_seconds,
+    )
 
     def render(ctx: Ctx, name: str, status: int = 200, **context: Any) -> Response:
         flash = ctx.request.session.pop("flash", None)
@@ -541,11 +544,9 @@ def create_app(settings: Settings, actions: Actions | None = None) -> Starlette:
         return run
 
     # ---------------------------------------------------------------- plumbing
-    def metrics(_request: Request) -> Response:
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
-
-    async def metrics_endpoint(request: Request) -> Response:
-        return await run_in_threadpool(metrics, request)
+    async def metrics_endpoint(_request: Request) -> Response:
+        text = await run_in_threadpool(metrics.render)
+        return Response(text, media_type=CONTENT_TYPE_LATEST)
 
     async def healthz(_request: Request) -> Response:
         return PlainTextResponse("ok")

@@ -5,14 +5,19 @@ client's multiprocess mode, one collector reads every number from SQL when
 Prometheus scrapes, so the figures are those of the source of truth and
 survive restarts.  Counters are ``_total`` sums over rows (they only fall if
 rows are deleted); labels carry pipelines, stages, states, destinations and
-C-STORE statuses, never UIDs, AE titles or patient data.
+C-STORE statuses, never UIDs, AE titles or patient data.  A scrape with
+100,000 jobs takes seconds, so its text is kept for ``AINODE_METRICS_CACHE_SECONDS``
+and served again to the scrapes that follow (:class:`CachedMetrics`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from prometheus_client import generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -280,3 +285,37 @@ def registry_for(
     registry = CollectorRegistry(auto_describe=False)
     registry.register(DatabaseCollector(settings, session_factory, trend))
     return registry
+
+
+class CachedMetrics:
+    """The text of ``/metrics``, rendered at most once per ``seconds`` (0: every time).
+
+    Scrapes that arrive while one renders wait for it and get its text, so
+    several Prometheus servers, or one retrying, cost the database one read.
+    A failed render is not kept: the next scrape tries again.
+    """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._registry = registry
+        self._seconds = seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._text = b""
+        self._rendered_at: float | None = None
+
+    def render(self) -> bytes:
+        """The exposition text: the last one if younger than ``seconds``, else a fresh one."""
+        if self._seconds <= 0:
+            return generate_latest(self._registry)
+        with self._lock:
+            started = self._clock()
+            fresh = self._rendered_at is not None and started - self._rendered_at < self._seconds
+            if not fresh:
+                self._text = generate_latest(self._registry)
+                self._rendered_at = started
+            return self._text
