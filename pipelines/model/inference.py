@@ -31,6 +31,7 @@ from pipelines.model.steps import (
     is_torchscript,
     largest_component,
     percentile_range,
+    resize_channels,
     scale_and_standardise,
 )
 
@@ -172,12 +173,6 @@ def _scaled(x: torch.Tensor, settings: InputConfig, ranges: list[tuple]) -> torc
     )
 
 
-def _resized(x: torch.Tensor, size: tuple[int, ...], mode: str) -> torch.Tensor:
-    """``x`` ``(channels, *spatial)`` resized to ``size`` with ``mode``."""
-    corners = {"align_corners": False} if mode in ("trilinear", "bilinear") else {}
-    return F.interpolate(x[None], size=size, mode=mode, **corners)[0]
-
-
 def _crop_box(
     first: torch.nn.Module | None,
     x: torch.Tensor,
@@ -200,7 +195,7 @@ def _crop_box(
             foreground = ((x[0] - low) / (high - low)).clamp(0, 1) > crop.threshold
             return bbox_with_margin(foreground.float().cpu(), spatial, crop.margin, threshold=0.0)
         assert first is not None and crop.size is not None
-        small = _resized(x, crop.size, "nearest-exact")
+        small = resize_channels(x, crop.size, "nearest-exact")
         with inference_context(x.device):
             output = first(_scaled(small, config.input, ranges)[None])[0, crop.channel].float()
         foreground = largest_component((output > crop.threshold).cpu().numpy())
@@ -268,14 +263,14 @@ def predict_dense(
     cropped = tuple(x.shape[1:])
     size, mode = _model_matrix(cropped, spacing, settings)
     if size is not None:
-        x = _resized(x, size, mode)
+        x = resize_channels(x, size, mode)
     if settings.normalise is not None:
         x = _scaled(x, settings, ranges)
     logits = _forward(network, x[None], settings)
     _check_channels(logits, config.output_channels, config.name)
     probabilities = _activate(logits, config.activation)[0]
     if tuple(probabilities.shape[1:]) != cropped:
-        probabilities = _resized(probabilities, cropped, mode)
+        probabilities = resize_channels(probabilities, cropped, mode)
     return _uncropped(probabilities, spatial, box, config.activation)
 
 

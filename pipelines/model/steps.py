@@ -131,10 +131,15 @@ def reorientation(affine_lps: np.ndarray, convention: AxisConvention) -> Reorien
     return Reorientation(tuple((int(target), int(sense)) for target, sense in closest))
 
 
+def resize_channels(x: torch.Tensor, shape: tuple[int, ...], mode: str) -> torch.Tensor:
+    """``x`` ``(channels, *spatial)``: each channel resized to the fixed matrix ``shape``."""
+    corners = {"align_corners": False} if mode in ("trilinear", "bilinear") else {}
+    return F.interpolate(x[None], size=shape, mode=mode, **corners)[0]
+
+
 def resize(x: torch.Tensor, shape: tuple[int, ...], mode: Interpolation) -> torch.Tensor:
     """``x`` (spatial axes only) resized to the fixed matrix ``shape``."""
-    corners = {"align_corners": False} if mode in ("trilinear", "bilinear") else {}
-    return F.interpolate(x[None, None], size=shape, mode=mode, **corners)[0, 0]
+    return resize_channels(x[None], shape, mode)[0]
 
 
 def percentile_range(
