@@ -326,7 +326,7 @@ def _slice_dataset(
     if syntax in _UNCOMPRESSED:
         ds.file_meta.TransferSyntaxUID = syntax
     else:
-        ds.compress(syntax)
+        ds.compress(syntax, generate_instance_uid=False)  # the UIDs stay those of the seed
     return ds
 
 

@@ -160,6 +160,13 @@ def test_rle_lossless_round_trip(tmp_path: Path) -> None:
     assert _dciodvfy_errors(path) == []
 
 
+def test_a_compressed_phantom_keeps_the_uids_of_its_arguments() -> None:
+    first, again = (generate_ct_phantom(**SMALL, transfer_syntax_uid=RLELossless) for _ in "ab")
+    plain = generate_ct_phantom(**SMALL)
+    uids = [[ds.SOPInstanceUID for ds in study.datasets] for study in (first, again, plain)]
+    assert uids[0] == uids[1] == uids[2]
+
+
 @pytest.mark.parametrize("syntax", [ExplicitVRBigEndian, JPEGLosslessSV1, "1.2.3"])
 def test_unsupported_transfer_syntax(syntax: str) -> None:
     with pytest.raises(ValueError, match="transfer syntax"):
