@@ -11,7 +11,7 @@ from starlette.testclient import TestClient
 from core.db.models import AuditEvent, DeliveryState, JobState
 from core.db.session import session_scope
 from tests.web.conftest import PASSWORD, LoggedIn, csrf_of, seed_job
-from web.app import MAX_FORM_BYTES
+from web.console import MAX_FORM_BYTES
 
 
 def _audit(db: sessionmaker[Session]) -> list[tuple[str | None, str, str]]:
