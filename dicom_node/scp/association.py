@@ -367,8 +367,8 @@ class StorageAssociation:
             )
             status, reason = int(outcome.status), outcome.reason
         elif request.command_field == CommandField.C_STORE_RQ:
-            status = StoreStatus.SOP_CLASS_NOT_SUPPORTED
-            reason = "SOP class differs from the context's"
+            outcome = self._store.refuse_other_sop_class(self._calling_ae)
+            status, reason = int(outcome.status), outcome.reason
         elif isinstance(dataset, _Report) and self._commitment is not None:
             status = self._commitment.receive(
                 request.event_type_id,

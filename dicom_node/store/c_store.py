@@ -224,6 +224,7 @@ def _samples_per_pixel(values: dict[str, str | int]) -> int:
 #: Why an instance was refused, in a word each (counted in ``instance_refusals``).
 INVALID_INSTANCE = "invalid-instance"
 UID_MISMATCH = "uid-mismatch"
+CONTEXT_MISMATCH = "context-mismatch"
 DISK_FULL = "disk-full"
 RECEIVE_ERROR = "receive-error"
 SPOOL_ERROR = "spool-error"
@@ -302,6 +303,16 @@ class InstanceStore:
             received.discard()
         if response.status != StoreStatus.SUCCESS:
             self._count_refusal(response, calling_ae or None)
+        return response
+
+    def refuse_other_sop_class(self, calling_ae: str) -> StoreResponse:
+        """Refuse (and count) a dataset sent on the presentation context of another SOP class."""
+        response = StoreResponse(
+            StoreStatus.SOP_CLASS_NOT_SUPPORTED,
+            "SOP class differs from the context's",
+            CONTEXT_MISMATCH,
+        )
+        self._count_refusal(response, calling_ae or None)
         return response
 
     def _count_refusal(self, response: StoreResponse, calling_ae: str | None) -> None:

@@ -32,6 +32,7 @@ from dicom_node.scp import pdu
 from tests.dicom_node.conftest import Node, NodeFactory
 from tests.support.dcmtk import echoscu
 from tests.support.raw_dicom import associate_rq
+from tests.support.refusals import refusal_counts
 from tests.support.waiting import wait_until
 
 SCU_AE = "RAWSCU"
@@ -245,6 +246,10 @@ def test_a_store_whose_sop_class_differs_from_its_context_is_refused(node: Node)
         assert response.Status == 0x0122
     assert node.receive_leftovers() == []
     assert node.spooled_files() == []
+    counted = wait_until(lambda: refusal_counts(node.session_factory), 10, 0.05)
+    assert [(status, cause, n) for (status, cause, _ae), n in counted.items()] == [
+        (0x0122, "context-mismatch", 1)
+    ]
 
 
 # ------------------------------------------------------------------ hostile peers
