@@ -27,7 +27,7 @@ from typing import Any
 
 import psutil
 
-from bench.common import RESULTS_DIR, send_parallel, study_dir, study_files
+from bench.common import RESULTS_DIR, scratch, send_parallel, study_dir, study_files
 from tests.support.node import NodeProcesses
 
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -65,10 +65,8 @@ class CheckedOutNode(NodeProcesses):
 
 def cpu_per_instance_ms(tree: Path, files: list[Path]) -> float:
     """Milliseconds of the serve process's CPU per instance while ``files`` arrive."""
-    with (
-        tempfile.TemporaryDirectory(prefix="ainode-cost-") as folder,
-        CheckedOutNode(tree, Path(folder)) as node,
-    ):
+    # A set-aside folder, not a deleted one: see bench.common.scratch (ext4's inode scan).
+    with CheckedOutNode(tree, scratch("receive-cost")) as node:
         node.cli("db", "upgrade")
         process = node.start("serve")
         node.wait_listening()

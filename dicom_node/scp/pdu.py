@@ -131,22 +131,31 @@ class PduReader:
         """
         filled = 0
         while filled < len(view):
-            self._before_read()
+            if self._deadline is not None:
+                self._before_read()
             got = self._stream.readinto1(view[filled:])
             if not got:
                 raise ConnectionClosed("connection closed by the peer")
             filled += got
 
-    def read(self, length: int) -> bytearray:
+    def read(self, length: int) -> bytes:
         """Read exactly ``length`` bytes, growing the result only as they arrive."""
-        data = bytearray()
-        while len(data) < length:
+        if length == 0:
+            return b""
+        if self._deadline is not None:
             self._before_read()
-            buffered = self._stream.peek(1)  # one read of up to a buffer's worth when empty
-            if not buffered:
-                raise ConnectionClosed("connection closed by the peer")
+        buffered = self._stream.peek(1)  # one read of up to a buffer's worth when empty
+        if len(buffered) >= length:
+            return self._stream.read1(length)  # the usual small read: all of it is here
+        data = bytearray()
+        while buffered:
             data += self._stream.read1(min(length - len(data), len(buffered)))
-        return data
+            if len(data) == length:
+                return bytes(data)
+            if self._deadline is not None:
+                self._before_read()
+            buffered = self._stream.peek(1)
+        raise ConnectionClosed("connection closed by the peer")
 
     def pdu_header(self) -> tuple[int, int]:
         """The next PDU's type and length (of what follows the 6-byte header)."""
