@@ -80,6 +80,17 @@ def cpu_per_instance_ms(tree: Path, files: list[Path]) -> float:
         return 1000.0 * spent / len(files)
 
 
+def _commit(revision: str) -> str:
+    """The short hash ``revision`` names now (a run is identified by the commits it measured)."""
+    out = subprocess.run(
+        ["git", "-C", str(REPOSITORY), "rev-parse", "--short", revision],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return out.stdout.strip()
+
+
 def run(before: str, after: str, rounds: int) -> dict[str, Any]:
     """``rounds`` interleaved measurements of each revision; every figure and a summary."""
     files = study_files(study_dir(300))
@@ -95,8 +106,8 @@ def run(before: str, after: str, rounds: int) -> dict[str, Any]:
     spread = statistics.stdev(differences) / len(differences) ** 0.5 if rounds > 1 else 0.0
     base = statistics.mean(figures["before"])
     return {
-        "before": before,
-        "after": after,
+        "before": f"{before} ({_commit(before)})",
+        "after": f"{after} ({_commit(after)})",
         "cpu_ms_per_instance": figures,
         "mean_ms": {name: statistics.mean(values) for name, values in figures.items()},
         "change_percent": 100.0 * statistics.mean(differences) / base,
