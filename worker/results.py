@@ -309,22 +309,22 @@ def viewer_objects(
     wanted = {name for destination in destinations for name in destination.formats}
     if not wanted & {"sc", "kos"}:
         return []
-    captures = build_secondary_captures(
-        inputs.data,
-        inputs.result,
-        inputs.measurements,
-        intensity_unit=inputs.pipeline.intensity_unit.meaning,
-        series_instance_uid=uids.sc_series,
-        sop_instance_uids=[uids.sc_instance(n) for n in range(1, MAX_KEY_IMAGES + 1)],
-        series_number=SC_SERIES_NUMBER,
-        provenance=inputs.provenance,
-    )
-    objects = []
-    if "sc" in wanted:
-        objects = [ResultObject("sc", sc, number=n) for n, sc in enumerate(captures, 1)]
     keys = [key.source for key in key_images(inputs.data, inputs.result)]
     if not keys:
-        return objects  # nothing found: no key images to select
+        return []  # nothing found: no key images to capture or select
+    captures: Sequence[Dataset] = ()
+    if "sc" in wanted:  # a KOS references SCs only for a destination that takes them
+        captures = build_secondary_captures(
+            inputs.data,
+            inputs.result,
+            inputs.measurements,
+            intensity_unit=inputs.pipeline.intensity_unit.meaning,
+            series_instance_uid=uids.sc_series,
+            sop_instance_uids=[uids.sc_instance(n) for n in range(1, MAX_KEY_IMAGES + 1)],
+            series_number=SC_SERIES_NUMBER,
+            provenance=inputs.provenance,
+        )
+    objects = [ResultObject("sc", sc, number=n) for n, sc in enumerate(captures, 1)]
     variants = sorted({d.kos_variant for d in destinations if d.kos_variant is not None})
     for seg_type in sorted({item.seg_type for item in made if item.seg_type}):
         for variant in variants:
