@@ -141,9 +141,9 @@ def before_id(value: str | None) -> int | None:
 
 async def _read_form(request: Request) -> dict[str, str]:
     """The url-encoded form of a POST, refused when too large or of another type."""
-    declared = request.headers.get("content-length")
-    too_long = declared is not None and (len(declared) > 9 or not declared.isdigit())
-    if too_long or (declared is not None and int(declared) > MAX_FORM_BYTES):
+    declared = request.headers.get("content-length", "0")
+    digits = declared.isascii() and declared.isdigit() and len(declared) <= 9
+    if not digits or int(declared) > MAX_FORM_BYTES:
         raise Refused(413, f"form larger than {MAX_FORM_BYTES} bytes")
     content_type = request.headers.get("content-type", "").split(";")[0].strip()
     body = b""

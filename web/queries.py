@@ -40,7 +40,7 @@ def parse_id(text: str | None) -> int | None:
     """A row id from a query string (None when empty); :class:`FilterError` if it is none."""
     if not text:
         return None
-    if not text.isdigit() or len(text) > 10 or int(text) > MAX_ID:
+    if not (text.isascii() and text.isdigit()) or len(text) > 10 or int(text) > MAX_ID:
         raise FilterError(f"not a row id: {text[:20]!r}")
     return int(text)
 

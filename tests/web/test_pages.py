@@ -103,6 +103,8 @@ def test_bad_input_gets_a_clear_4xx(logged_in: LoggedIn, db: sessionmaker[Sessio
         ("/audit?before=-1", 400, "not a row id"),
         ("/jobs?q=A%00B", 400, "NUL characters"),
         (f"/jobs/{'9' * 30}", 404, "unknown job"),
+        ("/jobs?before=%C2%B2", 400, "before must be a job id"),  # '²' is a digit to isdigit
+        ("/jobs/%C2%B2", 404, "unknown job"),
         (f"/jobs?q={'x' * 100}", 400, "longer than"),
         ("/jobs/999999", 404, "no job 999999"),
         ("/jobs/abc", 404, "unknown job"),
