@@ -49,22 +49,35 @@ def ordered_phantom(small_phantom: PhantomStudy) -> PhantomStudy:
     return small_phantom
 
 
+Deliver = Callable[..., tuple[WorkerRuntime, list[int]]]
+
+
 @pytest.fixture
 def deliver(
+    make_settings: Callable[..., Settings],
     session_factory: sessionmaker[Session],
     recording_app: RecordingApp,
     spool_study: SpoolStudy,
     ordered_phantom: PhantomStudy,
-) -> Callable[[Settings], list[int]]:
-    """``deliver(settings)``: run the ordered phantom's job, deliver; the HL7 ids queued."""
+) -> Deliver:
+    """``deliver(hl7_destination, **settings)``: the ordered phantom's job, delivered to a PACS.
 
-    def run(settings: Settings) -> list[int]:
-        ids = run_job(settings, session_factory, recording_app, spool_study(ordered_phantom))
-        runtime = WorkerRuntime.from_settings(settings)
-        for delivery_id in ids.values():
-            outcome = execute_delivery(runtime, delivery_id, recording_app)
-            assert outcome == DeliveryOutcome.SUCCEEDED
-        return [args[0] for name, args, _ in recording_app.sent if name == SEND_HL7]
+    Returns the runtime of those settings and the ids of the HL7 messages queued.
+    """
+
+    def run(hl7_destination: str, **overrides: object) -> tuple[WorkerRuntime, list[int]]:
+        with StoreSCP(aet="PACS") as pacs:
+            settings = make_settings(
+                destinations=f"PACS@127.0.0.1:{pacs.port}",
+                hl7_destinations=hl7_destination,
+                **overrides,
+            )
+            ids = run_job(settings, session_factory, recording_app, spool_study(ordered_phantom))
+            runtime = WorkerRuntime.from_settings(settings)
+            for delivery_id in ids.values():
+                outcome = execute_delivery(runtime, delivery_id, recording_app)
+                assert outcome == DeliveryOutcome.SUCCEEDED
+        return runtime, [args[0] for name, args, _ in recording_app.sent if name == SEND_HL7]
 
     return run
 
@@ -101,22 +114,15 @@ def _retried_then_given_up(
 
 
 def test_one_oru_per_result_with_the_accession_and_the_sr_values(
-    make_settings: Callable[..., Settings],
     session_factory: sessionmaker[Session],
-    deliver: Callable[[Settings], list[int]],
+    deliver: Deliver,
     ordered_phantom: PhantomStudy,
     tmp_path: Path,
 ) -> None:
-    with StoreSCP(aet="PACS") as pacs, MllpListener(tmp_path / "ris") as ris:
-        settings = make_settings(
-            destinations=f"PACS@127.0.0.1:{pacs.port}",
-            hl7_destinations=f"127.0.0.1:{ris.port}",
-            hl7_abnormal_flags={"Left lung": "A"},
-        )
-        queued = deliver(settings)
+    with MllpListener(tmp_path / "ris") as ris:
+        runtime, queued = deliver(f"127.0.0.1:{ris.port}", hl7_abnormal_flags={"Left lung": "A"})
         assert len(queued) == 1, "one ORU per result and HL7 destination"
 
-        runtime = WorkerRuntime.from_settings(settings)
         assert execute_hl7(runtime, queued[0]) == Hl7Outcome.SENT
         assert execute_hl7(runtime, queued[0]) == Hl7Outcome.SKIPPED
         received = ris.messages()
@@ -154,20 +160,13 @@ def test_one_oru_per_result_with_the_accession_and_the_sr_values(
 
 
 def test_a_nak_is_retried_and_the_second_attempt_is_acknowledged(
-    make_settings: Callable[..., Settings],
     session_factory: sessionmaker[Session],
-    deliver: Callable[[Settings], list[int]],
+    deliver: Deliver,
     recording_app: RecordingApp,
     tmp_path: Path,
 ) -> None:
-    with StoreSCP(aet="PACS") as pacs, MllpListener(tmp_path / "ris", nak_first=1) as ris:
-        settings = make_settings(
-            destinations=f"PACS@127.0.0.1:{pacs.port}",
-            hl7_destinations=f"127.0.0.1:{ris.port}",
-            delivery_backoff_seconds=0.1,
-        )
-        [message_id] = deliver(settings)
-        runtime = WorkerRuntime.from_settings(settings)
+    with MllpListener(tmp_path / "ris", nak_first=1) as ris:
+        runtime, [message_id] = deliver(f"127.0.0.1:{ris.port}", delivery_backoff_seconds=0.1)
 
         assert execute_hl7(runtime, message_id, recording_app) == Hl7Outcome.RETRYING
         nak = _message(session_factory, message_id)
@@ -187,20 +186,14 @@ def test_a_nak_is_retried_and_the_second_attempt_is_acknowledged(
 
 
 def test_a_listener_that_is_down_is_retried_then_given_up(
-    make_settings: Callable[..., Settings],
-    session_factory: sessionmaker[Session],
-    deliver: Callable[[Settings], list[int]],
+    session_factory: sessionmaker[Session], deliver: Deliver
 ) -> None:
-    with StoreSCP(aet="PACS") as pacs:
-        settings = make_settings(
-            destinations=f"PACS@127.0.0.1:{pacs.port}",
-            hl7_destinations=f"127.0.0.1:{free_port()}",
-            hl7_ack_timeout_seconds=2,
-            delivery_max_attempts=2,
-            delivery_backoff_seconds=0.1,
-        )
-        [message_id] = deliver(settings)
-    runtime = WorkerRuntime.from_settings(settings)
+    runtime, [message_id] = deliver(
+        f"127.0.0.1:{free_port()}",
+        hl7_ack_timeout_seconds=2,
+        delivery_max_attempts=2,
+        delivery_backoff_seconds=0.1,
+    )
 
     reason = _retried_then_given_up(runtime, session_factory, message_id)
     assert reason.startswith("cannot send")
@@ -213,20 +206,14 @@ def ca(tmp_path_factory: pytest.TempPathFactory) -> ThrowawayCA:
 
 
 def test_an_oru_over_tls_reaches_a_listener_with_a_certificate_from_the_ca(
-    make_settings: Callable[..., Settings],
     session_factory: sessionmaker[Session],
-    deliver: Callable[[Settings], list[int]],
+    deliver: Deliver,
     ca: ThrowawayCA,
     tmp_path: Path,
 ) -> None:
-    with StoreSCP(aet="PACS") as pacs, MllpListener(tmp_path / "ris", tls=ca.issue("ris")) as ris:
-        settings = make_settings(
-            destinations=f"PACS@127.0.0.1:{pacs.port}",
-            hl7_destinations=f"127.0.0.1:{ris.port}/tls",
-            tls_ca_file=ca.cert,
-        )
-        [message_id] = deliver(settings)
-        assert execute_hl7(WorkerRuntime.from_settings(settings), message_id) == Hl7Outcome.SENT
+    with MllpListener(tmp_path / "ris", tls=ca.issue("ris")) as ris:
+        runtime, [message_id] = deliver(f"127.0.0.1:{ris.port}/tls", tls_ca_file=ca.cert)
+        assert execute_hl7(runtime, message_id) == Hl7Outcome.SENT
         [received] = ris.messages()
 
     assert _segments(received)["OBR"][0].obr_3.to_er7() == ACCESSION
@@ -236,23 +223,19 @@ def test_an_oru_over_tls_reaches_a_listener_with_a_certificate_from_the_ca(
 
 
 def test_a_listener_whose_certificate_is_not_trusted_gets_nothing_and_is_given_up(
-    make_settings: Callable[..., Settings],
     session_factory: sessionmaker[Session],
-    deliver: Callable[[Settings], list[int]],
+    deliver: Deliver,
     ca: ThrowawayCA,
     tmp_path: Path,
 ) -> None:
     rogue = ThrowawayCA(tmp_path / "rogue", "rogue-ca").issue("ris")
-    with StoreSCP(aet="PACS") as pacs, MllpListener(tmp_path / "ris", tls=rogue) as ris:
-        settings = make_settings(
-            destinations=f"PACS@127.0.0.1:{pacs.port}",
-            hl7_destinations=f"127.0.0.1:{ris.port}/tls",
+    with MllpListener(tmp_path / "ris", tls=rogue) as ris:
+        runtime, [message_id] = deliver(
+            f"127.0.0.1:{ris.port}/tls",
             tls_ca_file=ca.cert,
             delivery_max_attempts=2,
             delivery_backoff_seconds=0.1,
         )
-        [message_id] = deliver(settings)
-        runtime = WorkerRuntime.from_settings(settings)
 
         reason = _retried_then_given_up(runtime, session_factory, message_id)
         assert ris.messages() == []
