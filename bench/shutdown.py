@@ -43,18 +43,32 @@ def _alive(process: psutil.Process) -> bool:
         return False
 
 
-def _exit_times(supervisor: psutil.Process, children: dict[int, str]) -> dict[str, float]:
-    """Send SIGTERM to ``supervisor``; seconds until each child and the supervisor have exited."""
+def _exit_times(
+    supervisor: psutil.Process, children: dict[int, str], timeout: float = 60.0
+) -> dict[str, float]:
+    """Send SIGTERM to ``supervisor``; seconds until each child and the supervisor have exited.
+
+    A process still running after ``timeout`` seconds fails the run, naming it.
+    """
     waiting = {pid: psutil.Process(pid) for pid in children}
     exited: dict[str, float] = {}
     started = time.monotonic()
     supervisor.send_signal(signal.SIGTERM)
-    while waiting or _alive(supervisor):
+
+    def all_exited() -> bool:
         for pid, child in list(waiting.items()):
             if not _alive(child):
                 exited[children[pid]] = time.monotonic() - started
                 del waiting[pid]
-        time.sleep(0.01)
+        return not waiting and not _alive(supervisor)
+
+    def still_running() -> str:
+        names = [children[pid] for pid in waiting]
+        if _alive(supervisor):
+            names.append("ainode run")
+        return f"still running {timeout:.0f} s after SIGTERM: {', '.join(names)}"
+
+    wait_until(all_exited, timeout, 0.01, still_running)
     exited["ainode run"] = time.monotonic() - started
     return exited
 
