@@ -46,13 +46,13 @@ class NodeService:
             sweep_seconds=settings.recovery_interval_seconds,
         )
         # One recorder for the rows of every receiver process: they share commits.
-        recorder = GroupCommitRecorder(self.session_factory, settings.store_identifiers)
+        self.recorder = GroupCommitRecorder(self.session_factory, settings.store_identifiers)
         scp_settings = ScpSettings.from_settings(settings)
-        self.receivers = ReceiverPool(scp_settings, recorder, on_recorded=self.monitor.notify)
+        self.receivers = ReceiverPool(scp_settings, self.recorder, on_recorded=self.monitor.notify)
         # With several receiver processes this one accepts, hands over and records.
         self.scp = StorageSCP(
             scp_settings,
-            recorder,
+            self.recorder,
             on_recorded=self.monitor.notify,
             hand_over=self.receivers.hand_over if settings.receiver_processes > 1 else None,
             on_commitment_report=self.apply_commitment_reports,
@@ -102,8 +102,10 @@ class NodeService:
 
         Instances being received get up to the network timeout to arrive and
         be answered (receiver processes too); an idle node stops in a moment.
+        The refusals counted until then, the receivers' included, are written.
         """
         self.scp.stop()
         self.receivers.stop(timeout=self.settings.network_timeout_seconds + RECEIVER_STOP_MARGIN)
         self.monitor.stop()
+        self.recorder.close()
         self.engine.dispose()

@@ -151,6 +151,10 @@ class InstanceRecorder:
         """Count ``refusal``; written to ``instance_refusals`` shortly after, best effort."""
         self._refusals.add(refusal)
 
+    def close(self) -> None:
+        """Write the refusals still counted in memory (the node stops); rows need nothing."""
+        self._refusals.close()
+
     def record_batch(self, rows: Sequence[ReceivedInstance]) -> list[int | Exception]:
         """Record ``rows`` in one transaction; each row's study id, or why it failed.
 

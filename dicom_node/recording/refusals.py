@@ -7,8 +7,9 @@ instance exactly as it would without the count, however slow or down the
 database is, and a sender whose every instance is refused costs one upsert a
 second at most, however many it sends.  While the database is down the counts
 wait in memory (the refusals of an outage are themselves worth counting) and
-are written once it answers again; what is counted in the last moment before
-the process exits is lost.
+are written once it answers again.  As the node stops, the counts still held
+are written once more (:meth:`RefusalTally.close`); only those the database
+then refuses are lost, and the log says how many.
 """
 
 from __future__ import annotations
@@ -75,6 +76,8 @@ class RefusalTally:
         self._background = background
         self._held: Counter[Key] = Counter()
         self._lock = threading.Lock()
+        # One write at a time: a closing write waits for the thread's, then takes what is left.
+        self._writing = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._failing = False
@@ -104,6 +107,19 @@ class RefusalTally:
 
     def write(self) -> bool:
         """Add the counts held to the database now; whether they are written (else kept)."""
+        with self._writing:
+            return self._write()
+
+    def close(self) -> None:
+        """Write the counts still held, as the process stops; what cannot be is logged as lost."""
+        if not self.write():
+            with self._lock:
+                lost = self._held.total()
+            log.error(
+                "%d refused instances not recorded: the database failed as the node stopped", lost
+            )
+
+    def _write(self) -> bool:
         with self._lock:
             held, self._held = self._held, Counter()
         if not held:

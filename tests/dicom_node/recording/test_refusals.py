@@ -111,3 +111,32 @@ def test_at_most_max_held_kinds_of_refusal_wait_for_the_database(
         ("05:40:00", 0xC000, "invalid-instance", "B"): 1,
     }
     engine.dispose()
+
+
+def test_the_counts_still_held_are_written_as_the_recorder_closes(
+    sessions: sessionmaker[Session],
+) -> None:
+    tally = RefusalTally(sessions.kw["bind"], background=False)
+    tally.add(Refusal(0xC001, "invalid-instance", "SCU", T0))
+    tally.add(Refusal(0xC001, "invalid-instance", "SCU", T0))
+
+    tally.close()
+
+    assert counted(sessions) == {("05:40:00", 0xC001, "invalid-instance", "SCU"): 2}
+
+
+def test_counts_the_database_refuses_as_the_node_stops_are_logged_as_lost(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'node.sqlite'}")  # no tables: writes fail
+    tally = RefusalTally(engine, background=False)
+    for ae in ("A", "B", "A"):
+        tally.add(Refusal(0xA700, "not-recorded", ae, T0))
+
+    with caplog.at_level(logging.ERROR):
+        tally.close()
+
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR] == [
+        "3 refused instances not recorded: the database failed as the node stopped"
+    ]
+    engine.dispose()
