@@ -19,8 +19,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pipelines.model.config import sha256_of
-
 if TYPE_CHECKING:
     import torch
 
@@ -57,7 +55,6 @@ class HdBet:
         network.apply(SetNetworkToVal(False, False))
         self.network = network.to(device)
         self._device = "cpu" if device.type == "cpu" else (device.index or 0)
-        self.sha256 = sha256_of(weights)
 
     def mask(self, ras: np.ndarray, spacing: tuple[float, ...]) -> np.ndarray:
         """HD-BET's brain mask of ``ras`` (RAS canonical axes, ``spacing`` in that order)."""

@@ -50,6 +50,7 @@ from pipelines.mr_brain.weights import (
     DEEPBET_VERSION,
     DEEPBET_WEIGHTS,
     HDBET_VERSION,
+    HDBET_WEIGHTS,
     deepbet_weights,
     hdbet_weights,
 )
@@ -103,7 +104,7 @@ class MrBrainPipeline(Pipeline):
         self.second_opinion = None if hdbet is None else HdBet(hdbet, torch_device)
         if self.second_opinion is not None:
             self.parameters["second_opinion"] = f"HD-BET {HDBET_VERSION} fold 0"
-            self.parameters["second_opinion_sha256"] = self.second_opinion.sha256
+            self.parameters["second_opinion_sha256"] = HDBET_WEIGHTS["0.model"]
 
     @classmethod
     def create(cls, spec: PipelineSpec, models_dir: Path | None, device: str = "auto") -> Pipeline:
