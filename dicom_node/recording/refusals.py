@@ -81,7 +81,7 @@ class RefusalTally:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._failing = False
-        self._dropping = False
+        self._dropped = 0  # refusals not counted since MAX_HELD kinds were held
 
     def add(self, refusal: Refusal) -> None:
         """Count ``refusal``; written to the database shortly after, by the tally's thread."""
@@ -93,11 +93,11 @@ class RefusalTally:
         )
         with self._lock:
             if key not in self._held and len(self._held) >= MAX_HELD:
-                if not self._dropping:
+                if not self._dropped:
                     log.error(
                         "%d kinds of refusal wait for the database: not counting more", MAX_HELD
                     )
-                self._dropping = True
+                self._dropped += 1
                 return
             self._held[key] += 1
             if self._background and self._thread is None:
@@ -114,7 +114,7 @@ class RefusalTally:
         """Write the counts still held, as the process stops; what cannot be is logged as lost."""
         if not self.write():
             with self._lock:
-                lost = self._held.total()
+                lost = self._held.total() + self._dropped
             log.error(
                 "%d refused instances not recorded: the database failed as the node stopped", lost
             )
@@ -146,7 +146,9 @@ class RefusalTally:
             log.info("refused instances counted while the database was unavailable are recorded")
         self._failing = False
         with self._lock:
-            self._dropping = False
+            dropped, self._dropped = self._dropped, 0
+        if dropped:
+            log.error("%d refused instances were not counted while the database was down", dropped)
         return True
 
     def _run(self) -> None:

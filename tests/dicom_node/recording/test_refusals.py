@@ -104,12 +104,17 @@ def test_at_most_max_held_kinds_of_refusal_wait_for_the_database(
         "2 kinds of refusal wait for the database: not counting more"
     ]
 
+    caplog.clear()
     upgrade(url)
-    assert tally.write()
+    with caplog.at_level(logging.ERROR):
+        assert tally.write()
     assert counted(make_session_factory(engine)) == {
         ("05:40:00", 0xC000, "invalid-instance", "A"): 2,
         ("05:40:00", 0xC000, "invalid-instance", "B"): 1,
     }
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR] == [
+        "2 refused instances were not counted while the database was down"
+    ]
     engine.dispose()
 
 
