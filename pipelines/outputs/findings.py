@@ -45,12 +45,11 @@ from pipelines.outputs.report import (
     domain_evaluations,
     measurement_report_document,
 )
-from pipelines.outputs.sr import MILLILITER
+from pipelines.outputs.sr import MILLILITER, NO_UNITS
 from pipelines.stack import SourceFrames
 
 __all__ = ["NO_UNITS", "build_classification_report", "build_detection_report", "source_image"]
 
-NO_UNITS = Code("1", "UCUM", "no units")
 MILLIMETER = Code("mm", "UCUM", "millimeter")
 
 

@@ -43,6 +43,7 @@ __all__ = [
     "AGREEMENT",
     "MILLILITER",
     "MODELS_AGREE",
+    "NO_UNITS",
     "REQUIRES_REVIEW",
     "REVIEW_STATUS",
     "build_measurement_report",
@@ -55,7 +56,7 @@ AGREEMENT = Code("AGREEMENT-DICE", "99PACSAI", "Dice agreement with second model
 REVIEW_STATUS = Code("REVIEW-STATUS", "99PACSAI", "Review status")
 REQUIRES_REVIEW = Code("REQUIRES-REVIEW", "99PACSAI", "Requires review")
 MODELS_AGREE = Code("MODELS-AGREE", "99PACSAI", "Models agree")
-_NO_UNITS = Code("1", "UCUM", "no units")
+NO_UNITS = Code("1", "UCUM", "no units")
 _HOUNSFIELD = "[hnsf'U]"
 
 
@@ -98,7 +99,7 @@ def _second_opinion(
         return [], []
     model = Code(re.sub(r"[^A-Z0-9]+", "-", opinion.model.upper())[:16], "99PACSAI", opinion.model)
     values = [
-        hd.sr.Measurement(name=AGREEMENT, value=opinion.dice, unit=_NO_UNITS),
+        hd.sr.Measurement(name=AGREEMENT, value=opinion.dice, unit=NO_UNITS),
         hd.sr.Measurement(
             name=codes.SCT.Volume, value=opinion.volume_ml, unit=MILLILITER, method=model
         ),
