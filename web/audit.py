@@ -15,6 +15,11 @@ from core.db.models import AuditEvent, utcnow
 CSV_COLUMNS = ("id", "at", "username", "action", "object", "outcome", "address", "detail")
 
 
+def audit_object(kind: str, object_id: int) -> str:
+    """How the audit trail names a job or delivery (``job 7``): actions write it, pages find it."""
+    return f"{kind} {object_id}"
+
+
 def record(
     session: Session,
     *,

@@ -25,6 +25,7 @@ from core.db.models import (
     Study,
     StudyState,
 )
+from web.audit import audit_object
 from web.overview import SENDING
 
 
@@ -313,7 +314,7 @@ def job_story(session: Session, job_id: int) -> JobStory | None:
             )
         )
     ).all()
-    objects = [f"job {job.id}", *(f"delivery {delivery_id}" for delivery_id in delivery_ids)]
+    objects = [audit_object("job", job.id), *(audit_object("delivery", d) for d in delivery_ids)]
     actions = session.scalars(
         select(AuditEvent).where(AuditEvent.object.in_(objects)).order_by(AuditEvent.id)
     ).all()

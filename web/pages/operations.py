@@ -15,6 +15,7 @@ from starlette.routing import Route
 from core.config import Destination
 from core.db.models import Role
 from web.actions import ActionError
+from web.audit import audit_object
 from web.console import Console, Ctx, Handler, Refused, page, row_id, safe_back
 
 #: An action: what it acted on (for the audit trail) and the message shown to the operator.
@@ -59,21 +60,23 @@ def retry_delivery(ctx: Ctx) -> tuple[str, str]:
     """A failed, retrying or not committed delivery gets a fresh attempt budget."""
     delivery_id = _path_id(ctx, "delivery_id", "delivery")
     ctx.console.actions.retry_delivery(delivery_id)
-    return f"delivery {delivery_id}", f"delivery {delivery_id} queued again"
+    name = audit_object("delivery", delivery_id)
+    return name, f"{name} queued again"
 
 
 def rerun(ctx: Ctx) -> tuple[str, str]:
     """The job runs again from its original input."""
     job_id = _path_id(ctx, "job_id", "job")
     ctx.console.actions.replay(job_id, rerun=True)
-    return f"job {job_id}", f"job {job_id} queued to run again"
+    name = audit_object("job", job_id)
+    return name, f"{name} queued to run again"
 
 
 def resend(ctx: Ctx) -> tuple[str, str]:
     """Every configured destination gets the job's results again."""
     job_id = _path_id(ctx, "job_id", "job")
     count = ctx.console.actions.replay(job_id, rerun=False)
-    return f"job {job_id}", f"{count} deliveries of job {job_id} queued again"
+    return audit_object("job", job_id), f"{count} deliveries of job {job_id} queued again"
 
 
 def acknowledge(ctx: Ctx) -> tuple[str, str]:
@@ -81,7 +84,8 @@ def acknowledge(ctx: Ctx) -> tuple[str, str]:
     kind = ctx.request.path_params["kind"]
     object_id = _path_id(ctx, "object_id", kind)
     ctx.console.actions.acknowledge(kind, object_id, _username(ctx))
-    return f"{kind} {object_id}", f"{kind} {object_id} acknowledged"
+    name = audit_object(kind, object_id)
+    return name, f"{name} acknowledged"
 
 
 def bulk_retry(ctx: Ctx) -> tuple[str, str]:
