@@ -33,23 +33,24 @@ from tests.support.node import NodeProcesses
 REPOSITORY = Path(__file__).resolve().parent.parent
 
 
+def _git(*args: str) -> str:
+    """Run ``git args`` in this repository; its output (a failure raises)."""
+    out = subprocess.run(
+        ["git", "-C", str(REPOSITORY), *args], check=True, capture_output=True, text=True
+    )
+    return out.stdout.strip()
+
+
 @contextmanager
 def worktree(revision: str) -> Iterator[Path]:
-    """A temporary checkout of ``revision`` (removed afterwards)."""
-    folder = Path(tempfile.mkdtemp(prefix="ainode-rev-")) / "tree"
-    subprocess.run(
-        ["git", "-C", str(REPOSITORY), "worktree", "add", "--detach", str(folder), revision],
-        check=True,
-        capture_output=True,
-    )
+    """A temporary checkout of ``revision`` (its folder and git's record of it removed after)."""
     try:
-        yield folder
+        with tempfile.TemporaryDirectory(prefix="ainode-rev-") as parent:
+            folder = Path(parent) / "tree"
+            _git("worktree", "add", "--detach", str(folder), revision)
+            yield folder
     finally:
-        subprocess.run(
-            ["git", "-C", str(REPOSITORY), "worktree", "remove", "--force", str(folder)],
-            check=False,
-            capture_output=True,
-        )
+        _git("worktree", "prune")  # the folder is gone: git forgets the checkout
 
 
 class CheckedOutNode(NodeProcesses):
@@ -82,13 +83,7 @@ def cpu_per_instance_ms(tree: Path, files: list[Path]) -> float:
 
 def _commit(revision: str) -> str:
     """The short hash ``revision`` names now (a run is identified by the commits it measured)."""
-    out = subprocess.run(
-        ["git", "-C", str(REPOSITORY), "rev-parse", "--short", revision],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return out.stdout.strip()
+    return _git("rev-parse", "--short", revision)
 
 
 def run(before: str, after: str, rounds: int) -> dict[str, Any]:
