@@ -42,7 +42,7 @@ from core.db.models import (
     utcnow,
 )
 from core.db.session import session_scope
-from web.overview import DiskTrend, queue_depths, workers_alive
+from web.overview import DiskTrend, processes_alive, queue_depths
 
 #: Buckets (seconds) of time to result and stage durations: 1 s .. 1 h.
 BUCKETS = (1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
@@ -250,12 +250,12 @@ class DatabaseCollector(Collector):
         yield GaugeMetricFamily(
             "ainode_workers_alive",
             "Workers whose heartbeat is recent.",
-            value=workers_alive(session, self.settings, utcnow()),
+            value=processes_alive(session, self.settings, utcnow(), role="worker"),
         )
         yield GaugeMetricFamily(
             "ainode_scheduler_alive",
             "Schedulers (ainode serve: stability, routing, recovery) whose heartbeat is recent.",
-            value=workers_alive(session, self.settings, utcnow(), role="scheduler"),
+            value=processes_alive(session, self.settings, utcnow(), role="scheduler"),
         )
         flags = paused_flags(session)
         yield GaugeMetricFamily(

@@ -128,13 +128,13 @@ def database_check(session: Session) -> Check:
 
 def worker_check(session: Session, settings: Settings, now: datetime) -> Check:
     """Workers whose heartbeat is recent."""
-    alive = workers_alive(session, settings, now)
+    alive = processes_alive(session, settings, now, role="worker")
     return Check("workers", bool(alive), f"{alive} alive by heartbeat")
 
 
 def scheduler_check(session: Session, settings: Settings, now: datetime) -> Check:
     """The scheduler (``ainode serve``: stability, routing, recovery) beats."""
-    alive = workers_alive(session, settings, now, role="scheduler")
+    alive = processes_alive(session, settings, now, role="scheduler")
     return Check("scheduler", bool(alive), "alive by heartbeat" if alive else "no heartbeat")
 
 
@@ -148,8 +148,8 @@ def disk_check(settings: Settings, trend: DiskTrend) -> Check:
     return Check("spool disk", share >= 0.1, detail)
 
 
-def workers_alive(session: Session, settings: Settings, now: datetime, role: str = "worker") -> int:
-    """Number of processes of ``role`` (workers by default) whose heartbeat is recent."""
+def processes_alive(session: Session, settings: Settings, now: datetime, role: str) -> int:
+    """Number of processes of ``role`` (``worker``, ``scheduler``) whose heartbeat is recent."""
     cutoff = now - timedelta(seconds=WORKER_STALE_INTERVALS * settings.job_heartbeat_seconds)
     return int(
         session.scalar(
