@@ -12,14 +12,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pynetdicom import AE
+from pynetdicom.presentation import build_context
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from sqlalchemy.orm import Session
 
 from core.config import Destination, Settings
 from core.db.models import Series
+from core.errors import TransientError
 from core.routing import RoutingRule
 from core.tls import client_context
+from dicom_node.scu import associate
 from scheduler.dispatch import series_facts
 
 SELFTEST_CALLING_AE = "AINODE_SELFTEST"
@@ -36,19 +38,20 @@ class EchoResult:
 
 
 def echo(destination: Destination, settings: Settings) -> EchoResult:
-    """Send a C-ECHO from the node's AE title to ``destination``."""
-    ae = AE(ae_title=settings.ae_title)
-    ae.add_requested_context(Verification)
-    ae.acse_timeout = settings.acse_timeout_seconds
-    ae.network_timeout = settings.network_timeout_seconds
-    tls = (client_context(settings), "") if destination.tls else None
+    """Send a C-ECHO from the node's AE title to ``destination``, as a delivery would connect."""
     start = time.perf_counter()
-    assoc = ae.associate(
-        destination.host, destination.port, ae_title=destination.ae_title, tls_args=tls
-    )
     try:
-        if not assoc.is_established:
-            return EchoResult(False, "association refused or peer unreachable", _since(start))
+        assoc = associate(
+            destination,
+            [build_context(Verification)],
+            calling_ae=settings.ae_title,
+            timeout=settings.network_timeout_seconds,
+            tls=client_context(settings) if destination.tls else None,
+            refused="C-ECHO association",
+        )
+    except TransientError:
+        return EchoResult(False, "association refused or peer unreachable", _since(start))
+    try:
         status = assoc.send_c_echo()
         code = getattr(status, "Status", None)
         if code == 0x0000:
