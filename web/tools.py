@@ -45,7 +45,7 @@ def echo(destination: Destination, settings: Settings) -> EchoResult:
             destination,
             [build_context(Verification)],
             calling_ae=settings.ae_title,
-            timeout=settings.network_timeout_seconds,
+            timeout=settings.acse_timeout_seconds,  # a person waits for the answer
             tls=client_context(settings) if destination.tls else None,
             refused="C-ECHO association",
         )
